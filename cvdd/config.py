@@ -1,0 +1,404 @@
+"""Run configuration: frozen dataclasses, presets, dict round trip and `section.key=value` overrides.
+
+Defaults follow `cvdd-spec.md` (the official CV-DD scripts); each field says its unit and source.
+Loads without torch so the UI can validate a form without importing the engine.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, get_args, get_origin, get_type_hints
+
+from .utils import CvddError
+
+__all__ = [
+    "DataConfig", "SqueezeConfig", "PriorConfig", "InitConfig", "RecoverConfig", "RelabelConfig",
+    "ValidateConfig", "RunConfig", "PRESETS", "PRESET_NOTES", "COMMITTEE", "PRIOR_TABLE",
+    "from_preset", "config_hash",
+]
+
+STAGES = ("squeeze", "prior", "init", "recover", "relabel", "validate")
+COMMITTEE = ("resnet18", "resnet50", "shufflenetv2", "mobilenetv2", "densenet121")  # paper §3.5
+
+# Prior performance alpha (student top-1 %, spec §3 table), used when prior.source == "table".
+PRIOR_TABLE = {
+    "cifar10": dict(resnet18=63.0, resnet50=65.3, shufflenetv2=68.5, mobilenetv2=67.6, densenet121=67.4),
+    "cifar100": dict(resnet18=64.0, resnet50=60.6, shufflenetv2=51.6, mobilenetv2=59.4, densenet121=56.4),
+    "tiny_imagenet": dict(resnet18=46.5, resnet50=28.3, shufflenetv2=43.6, mobilenetv2=44.8,
+                          densenet121=41.5),
+    "imagenette": dict(resnet18=62.4, resnet50=52.0, shufflenetv2=57.2, mobilenetv2=54.0,
+                       densenet121=60.8),
+    # Jan-2025 row: the one that follows the paper's definition (spec §3)
+    "imagenet1k": dict(resnet18=43.1, resnet50=41.37, shufflenetv2=43.73, mobilenetv2=39.15,
+                       densenet121=38.9),
+}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "builtin"  # "builtin" (embedded Fashion-MNIST subset) or a local path
+    image_size: int = 0  # pixels; 0 = the data set's native size
+
+
+@dataclass(frozen=True)
+class SqueezeConfig:
+    """Stage 0: train the committee on real data (spec §2: short schedules on purpose)."""
+    members: tuple[str, ...] = COMMITTEE  # paper §3.5; one member = SRe2L++
+    width: float = 1.0  # channel multiplier for the small-resolution models
+    epochs: int = 200  # spec §2 CIFAR: 200 epochs
+    batch_size: int = 512  # images per step
+    optimizer: str = "adam"  # adam | sgd
+    lr: float = 0.001  # Adam 1e-3, cosine to 0 over the epochs
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 1e-4
+    max_train_images: int = 0  # 0 = all; a class-balanced cap for CPU presets
+    weights: dict = field(default_factory=dict)  # member -> local weights file (skips training)
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """Stage 1: prior performance alpha per member (paper §3.6, App. C; spec §3)."""
+    source: str = "compute"  # compute (SRe2L++ alone per member) | table (spec §3) | user
+    values: dict = field(default_factory=dict)  # member -> alpha in %, for source=user
+    ipc: int = 50  # spec §3: IPC 50 for CIFAR, 10 elsewhere
+    recover_iterations: int = 4000  # recover steps of each SRe2L++-alone run
+    validate_epochs: int = 300  # student epochs of each run
+    max_classes: int = 0  # 0 = all; a cheaper estimate on the first classes only (CPU presets)
+
+
+@dataclass(frozen=True)
+class InitConfig:
+    """Stage 2: RDED-style real-patch initialisation (spec §4)."""
+    method: str = "rded"  # rded | real (random real images) | noise (SRe2L's Gaussian)
+    candidates: int = 300  # mipc: real images scored per class
+    num_crops: int = 5  # RandomResizedCrops per candidate, best (lowest CE) kept
+    factor: int = 1  # patches per side stitched into one image (1 for <= 64 px, 2 for 224 px)
+    observer: str = ""  # committee member that scores patches; "" = first member
+
+
+@dataclass(frozen=True)
+class RecoverConfig:
+    """Stage 3: pixel optimisation with committee voting (spec §5)."""
+    iterations: int = 4000  # Adam steps per image group
+    lr: float = 0.25  # Adam, cosine to 0, no warm-up
+    beta1: float = 0.5
+    beta2: float = 0.9
+    bn_loss_weight: float = 0.01  # r_bn
+    first_bn_multiplier: float = 10.0  # weight of the first BN layer's term
+    augment: bool = True  # shared RandomResizedCrop + flip + roll per group (SRe2L++)
+    jitter: int = 4  # max roll in pixels (4 for <= 64 px, 32 for 224 px)
+    num_experts: int = 2  # N, members voting for one IPC index
+    temperature: float = 5.0  # T in softmax(alpha / T)
+    voter: str = "prior"  # prior | equal | random (Table 6 ablation)
+    schedule: str = "auto"  # auto | fixed | enumerate | random | per_iteration (spec §5.4)
+    fixed_members: tuple[str, ...] = ()  # for schedule=fixed; () = top-N by prior
+    classes_per_group: int = 100  # bs: classes per optimisation batch (one image per class)
+    groups_per_step: int = 0  # groups optimised together in one batch; 0 = all
+    snapshot_every: int = 100  # steps between saved image grids
+    checkpoint_every: int = 200  # steps between checkpoints
+    precision: str = "fp32"  # fp32 | bf16 (GPU fast path)
+
+
+@dataclass(frozen=True)
+class RelabelConfig:
+    """Stage 4: Batch-Specific Soft Labeling (paper §3.7, spec §6)."""
+    teacher: str = "resnet18"  # a member name, or "committee" (prior-weighted logits)
+    mode: str = "bssl"  # bssl (teacher BN uses the batch's statistics) | eval (running stats)
+    committee_temperature: float = 10.0  # softmax(alpha / 10) over teachers (spec §6.3)
+    batch_size: int = 16  # images per labelling batch (= student batch, spec §6.5)
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """Stage 5: train a student from scratch on the distilled set (spec §7)."""
+    student: str = "resnet18"
+    width: float = 1.0  # student channel multiplier
+    epochs: int = 300
+    batch_size: int = 16
+    lr: float = 0.001  # AdamW base lr
+    eta: float = 1.0  # smoothed cosine: lr = base * 0.5 * (1 + cos(pi * epoch / (epochs * eta)))
+    weight_decay: float = 0.01  # on conv/linear weights only
+    temperature: float = 20.0  # KL temperature
+    cutmix: bool = True  # CutMix with lambda ~ Beta(1, 1) per batch
+    eval_every: int = 10  # epochs between test evaluations
+    compare_eval_labels: bool = False  # also train a student on eval-mode (non-BSSL) labels
+    random_real: bool = True  # baseline: same number of random real images, same labelling
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "custom"  # preset name, for humans
+    ipc: int = 10  # images per class
+    seed: int = 0  # drives every stage through explicit generators
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch CPU threads in the worker; 0 = all cores (<= 8)
+    cache_dir: str = ""  # committee cache; "" = <runs dir>/_cache
+    data: DataConfig = DataConfig()
+    squeeze: SqueezeConfig = SqueezeConfig()
+    prior: PriorConfig = PriorConfig()
+    init: InitConfig = InitConfig()
+    recover: RecoverConfig = RecoverConfig()
+    relabel: RelabelConfig = RelabelConfig()
+    validate: ValidateConfig = ValidateConfig()
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+    @property
+    def method(self) -> str:
+        return "sre2l++" if len(self.squeeze.members) == 1 else "cvdd"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        return _build(cls, d, "")
+
+    def replace(self, overrides: list[str] | dict) -> "RunConfig":
+        """New config with `section.key=value` strings (or a nested dict) applied."""
+        d = self.to_dict()
+        if isinstance(overrides, dict):
+            _merge(d, overrides)
+        else:
+            for item in overrides:
+                _apply_override(d, item)
+        return RunConfig.from_dict(d)
+
+
+# ---------------------------------------------------------------------------------------------
+# checks
+
+def _check(c: RunConfig) -> None:
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise CvddError(msg)
+
+    need(c.ipc >= 1, f"ipc must be >= 1 (got {c.ipc}); use --set ipc=10")
+    need(len(c.squeeze.members) >= 1, "squeeze.members is empty; name at least one model")
+    need(len(set(c.squeeze.members)) == len(c.squeeze.members),
+         f"squeeze.members has duplicates: {list(c.squeeze.members)}")
+    r = c.recover
+    need(1 <= r.num_experts <= len(c.squeeze.members),
+         f"recover.num_experts={r.num_experts} but the committee has {len(c.squeeze.members)} "
+         f"member(s) {list(c.squeeze.members)}; use --set recover.num_experts="
+         f"{min(2, len(c.squeeze.members))} or add members")
+    _choice("recover.voter", r.voter, ("prior", "equal", "random"))
+    _choice("recover.schedule", r.schedule, ("auto", "fixed", "enumerate", "random", "per_iteration"))
+    _choice("recover.precision", r.precision, ("fp32", "bf16"))
+    _choice("prior.source", c.prior.source, ("compute", "table", "user"))
+    _choice("init.method", c.init.method, ("rded", "real", "noise"))
+    _choice("relabel.mode", c.relabel.mode, ("bssl", "eval"))
+    _choice("squeeze.optimizer", c.squeeze.optimizer, ("adam", "sgd"))
+    need(r.iterations >= 1, "recover.iterations must be >= 1")
+    need(r.temperature > 0, "recover.temperature must be > 0")
+    need(r.classes_per_group >= 1, "recover.classes_per_group must be >= 1")
+    need(c.validate.epochs >= 1 and c.squeeze.epochs >= 0, "epochs must be positive")
+    need(c.validate.batch_size >= 2 and c.relabel.batch_size >= 2,
+         "batch sizes must be >= 2 (BSSL needs batch statistics)")
+    need(c.init.factor >= 1 and c.init.candidates >= 1 and c.init.num_crops >= 1,
+         "init.factor, init.candidates and init.num_crops must be >= 1")
+    if r.schedule == "fixed" and r.fixed_members:
+        need(len(r.fixed_members) == r.num_experts and set(r.fixed_members) <= set(c.squeeze.members),
+             f"recover.fixed_members {list(r.fixed_members)} must be {r.num_experts} of "
+             f"{list(c.squeeze.members)}")
+    if c.relabel.teacher != "committee":
+        need(c.relabel.teacher in c.squeeze.members,
+             f"relabel.teacher={c.relabel.teacher!r} is not a committee member "
+             f"{list(c.squeeze.members)}; choose one of them or 'committee'")
+    if c.prior.source == "user":
+        missing = [m for m in c.squeeze.members if m not in c.prior.values]
+        need(not missing, f"prior.source=user but prior.values lacks {missing}; "
+             "e.g. --set prior.values='{\"resnet18\": 63.0}'")
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise CvddError(f"unknown {name} {value!r}; choose from {', '.join(allowed)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# dict <-> dataclass
+
+def _build(cls: type, d: dict, prefix: str) -> Any:
+    if not isinstance(d, dict):
+        raise CvddError(f"config section {prefix or 'root'} must be a mapping")
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise CvddError(f"unknown config key(s) {sorted(prefix + k for k in unknown)}; "
+                        f"valid keys: {sorted(prefix + n for n in names)}")
+    kw = {}
+    for name, value in d.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kw[name] = _build(tp, value, f"{prefix}{name}.")
+        else:
+            kw[name] = _coerce(value, tp, prefix + name)
+    return cls(**kw)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = get_origin(tp)
+    try:
+        if origin is tuple:
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            inner = get_args(tp)[0]
+            return tuple(_coerce(v, inner, key) for v in value)
+        if tp is dict or origin is dict:
+            if isinstance(value, str):
+                value = json.loads(value) if value.strip() else {}
+            if not isinstance(value, dict):
+                raise TypeError
+            return dict(value)
+        if tp is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if tp is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if tp is float:
+            return float(value)
+        if tp is str:
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    raise CvddError(f"config key {key}: cannot read {value!r} as {getattr(tp, '__name__', tp)}")
+
+
+def _apply_override(d: dict, item: str) -> None:
+    if "=" not in item:
+        raise CvddError(f"override {item!r} must look like section.key=value, e.g. recover.iterations=200")
+    key, value = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = d
+    for p in parts[:-1]:
+        if p not in node or not isinstance(node[p], dict):
+            raise CvddError(f"unknown config section {p!r} in {item!r}; sections: "
+                            f"{[k for k, v in d.items() if isinstance(v, dict)]}")
+        node = node[p]
+    if parts[-1] not in node:
+        raise CvddError(f"unknown config key {key!r}; valid keys here: {sorted(node)}")
+    node[parts[-1]] = value.strip()  # typed later by _coerce
+
+
+def _merge(d: dict, o: dict) -> None:
+    for k, v in o.items():
+        if isinstance(v, dict) and isinstance(d.get(k), dict) and k not in ("weights", "values"):
+            _merge(d[k], v)
+        else:
+            d[k] = v
+
+
+def config_hash(cfg: RunConfig, sections: tuple[str, ...] | None = None) -> str:
+    """Stable short hash of the whole config (or some sections), for checkpoints and caches."""
+    d = cfg.to_dict()
+    if sections is not None:
+        d = {k: d[k] for k in sections}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# presets: nested dicts applied on top of the defaults
+
+def _paper(ds: str, ipc: int, size: int) -> dict:
+    big = size >= 224
+    small_set = ds in ("cifar10", "cifar100", "tiny_imagenet")
+    classes = {"cifar10": 10, "cifar100": 100, "tiny_imagenet": 100, "imagenette": 10,
+               "imagenet1k": 100}[ds]  # spec §5.1 batch = classes per optimisation batch
+    squeeze = {"cifar10": dict(epochs=200, batch_size=512, optimizer="adam", lr=0.001),
+               "cifar100": dict(epochs=200, batch_size=512, optimizer="adam", lr=0.001),
+               "tiny_imagenet": dict(epochs=50, batch_size=128, optimizer="sgd", lr=0.01),
+               "imagenette": dict(epochs=300, batch_size=64, optimizer="sgd", lr=0.01),
+               "imagenet1k": dict(epochs=90, batch_size=256, optimizer="sgd", lr=0.1)}[ds]
+    schedule = "fixed" if ipc == 1 else ("enumerate" if ipc <= 10 else "random")
+    fixed = {"cifar10": ("mobilenetv2", "densenet121"), "imagenette": ("mobilenetv2", "densenet121"),
+             "cifar100": ("shufflenetv2", "mobilenetv2")}.get(ds, ()) if ipc == 1 else ()
+    return dict(
+        name=f"{ds}_ipc{ipc}", ipc=ipc, data=dict(dataset="", image_size=size),
+        squeeze=squeeze,
+        prior=dict(source="table" if ds in PRIOR_TABLE else "compute",
+                   ipc=50 if ds in ("cifar10", "cifar100") else 10),
+        init=dict(factor=2 if big else 1),
+        recover=dict(jitter=32 if big else 4, classes_per_group=classes, schedule=schedule,
+                     fixed_members=fixed),
+        relabel=dict(batch_size=10 if ds == "imagenette" else 16),
+        validate=dict(batch_size=10 if (ipc == 1 and ds in ("cifar10", "imagenette")) else 16,
+                      eta=2.0 if (ds == "cifar100" and ipc == 10) or (ds == "imagenet1k" and ipc < 50)
+                      or (ds == "tiny_imagenet" and ipc != 10) else 1.0,
+                      random_real=small_set),
+    )
+
+
+PRESETS: dict[str, dict] = {
+    # Embedded Fashion-MNIST subset on 2 CPU cores in a few minutes: every stage runs, with
+    # narrow models and short schedules (the numbers are labelled as a CPU demo, not the paper's).
+    "quick": dict(
+        name="quick", ipc=10, device="auto",
+        data=dict(dataset="builtin"),
+        squeeze=dict(width=0.25, epochs=6, batch_size=64, lr=0.003),
+        prior=dict(source="compute", ipc=1, recover_iterations=40, validate_epochs=40,
+                   max_classes=0),
+        init=dict(candidates=40, num_crops=3),
+        recover=dict(iterations=150, jitter=2, classes_per_group=10, snapshot_every=10,
+                     checkpoint_every=25),
+        validate=dict(width=0.25, epochs=80, lr=0.002, eval_every=10, compare_eval_labels=True),
+    ),
+    # Seconds, for tests and smoke checks: two tiny test models.
+    "tiny": dict(
+        name="tiny", ipc=2, device="cpu",
+        data=dict(dataset="builtin"),
+        squeeze=dict(members=("test_tiny_cnn", "test_tiny_resnet"), width=1.0, epochs=1,
+                     batch_size=64, max_train_images=300),
+        prior=dict(source="compute", ipc=1, recover_iterations=3, validate_epochs=1, max_classes=2),
+        init=dict(candidates=4, num_crops=2, observer=""),
+        recover=dict(iterations=6, jitter=2, classes_per_group=10, snapshot_every=2,
+                     checkpoint_every=3),
+        relabel=dict(teacher="test_tiny_cnn"),
+        validate=dict(student="test_tiny_cnn", epochs=2, eval_every=1, compare_eval_labels=True),
+    ),
+}
+for _ds, _size in (("cifar10", 32), ("cifar100", 32), ("tiny_imagenet", 64), ("imagenette", 224),
+                   ("imagenet1k", 224)):
+    for _ipc in (1, 10, 50):
+        PRESETS[f"{_ds}_ipc{_ipc}"] = _paper(_ds, _ipc, _size)
+for _k in [k for k in PRESETS if k.startswith(("imagenette", "imagenet1k"))]:
+    # torchvision 224-px committee (spec §8.2)
+    PRESETS[_k]["squeeze"]["members"] = tuple("tv_" + m for m in (
+        "resnet18", "resnet50", "shufflenet_v2_x1_0", "mobilenet_v2", "densenet121"))
+    PRESETS[_k]["recover"]["fixed_members"] = tuple(
+        {"mobilenetv2": "tv_mobilenet_v2", "densenet121": "tv_densenet121"}[m]
+        for m in PRESETS[_k]["recover"]["fixed_members"])
+    PRESETS[_k]["relabel"]["teacher"] = "tv_resnet18"
+    PRESETS[_k]["validate"]["student"] = "tv_resnet18"
+    PRESETS[_k]["prior"]["source"] = "compute"  # table keys are small-res names; compute or set
+
+PRESET_NOTES = {
+    "quick": "embedded Fashion-MNIST subset, CPU, IPC 10, narrow 5-model committee, all stages",
+    "tiny": "seconds: two tiny test models, IPC 2 (tests, smoke checks)",
+    **{k: f"paper defaults (spec §5.1), needs --data PATH" for k in PRESETS if "_ipc" in k},
+}
+
+
+def from_preset(name: str, overrides: list[str] | None = None, **top: Any) -> RunConfig:
+    """Build a config from a preset name, then `section.key=value` overrides."""
+    if name not in PRESETS:
+        raise CvddError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    d = RunConfig().to_dict()
+    _merge(d, json.loads(json.dumps(PRESETS[name])))  # deep copy, tuples -> lists
+    for k, v in top.items():
+        if v is not None:
+            _apply_override(d, f"{k}={v}") if "." in k else d.__setitem__(k, v)
+    for item in overrides or []:
+        _apply_override(d, item)
+    return RunConfig.from_dict(d)

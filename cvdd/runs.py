@@ -1,0 +1,371 @@
+"""The run directory: the only module that knows its layout. The engine writes, the UI reads.
+
+Layout of `runs/<run_id>/` (see docs/rundir.md for every file):
+    config.json        resolved RunConfig + meta, written before any work
+    events.jsonl       append-only event log, one JSON object per line
+    job.json           pid/argv of the current worker attempt
+    worker.lock        flock held by the live worker (the kernel drops it on kill -9)
+    snapshots/<stage>/<step:06d>.png, checkpoints/<stage>.pt, <stage>/..., analysis/..., export/...
+    result.json        final metrics
+
+Rules: write the file (tmp + os.replace), then append the event that names it; status is
+derived from events + lock, never stored. Loads without torch (checkpoints import it lazily).
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import secrets
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from .utils import CvddError, atomic_write_bytes, atomic_write_json, read_json
+
+__all__ = ["RunDir", "read_events", "run_status", "list_runs", "is_alive", "resolve_run",
+           "SCHEMA_VERSION", "STATUSES"]
+
+SCHEMA_VERSION = 1
+STATUSES = ("created", "running", "done", "failed", "stopped", "crashed")
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+PROGRESS_EVERY_S = 1.0  # throttle for progress events (the UI polls every 1-2 s)
+HEARTBEAT_S = 10.0  # a running worker writes at least one event this often
+STALE_S = 30.0  # no lock and no event for this long while not ended -> crashed
+
+
+class RunDir:
+    """Handle on one run directory (writer side and small read helpers)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock_fd: int | None = None
+        self._seq = None
+        self._last_progress: dict[str, float] = {}
+        self._stage_t0: dict[str, tuple[float, int]] = {}
+        self.echo = False  # print progress rows to stdout (CLI)
+
+    # -- creation ---------------------------------------------------------------------------
+    @classmethod
+    def create(cls, runs_root: str | Path, config: dict, meta: dict | None = None) -> "RunDir":
+        """Make a new, uniquely named run dir and write config.json into it. Never reuses one."""
+        root = Path(runs_root)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CvddError(f"cannot create runs folder {root}: {e}; pass --runs-dir DIR") from e
+        ds = Path(str(config.get("data", {}).get("dataset", "data"))).name or "data"
+        ds = re.sub(r"[^A-Za-z0-9]+", "", ds)[:20] or "data"
+        for _ in range(100):
+            run_id = (f"{time.strftime('%Y%m%d-%H%M%S')}-{ds}-ipc{config.get('ipc', 0)}-"
+                      f"{secrets.token_hex(2)}")
+            try:
+                (root / run_id).mkdir()  # atomic: fails if another process took the name
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise CvddError(f"could not find a free run id in {root}")
+        rd = cls(root / run_id)
+        atomic_write_json(rd.path / "config.json", {
+            "schema_version": SCHEMA_VERSION, "run_id": run_id, "created_t": time.time(),
+            "config": config, "meta": meta or {}})
+        return rd
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDir":
+        p = Path(path)
+        if not (p / "config.json").is_file():
+            raise CvddError(f"{p} is not a run directory (no config.json); "
+                            "pass a folder printed by 'python -m cvdd run'")
+        return cls(p)
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    def read_config(self) -> dict:
+        doc = read_json(self.path / "config.json")
+        if not isinstance(doc, dict) or "config" not in doc:
+            raise CvddError(f"{self.path / 'config.json'} is missing or corrupt; "
+                            "this run cannot be resumed, start a new one")
+        return doc
+
+    def update_meta(self, **meta: Any) -> None:
+        doc = self.read_config()
+        doc["meta"].update(meta)
+        atomic_write_json(self.path / "config.json", doc)
+
+    # -- lock -------------------------------------------------------------------------------
+    def acquire_lock(self) -> None:
+        """Hold worker.lock for the life of this process; a second worker is refused."""
+        fd = os.open(self.path / "worker.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise CvddError(f"run {self.run_id} is already running in another process; "
+                            "stop it first or wait for it to end") from None
+        self._lock_fd = fd
+        atomic_write_json(self.path / "job.json", {
+            "pid": os.getpid(), "argv": sys.argv, "started_t": time.time(),
+            "host": socket.gethostname()})
+
+    def release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- events -----------------------------------------------------------------------------
+    def append_event(self, kind: str, stage: str | None = None, **fields: Any) -> dict:
+        if self._seq is None:
+            evs = read_events(self.path)
+            self._seq = (evs[-1]["seq"] + 1) if evs else 0
+        ev = {"seq": self._seq, "t": round(time.time(), 3), "kind": kind}
+        if stage is not None:
+            ev["stage"] = stage
+        ev.update(fields)
+        line = json.dumps(ev, default=_plain) + "\n"
+        with open(self.path / "events.jsonl", "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+        self._seq += 1
+        self._last_event_t = time.time()
+        return ev
+
+    def log(self, msg: str, level: str = "info", stage: str | None = None) -> None:
+        self.append_event("log", stage, level=level, msg=msg)
+        if self.echo:
+            print(f"[{stage or 'run'}] {msg}", flush=True)
+
+    def stage_start(self, stage: str, **fields: Any) -> None:
+        self._stage_t0.pop(stage, None)
+        self.append_event("stage_start", stage, **fields)
+        if self.echo:
+            print(f"== {stage}", flush=True)
+
+    def stage_end(self, stage: str, seconds: float, metrics: dict | None = None) -> None:
+        self.append_event("stage_end", stage, seconds=round(seconds, 3), metrics=metrics or {})
+        if self.echo:
+            short = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
+            print(f"== {stage} done in {seconds:.1f}s {_fmt_metrics(short)}", flush=True)
+
+    def progress(self, stage: str, step: int, total: int, metrics: dict | None = None,
+                 force: bool = False, label: str = "") -> None:
+        """Throttled progress event (+ a fixed-column row on stdout for the CLI)."""
+        now = time.time()
+        t0, s0 = self._stage_t0.setdefault(stage, (now, step))
+        last = self._last_progress.get(stage, 0.0)
+        if not (force or step >= total or now - last >= PROGRESS_EVERY_S):
+            return
+        self._last_progress[stage] = now
+        eta = (now - t0) / (step - s0) * (total - step) if step > s0 else None
+        ev = dict(step=step, total=total, metrics=metrics or {})
+        if eta is not None:
+            ev["eta_s"] = round(eta, 1)
+        if label:
+            ev["label"] = label
+        self.append_event("progress", stage, **ev)
+        if self.echo:
+            eta_txt = f"eta {_fmt_s(eta)}" if eta is not None else ""
+            print(f"[{stage:8s}] {label + ' ' if label else ''}{step:>6d}/{total:<6d} "
+                  f"{100 * step / max(total, 1):5.1f}%  {_fmt_metrics(metrics or {})}  {eta_txt}",
+                  flush=True)
+
+    # -- artifacts --------------------------------------------------------------------------
+    def write_json(self, rel: str, obj: Any) -> Path:
+        p = self.path / rel
+        atomic_write_json(p, obj)
+        return p
+
+    def write_bytes(self, rel: str, data: bytes) -> Path:
+        p = self.path / rel
+        atomic_write_bytes(p, data)
+        return p
+
+    def save_snapshot(self, stage: str, step: int, png: bytes, **meta: Any) -> str:
+        rel = f"snapshots/{stage}/{step:06d}.png"
+        self.write_bytes(rel, png)
+        self.append_event("snapshot", stage, step=step, path=rel, **meta)
+        return rel
+
+    def save_checkpoint(self, stage: str, state: dict, cfg_hash: str) -> str:
+        import io
+
+        import torch
+
+        rel = f"checkpoints/{stage}.pt"
+        buf = io.BytesIO()
+        torch.save({"stage": stage, "config_hash": cfg_hash, "saved_t": time.time(), **state}, buf)
+        self.write_bytes(rel, buf.getvalue())
+        self.append_event("checkpoint", stage, path=rel, step=state.get("step"))
+        return rel
+
+    def load_checkpoint(self, stage: str, cfg_hash: str) -> dict | None:
+        import torch
+
+        p = self.path / f"checkpoints/{stage}.pt"
+        if not p.exists():
+            return None
+        try:
+            ck = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated / garbage file
+            raise CvddError(f"checkpoint {p} is corrupt ({type(e).__name__}); delete it to redo "
+                            f"the {stage} stage from its start, then resume") from e
+        if not isinstance(ck, dict) or ck.get("config_hash") != cfg_hash:
+            raise CvddError(f"checkpoint {p} was written by a different config; delete it to redo "
+                            f"the {stage} stage, or start a new run")
+        return ck
+
+    def finished_stages(self) -> set[str]:
+        return {e["stage"] for e in read_events(self.path) if e.get("kind") == "stage_end"}
+
+
+# ---------------------------------------------------------------------------------------------
+# readers (used by the UI; never raise on torn or partial files)
+
+def read_events(run_dir: str | Path) -> list[dict]:
+    """All complete events; an unterminated or corrupt line is skipped."""
+    p = Path(run_dir) / "events.jsonl"
+    try:
+        data = p.read_bytes()
+    except OSError:
+        return []
+    out = []
+    for line in data.split(b"\n")[:-1]:  # the last piece has no newline yet: drop it
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(ev, dict) and "kind" in ev:
+            out.append(ev)
+    return out
+
+
+def is_alive(run_dir: str | Path) -> bool:
+    """True while a worker holds the run's lock (works across server restarts and kill -9)."""
+    p = Path(run_dir) / "worker.lock"
+    if not p.exists():
+        return False
+    try:
+        fd = os.open(p, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def run_status(run_dir: str | Path, events: list[dict] | None = None) -> dict:
+    """Derived status: {status, stage, step, total, eta_s, updated_t, error, stages_done}."""
+    run_dir = Path(run_dir)
+    evs = read_events(run_dir) if events is None else events
+    out: dict[str, Any] = {"status": "created", "stage": None, "step": None, "total": None,
+                           "eta_s": None, "updated_t": None, "error": None, "stages_done": []}
+    for e in evs:
+        k = e["kind"]
+        if k == "stage_start":
+            out.update(stage=e.get("stage"), step=0, total=None, eta_s=None)
+        elif k == "progress":
+            out.update(stage=e.get("stage"), step=e.get("step"), total=e.get("total"),
+                       eta_s=e.get("eta_s"))
+        elif k == "stage_end":
+            out["stages_done"].append(e.get("stage"))
+    if evs:
+        out["updated_t"] = evs[-1].get("t")
+    last_end = next((e for e in reversed(evs) if e["kind"] in ("run_end", "run_start")), None)
+    alive = is_alive(run_dir)
+    if alive:
+        out["status"] = "running"
+    elif last_end is not None and last_end["kind"] == "run_end":
+        out["status"] = last_end.get("status", "failed")
+        out["error"] = last_end.get("error")
+    elif evs:
+        out["status"] = "crashed"
+    return out
+
+
+def resolve_run(runs_root: str | Path, run_id: str) -> Path:
+    """Map a run id from a URL or form to its folder; nothing outside runs_root is reachable."""
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id) or run_id in (".", ".."):
+        raise CvddError(f"invalid run id {run_id!r}")
+    root = Path(runs_root).resolve()
+    p = (root / run_id).resolve()
+    if p.parent != root:
+        raise CvddError(f"invalid run id {run_id!r}")
+    return p
+
+
+def list_runs(runs_root: str | Path) -> list[dict]:
+    """Every run folder (newest first) with config summary and derived status."""
+    root = Path(runs_root)
+    rows = []
+    if not root.is_dir():
+        return rows
+    for p in sorted(root.iterdir(), reverse=True):
+        if not p.is_dir() or p.name.startswith(("_", ".")):
+            continue
+        doc = read_json(p / "config.json")
+        cfg = doc.get("config", {}) if isinstance(doc, dict) else {}
+        st = run_status(p)
+        res = read_json(p / "result.json") or {}
+        rows.append({
+            "run_id": p.name, "status": st["status"] if doc else "corrupt", "stage": st["stage"],
+            "preset": cfg.get("name"), "dataset": (cfg.get("data") or {}).get("dataset"),
+            "ipc": cfg.get("ipc"), "members": (cfg.get("squeeze") or {}).get("members"),
+            "student_top1": res.get("student_top1"),
+            "created_t": doc.get("created_t") if isinstance(doc, dict) else None,
+            "updated_t": st["updated_t"]})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+
+def _plain(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    return str(o)
+
+
+def _fmt_s(s: float | None) -> str:
+    if s is None:
+        return "?"
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _fmt_metrics(m: dict) -> str:
+    parts = []
+    for k, v in m.items():
+        if isinstance(v, float):
+            parts.append(f"{k} {v:.4g}")
+        elif isinstance(v, int):
+            parts.append(f"{k} {v}")
+    return "  ".join(parts)
+
+
+def iter_new_events(run_dir: str | Path, offset: int = 0) -> Iterator[tuple[int, dict]]:
+    """Events after byte `offset` (for tailing); yields (next_offset, event)."""
+    p = Path(run_dir) / "events.jsonl"
+    try:
+        with open(p, "rb") as f:
+            f.seek(offset)
+            for line in f:
+                if not line.endswith(b"\n"):
+                    return
+                offset += len(line)
+                try:
+                    yield offset, json.loads(line)
+                except ValueError:
+                    continue
+    except OSError:
+        return

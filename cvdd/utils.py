@@ -1,0 +1,124 @@
+"""Small helpers with no ML logic: errors, atomic files, seeding, device choice.
+
+Loads without torch; the few tensor helpers import it inside the function.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CvddError", "StopRequested", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
+    "read_json", "seed_everything", "resolve_device", "set_threads", "Timer",
+]
+
+
+class CvddError(Exception):
+    """A user-facing error: the message says what went wrong and how to fix it.
+
+    The CLI prints only the message (no traceback) and exits with code 2.
+    """
+
+
+class StopRequested(Exception):
+    """Raised inside a stage after it saved a checkpoint because a stop was requested."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see either the old or the whole new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # never leave a half-written temp file behind (full disk, kill)
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    # numpy / torch scalars and tuples show up in metrics; make them plain JSON
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: str | Path, default: Any = None) -> Any:
+    """Read a JSON file; a missing or torn file gives `default` (readers never crash)."""
+    try:
+        return json.loads(Path(path).read_text("utf-8"))
+    except (OSError, ValueError):
+        return default
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the global RNGs; stages still draw from explicit generators."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str = "auto") -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'. Unknown names fail with the menu."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CvddError(f"device {name!r} asked for, but no CUDA GPU is visible; "
+                            "use --set device=cpu (or device=auto)")
+        return name
+    raise CvddError(f"unknown device {name!r}; choose from auto, cpu, cuda, cuda:N")
+
+
+def set_threads(n: int = 0) -> int:
+    """Set torch intra-op threads deliberately (0 = all cores, at most 8).
+
+    On small machines oversubscription (server + worker both using every core) costs several x,
+    so the worker sets this once, before any tensor work.
+    """
+    import torch
+
+    n = n or min(8, os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    return n
+
+
+class Timer:
+    """Wall-clock timer: `with Timer() as t: ...; t.seconds`."""
+
+    def __enter__(self) -> "Timer":
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.seconds = time.perf_counter() - self.start
