@@ -114,7 +114,13 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"weights file {path} not found; check the path")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch.load raises many types (pickle, zip, EOF, OS errors)
+    except Exception as e:  # torch.load raises many types (pickle, zip, index, OS errors)
+        if "Weights only load failed" in str(e):
+            # A readable file that pickles Python objects (e.g. argparse args) beside the tensors.
+            raise ValueError(
+                f"weights file {path} holds Python objects that safe loading refuses; "
+                "re-save just model.state_dict() from a copy you trust"
+            ) from e
         raise ValueError(
             f"could not read weights file {path} ({type(e).__name__}: {str(e)[:200]}); "
             "delete it and re-create it"

@@ -83,9 +83,8 @@ class ShuffleNetV2(Classifier):
         stages, prev = [], stem
         for channels, blocks in zip(_STAGE_CHANNELS, _NUM_BLOCKS):
             channels = scale_width(channels, width)
-            stages.append(
-                nn.Sequential(DownBlock(prev, channels), *[BasicBlock(channels) for _ in range(blocks)])
-            )
+            basic = [BasicBlock(channels) for _ in range(blocks)]
+            stages.append(nn.Sequential(DownBlock(prev, channels), *basic))
             prev = channels
         self.layer1, self.layer2, self.layer3 = stages
         self.num_features = scale_width(_LAST_CHANNELS, width)

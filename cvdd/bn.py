@@ -1,0 +1,96 @@
+"""BatchNorm statistics: the recover loss (spec §5.3) and BSSL's frozen train-mode teacher (§6.2).
+
+The collector hooks every `nn.BatchNorm2d` in `model.modules()` order and measures the input's
+per-channel mean and *biased* variance. It works on a batch made of G groups of equal size, each
+group with its own statistics, so many groups of images can share one forward pass.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+
+__all__ = ["BNStatsCollector", "bn_matching_loss", "bn_batch_stats_frozen", "bn_layers"]
+
+
+def bn_layers(model: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
+    """(name, module) of every BatchNorm2d, in module order; index 0 is the 'first BN'."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+class BNStatsCollector:
+    """Records per-group batch mean / biased variance at every BN input during forward passes.
+
+    Usage: `col = BNStatsCollector(model); col.groups = G; model(x)  # x holds G equal groups`;
+    then `col.means[l]`, `col.vars[l]` are (G, C_l) tensors (with autograd when x requires grad).
+    """
+
+    def __init__(self, model: nn.Module):
+        self.layers = bn_layers(model)
+        if not self.layers:
+            raise ValueError(f"{type(model).__name__} has no BatchNorm2d layer; BN matching "
+                             "and BSSL need a model with batch normalisation")
+        self.groups = 1
+        self.means: list[torch.Tensor] = []
+        self.vars: list[torch.Tensor] = []
+        self._handles = [m.register_forward_hook(self._hook) for _, m in self.layers]
+
+    def _hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        x = inputs[0]
+        n, c = x.shape[:2]
+        g = self.groups
+        x = x.reshape(g, n // g, c, -1).float()  # (G, B, C, H*W): stats in fp32 even under bf16
+        self.means.append(x.mean(dim=(1, 3)))
+        self.vars.append(x.var(dim=(1, 3), unbiased=False))
+
+    def reset(self, groups: int = 1) -> None:
+        self.groups = groups
+        self.means, self.vars = [], []
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+def bn_matching_loss(col: BNStatsCollector, first_bn_multiplier: float = 10.0) -> torch.Tensor:
+    """Per-group BN loss (G,): sum_l m_l (||var_B - var_run||_2 + ||mean_B - mean_run||_2).
+
+    m_0 = first_bn_multiplier for the first BN in module order, 1 otherwise (spec §5.3).
+    Must be called right after one forward pass through the hooked model.
+    """
+    total = 0.0
+    for i, ((_, bn), mean, var) in enumerate(zip(col.layers, col.means, col.vars)):
+        m = first_bn_multiplier if i == 0 else 1.0
+        d_var = torch.linalg.vector_norm(var - bn.running_var.float(), dim=1)
+        d_mean = torch.linalg.vector_norm(mean - bn.running_mean.float(), dim=1)
+        total = total + m * (d_var + d_mean)
+    return total
+
+
+@contextlib.contextmanager
+def bn_batch_stats_frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """BSSL teacher: BN layers normalise with the current batch's statistics (train mode) while
+    every stored running statistic is left exactly as it was; dropout and all else stay in eval.
+    """
+    saved_modes = {m: m.training for m in model.modules()}
+    saved = []
+    for _, bn in bn_layers(model):
+        saved.append((bn, bn.running_mean.clone(), bn.running_var.clone(),
+                      bn.num_batches_tracked.clone() if bn.num_batches_tracked is not None else None))
+    model.eval()
+    for bn, *_ in saved:
+        bn.train()
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for bn, mean, var, nbt in saved:
+                bn.running_mean.copy_(mean)
+                bn.running_var.copy_(var)
+                if nbt is not None:
+                    bn.num_batches_tracked.copy_(nbt)
+        for m, mode in saved_modes.items():
+            m.training = mode

@@ -1,0 +1,91 @@
+"""Command line: `python -m cvdd run|resume|presets|list-models` (the only place argparse is).
+
+Progress goes to stdout as fixed-column rows; on success the last line is the run directory.
+Errors print one message that names the fix and exit with code 2 (--debug shows tracebacks).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import PRESET_NOTES, PRESETS, from_preset
+from .runs import RunDir
+from .utils import CvddError, StopRequested
+
+DEFAULT_RUNS_DIR = "runs"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cvdd", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="start a new run from a preset")
+    r.add_argument("--preset", default="quick", help=f"one of: {', '.join(PRESETS)} (default: quick)")
+    r.add_argument("--data", help="data set: 'builtin' or a local path (CIFAR, ImageFolder, "
+                                  "Tiny-ImageNet, IDX)")
+    r.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="where run folders go (default: runs)")
+    r.add_argument("--seed", type=int, help="random seed (default: the preset's, 0)")
+    r.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any config value, e.g. --set recover.iterations=200 (repeatable)")
+    r.add_argument("--debug", action="store_true", help="show tracebacks")
+    s = sub.add_parser("resume", help="continue a stopped or crashed run")
+    s.add_argument("run_dir")
+    s.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub.add_parser("presets", help="list presets")
+    sub.add_parser("list-models", help="list registered model names")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.cmd == "presets":
+            for name in PRESETS:
+                print(f"{name:22s} {PRESET_NOTES.get(name, '')}")
+            return 0
+        if args.cmd == "list-models":
+            from .models import list_models
+
+            print("\n".join(list_models()))
+            return 0
+        if args.cmd == "run":
+            overrides = list(args.overrides)
+            if args.data is not None:
+                overrides.insert(0, f"data.dataset={args.data}")
+            if args.seed is not None:
+                overrides.insert(0, f"seed={args.seed}")
+            if args.device is not None:
+                overrides.insert(0, f"device={args.device}")
+            cfg = from_preset(args.preset, overrides)
+            if not cfg.data.dataset:
+                raise CvddError(f"preset {args.preset!r} needs a data set: pass --data PATH "
+                                "(a local CIFAR/ImageFolder/Tiny-ImageNet folder)")
+            if cfg.data.dataset != "builtin" and not Path(cfg.data.dataset).exists():
+                raise CvddError(f"data path {cfg.data.dataset} does not exist; pass --data with "
+                                "an existing folder, or --data builtin for the embedded set")
+            rd = RunDir.create(args.runs_dir, cfg.to_dict(), meta={"launched_by": "cli"})
+            run_dir = rd.path
+        else:
+            run_dir = RunDir.open(args.run_dir).path
+        print(f"run dir: {run_dir.resolve()}", flush=True)
+        from .pipeline import run_pipeline
+
+        res = run_pipeline(run_dir, echo=True)
+        top1 = res.get("student_top1")
+        base = res.get("baselines", {}).get("random_real", {}).get("student_top1")
+        print(f"student top-1: {top1:.2f}%" if top1 is not None else "student top-1: n/a"
+              + (f"   random-real baseline: {base:.2f}%" if base is not None else ""))
+        if top1 is not None and base is not None:
+            print(f"random-real baseline top-1: {base:.2f}%")
+        print(run_dir.resolve(), flush=True)
+        return 0
+    except StopRequested:
+        print(f"stopped; continue with: python -m cvdd resume {run_dir}", file=sys.stderr)
+        return 130
+    except CvddError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,130 @@
+"""What every stage gets: config, run dir, device, data set, seeded generators, and readers for
+the files earlier stages wrote (stages talk to each other only through the run dir)."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .config import RunConfig
+from .runs import RunDir
+from .utils import CvddError, read_json
+
+__all__ = ["Context", "images_to_png_grid"]
+
+
+class Context:
+    def __init__(self, cfg: RunConfig, rd: RunDir, device: torch.device, dataset,
+                 cache_dir: Path):
+        self.cfg, self.rd, self.device, self.data, self.cache_dir = cfg, rd, device, dataset, cache_dir
+        self.stop = False  # set by the SIGTERM/SIGINT handler; stages poll should_stop()
+        self._models: dict[str, nn.Module] = {}
+
+    def should_stop(self) -> bool:
+        return self.stop
+
+    # -- randomness: one seed drives every stage through named generators --------------------
+    def seed_for(self, *keys) -> int:
+        h = hashlib.sha256(json.dumps([self.cfg.seed, *map(str, keys)]).encode()).hexdigest()
+        return int(h[:15], 16)
+
+    def gen(self, *keys) -> torch.Generator:
+        g = torch.Generator()
+        g.manual_seed(self.seed_for(*keys))
+        return g
+
+    # -- data helpers --------------------------------------------------------------------------
+    @property
+    def mean(self):
+        return self.data.mean
+
+    @property
+    def std(self):
+        return self.data.std
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        m = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
+        s = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        return (images.float() / 255 - m) / s
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised input -> uint8 images (the lossless form everything is saved in)."""
+        m = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        s = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return ((x.detach() * s + m).clamp(0, 1) * 255).round().to(torch.uint8)
+
+    def save_images(self, rel: str, images: torch.Tensor, ipc: int) -> None:
+        n = images.shape[0]
+        buf = io.BytesIO()
+        np.savez(buf, images=images.cpu().numpy(),
+                 targets=np.repeat(np.arange(n // ipc), ipc), ipc_idx=np.tile(np.arange(ipc), n // ipc))
+        self.rd.write_bytes(rel, buf.getvalue())
+
+    def load_images(self, rel: str) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.rd.path / rel
+        try:
+            with np.load(p) as z:
+                return torch.from_numpy(z["images"]), torch.from_numpy(z["targets"]).long()
+        except (OSError, KeyError, ValueError) as e:
+            raise CvddError(f"{p} is missing or corrupt ({type(e).__name__}); this run cannot "
+                            "continue, start a new run (earlier runs are untouched)") from e
+
+    # -- committee -----------------------------------------------------------------------------
+    def members(self) -> list[dict]:
+        doc = read_json(self.rd.path / "squeeze/members.json")
+        if not doc:
+            raise CvddError("squeeze/members.json is missing; the squeeze stage did not finish")
+        return doc["members"]
+
+    def priors(self) -> dict[str, float]:
+        doc = read_json(self.rd.path / "prior/priors.json")
+        if not doc:
+            raise CvddError("prior/priors.json is missing; the prior stage did not finish")
+        return doc["values"]
+
+    def load_member(self, name: str) -> nn.Module:
+        """A trained committee member, frozen, in eval mode, on the device (cached per process)."""
+        if name not in self._models:
+            from .models import create_model
+
+            info = next((m for m in self.members() if m["name"] == name), None)
+            if info is None:
+                raise CvddError(f"{name!r} is not a trained committee member")
+            path = Path(info["file"])
+            if not path.is_absolute():
+                path = self.cache_dir / path
+            try:
+                ck = torch.load(path, map_location="cpu", weights_only=True)
+                model = create_model(name, self.data.num_classes, self.data.in_channels,
+                                     width=ck.get("width", self.cfg.squeeze.width))
+                model.load_state_dict(ck["state_dict"])
+            except (OSError, RuntimeError, KeyError, ValueError) as e:
+                raise CvddError(f"committee checkpoint {path} is missing, corrupt or does not "
+                                f"match {name}; delete it and resume (squeeze retrains it)") from e
+            model.to(self.device).eval().requires_grad_(False)
+            self._models[name] = model
+        return self._models[name]
+
+
+def images_to_png_grid(images: torch.Tensor, num_classes: int, ipc: int, max_rows: int = 10,
+                       max_cols: int = 10, pad: int = 2) -> tuple[bytes, dict]:
+    """Class-major uint8 images -> one PNG grid (rows = classes, cols = IPC index) + its layout."""
+    from PIL import Image
+
+    rows, cols = list(range(min(num_classes, max_rows))), list(range(min(ipc, max_cols)))
+    _, c, h, w = images.shape
+    grid = np.full((len(rows) * (h + pad) + pad, len(cols) * (w + pad) + pad, c), 255, np.uint8)
+    arr = images.cpu().numpy().transpose(0, 2, 3, 1)
+    for r in rows:
+        for q in cols:
+            y, x = pad + r * (h + pad), pad + q * (w + pad)
+            grid[y:y + h, x:x + w] = arr[r * ipc + q]
+    img = Image.fromarray(grid[..., 0] if c == 1 else grid, "L" if c == 1 else "RGB")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue(), {"rows": rows, "cols": cols, "cell": h, "pad": pad}

@@ -1,0 +1,120 @@
+"""`load_dataset`: the embedded Fashion-MNIST subset, or a local path whose layout is detected."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import images as img
+from .base import DATASET_STATS, Dataset, DataError, ImageSet, data_error
+from .cifar import detect_cifar, load_cifar
+from .folders import detect_imagefolder, detect_tiny_imagenet, load_imagefolder, load_tiny_imagenet
+from .idx import detect_idx, load_idx
+
+# Every layout load_dataset accepts; error messages print this table.
+LAYOUTS: dict[str, str] = {
+    "embedded": "'builtin' (or 'fashion_mnist_subset'): the Fashion-MNIST subset shipped in assets/",
+    "cifar10_python": "folder with data_batch_1..5, test_batch, batches.meta (CIFAR-10 python)",
+    "cifar100_python": "folder with train, test, meta pickles (CIFAR-100 python, fine labels)",
+    "cifar_tar": "cifar-10-python.tar.gz / cifar-100-python.tar.gz, read without extracting",
+    "tiny_imagenet": "train/<wnid>/images/*.JPEG, val/images/ + val/val_annotations.txt, wnids.txt",
+    "imagefolder": "train/<class>/* plus val/<class>/* or test/<class>/*; optional classes.txt",
+    "idx": "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-* (MNIST family)",
+}
+BUILTIN_NAMES = ("builtin", "fashion_mnist_subset")
+EMBEDDED_NPZ = Path(__file__).resolve().parents[2] / "assets" / "fashion_mnist_subset.npz"
+DEFAULT_CACHE_DIR = Path("~/.cache/cvdd/data")
+
+
+def _menu() -> str:
+    return "\n".join(f"  {name:16s} {text}" for name, text in LAYOUTS.items())
+
+
+def load_embedded() -> Dataset:
+    """The Fashion-MNIST subset in assets/ (needs numpy only; see assets/FASHION_MNIST_LICENSE)."""
+    if not EMBEDDED_NPZ.is_file():
+        raise data_error(EMBEDDED_NPZ, "embedded data set is missing",
+                         "run python assets/make_fashion_mnist_subset.py")  # fmt: skip
+    with np.load(EMBEDDED_NPZ, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    splits = {
+        split: ImageSet(torch.from_numpy(arrays[f"{split}_labels"].astype(np.int64)),
+                        images=torch.from_numpy(arrays[f"{split}_images"][:, None].copy()))
+        for split in ("train", "test")
+    }  # fmt: skip
+    mean, std = DATASET_STATS["fashion_mnist_subset"]
+    return Dataset(
+        name="fashion_mnist_subset", layout="embedded", source="embedded",
+        class_names=[str(c) for c in arrays["class_names"]], in_channels=1,
+        image_size=int(arrays["train_images"].shape[-1]), mean=mean, std=std, **splits,
+    )  # fmt: skip
+
+
+def detect_layout(path: Path) -> str:
+    """The LAYOUTS key that `path` matches; DataError (with the menu) when none does."""
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder.\nExpected 'builtin' or a path in one "
+                        f"of these layouts:\n{_menu()}\nFix: check the path.")  # fmt: skip
+    if path.is_file() and tarfile.is_tarfile(path):
+        return "cifar_tar"
+    if path.is_dir():
+        cifar = detect_cifar(path)
+        if cifar:
+            return f"{cifar}_python"
+        if detect_tiny_imagenet(path):  # before imagefolder: its train/ also holds folders
+            return "tiny_imagenet"
+        if detect_imagefolder(path):
+            return "imagefolder"
+        if detect_idx(path):
+            return "idx"
+    raise DataError(f"{path}: matches no known data set layout.\nExpected one of:\n{_menu()}\n"
+                    "Fix: point at the folder that holds train/ (or the batch / IDX files).")
+
+
+def _descend(path: Path) -> Path:
+    # The official archives extract to one folder (cifar-10-batches-py, tiny-imagenet-200, ...);
+    # accept its parent too when that single folder is all there is.
+    if path.is_dir():
+        children = [p for p in path.iterdir() if not p.name.startswith(".")]
+        if len(children) == 1 and children[0].is_dir() and not detect_imagefolder(path):
+            return children[0]
+    return path
+
+
+def load_dataset(
+    spec: str = "builtin", image_size: int | None = None, cache_dir: str | None = None
+) -> Dataset:
+    """Load a data set without downloading anything.
+
+    Args:
+        spec: "builtin" / "fashion_mnist_subset" for the embedded set, or a local path in one
+            of the LAYOUTS (folder or CIFAR .tar.gz).
+        image_size: output size in px (H == W); None or 0 = the data set's native size (for
+            image files: the common size if all are square and <= 64 px, else 224).
+        cache_dir: where decoded ImageFolder arrays are cached (default ~/.cache/cvdd/data).
+
+    Raises:
+        DataError: the path is missing, matches no layout, or has missing / corrupt pieces.
+    """
+    image_size = int(image_size) if image_size else None
+    if image_size is not None and image_size < 1:
+        raise ValueError(f"image_size must be positive, got {image_size}")
+    cache = Path(cache_dir or DEFAULT_CACHE_DIR).expanduser()
+    if str(spec) in BUILTIN_NAMES:
+        ds = load_embedded()
+    else:
+        path = _descend(Path(spec).expanduser())
+        layout = detect_layout(path)
+        if layout in ("tiny_imagenet", "imagefolder"):
+            load = load_tiny_imagenet if layout == "tiny_imagenet" else load_imagefolder
+            return load(path, str(spec), image_size, cache)  # resizes while decoding
+        ds = load_cifar(path, str(spec)) if layout.startswith("cifar") else load_idx(
+            path, str(spec)
+        )
+    if image_size and image_size != ds.image_size:  # fixed-size arrays: resize the tensors
+        ds.train, ds.test = img.resized(ds.train, image_size), img.resized(ds.test, image_size)
+        ds.image_size = image_size
+    return ds

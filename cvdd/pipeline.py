@@ -1,0 +1,148 @@
+"""Run every stage in order on one run dir; resume skips finished stages and reloads checkpoints.
+
+SIGTERM / SIGINT set a flag; the running stage saves a checkpoint at its next step and the run
+ends with `run_end stopped`. Errors end with `run_end failed` and a message naming the fix.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import time
+import traceback
+from pathlib import Path
+
+from .config import STAGES, RunConfig, config_hash
+from .runs import RunDir, read_events
+from .utils import CvddError, StopRequested, resolve_device, set_threads
+
+__all__ = ["run_pipeline", "STAGES"]
+
+
+def _stage_fn(stage: str):
+    from .stages import init, prior, recover, relabel, squeeze, validate
+
+    return {"squeeze": squeeze.run_squeeze, "prior": prior.run_prior, "init": init.run_init,
+            "recover": recover.run_recover, "relabel": relabel.run_relabel,
+            "validate": validate.run_validate}[stage]
+
+
+def _check_names(cfg: RunConfig) -> None:
+    from .models import list_models
+
+    known = set(list_models())
+    for name in (*cfg.squeeze.members, cfg.validate.student):
+        if name not in known and not name.startswith("timm:"):
+            raise CvddError(f"unknown model {name!r}; choose from {', '.join(sorted(known))}")
+
+
+def _write_result(rd: RunDir, cfg: RunConfig, device: str) -> dict:
+    from .utils import read_json
+
+    students = (read_json(rd.path / "validate/students.json") or {}).get("students", {})
+    evs = read_events(rd.path)
+    secs = {}
+    for e in evs:
+        if e["kind"] == "stage_end":
+            secs[e["stage"]] = secs.get(e["stage"], 0) + e.get("seconds", 0)
+    mode = cfg.relabel.mode
+    head = students.get(f"distilled_{mode}", {})
+    res = {
+        "student_top1": head.get("top1"), "student_top5": head.get("top5"),
+        "method": cfg.method, "ipc": cfg.ipc, "dataset": cfg.data.dataset, "preset": cfg.name,
+        "members": list(cfg.squeeze.members), "voter": cfg.recover.voter, "relabel_mode": mode,
+        "labels": {s["labels"]: s["top1"] for s in students.values() if s["data"] == "distilled"},
+        "baselines": {"random_real": {"student_top1": students[f"random_real_{mode}"]["top1"]}}
+        if f"random_real_{mode}" in students else {},
+        "stage_seconds": secs, "total_seconds": round(sum(secs.values()), 2), "device": device,
+    }
+    rd.write_json("result.json", res)
+    return res
+
+
+def run_pipeline(run_dir: str | Path, echo: bool = False) -> dict:
+    """Run (or continue) the run in `run_dir` to the end. Returns result.json's content."""
+    import torch
+
+    from .context import Context
+    from .data import load_dataset
+
+    rd = RunDir.open(run_dir)
+    rd.echo = echo
+    cfg = RunConfig.from_dict(rd.read_config()["config"])
+    rd.acquire_lock()
+    ctx = None
+    prev = {}
+
+    def _on_signal(signum, frame):  # finish the step, checkpoint, end cleanly
+        if ctx is not None:
+            ctx.stop = True
+        pending.append(signum)
+
+    pending: list[int] = []
+    for s in (signal.SIGTERM, signal.SIGINT):
+        prev[s] = signal.signal(s, _on_signal)
+    attempt = 1 + sum(e["kind"] == "run_start" for e in read_events(rd.path))
+    try:
+        device = resolve_device(cfg.device)
+        threads = set_threads(int(os.environ.get("CVDD_THREADS", 0)) or cfg.threads)
+        rd.append_event("run_start", attempt=attempt, device=device, threads=threads)
+        _check_names(cfg)
+        dataset = load_dataset(cfg.data.dataset or "", cfg.data.image_size or None)
+        cache_dir = Path(cfg.cache_dir or (rd.path.parent / "_cache"))
+        rd.update_meta(cvdd_version=__import__("cvdd").__version__, torch_version=torch.__version__,
+                       device=device, class_names=dataset.class_names, dataset=dict(
+                           name=dataset.name, layout=dataset.layout, source=dataset.source,
+                           num_classes=dataset.num_classes, image_size=dataset.image_size,
+                           in_channels=dataset.in_channels, mean=list(dataset.mean),
+                           std=list(dataset.std), train_size=len(dataset.train),
+                           test_size=len(dataset.test)))
+        ctx = Context(cfg, rd, torch.device(device), dataset, cache_dir)
+        ctx.stop = bool(pending)
+        h = config_hash(cfg)
+        done = rd.finished_stages()
+        for stage in STAGES:
+            if stage in done:
+                continue
+            if ctx.should_stop():
+                raise StopRequested
+            rd.stage_start(stage)
+            t0 = time.time()
+            metrics = _stage_fn(stage)(ctx, h)
+            rd.stage_end(stage, time.time() - t0, metrics)
+        res = _write_result(rd, cfg, device)
+        rd.append_event("run_end", status="done")
+        return res
+    except StopRequested:
+        rd.append_event("run_end", status="stopped")
+        raise
+    except CvddError as e:
+        rd.append_event("run_end", status="failed", error=str(e))
+        raise
+    except BaseException as e:
+        msg = _explain(e)
+        rd.append_event("run_end", status="failed", error=msg, traceback=traceback.format_exc())
+        if msg != repr(e):
+            raise CvddError(msg) from e
+        raise
+    finally:
+        for s, h_ in prev.items():
+            signal.signal(s, h_)
+        rd.release_lock()
+
+
+def _explain(e: BaseException) -> str:
+    """A fix-naming message for the failures users hit most; repr(e) otherwise."""
+    import torch
+
+    text = str(e).lower()
+    if isinstance(e, torch.OutOfMemoryError) or "out of memory" in text:
+        return ("out of memory; lower recover.groups_per_step (e.g. --set recover.groups_per_step=1), "
+                "recover.classes_per_group, validate.batch_size or the model width, or use "
+                "--set device=cpu; then resume the run")
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return ("the disk is full; free space (e.g. delete old runs or the runs/_cache folder), "
+                "then resume this run: finished stages and checkpoints are kept")
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted"
+    return repr(e)

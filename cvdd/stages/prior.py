@@ -1,0 +1,140 @@
+"""Stage 1, prior: the prior performance alpha of every committee member (paper §3.6, App. C).
+
+alpha_M = top-1 of a student trained on data distilled by M alone (SRe2L++ with committee {M}:
+RDED init observed by M, recover with M only, BSSL labels from the relabel teacher, student from
+scratch). `prior.source=table` takes the spec §3 values, `user` takes `prior.values`. Computed
+values are cached per data set + member weights + settings; CPU presets use cheaper settings
+(fewer classes / steps / epochs), recorded in priors.json.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import torch
+
+from ..config import PRIOR_TABLE
+from ..context import Context
+from ..patches import check_ipc, select_patches
+from ..recover import make_groups, recover_images
+from ..student import Teacher, train_student
+from ..utils import CvddError, atomic_write_json, read_json
+
+STAGE = "prior"
+
+
+class _Subset:
+    """A view of an ImageSet restricted to the first k classes (cheap prior estimates)."""
+
+    def __init__(self, base, k: int):
+        self.base = base
+        self.idx = torch.nonzero(base.targets < k).flatten()
+        self.targets = base.targets[self.idx]
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def load(self, indices):
+        return self.base.load(self.idx[torch.as_tensor(indices)])
+
+    def class_indices(self, c: int):
+        return torch.nonzero(self.targets == c).flatten()
+
+
+class _Quiet:
+    """Recover hooks for the SRe2L++-alone runs: progress only, no snapshots or trace."""
+
+    def __init__(self, ctx: Context, label: str, offset: int, total: int):
+        self.ctx, self.label, self.offset, self.total = ctx, label, offset, total
+
+    def should_stop(self) -> bool:
+        return False  # prior runs are short; a stop is honoured between members
+
+    def progress(self, step: int, total: int, metrics: dict) -> None:
+        self.ctx.rd.progress(STAGE, self.offset + step, self.total, metrics, label=self.label)
+
+    def trace(self, record: dict) -> None:
+        pass
+
+    def snapshot(self, step: int, x) -> None:
+        pass
+
+    def checkpoint(self, state: dict) -> None:
+        pass
+
+
+def _alpha(ctx: Context, name: str, k: int, offset: int, total: int) -> float:
+    from ..models import create_model
+
+    cfg, p = ctx.cfg, ctx.cfg.prior
+    train = ctx.data.train if k == ctx.data.num_classes else _Subset(ctx.data.train, k)
+    test = ctx.data.test if k == ctx.data.num_classes else _Subset(ctx.data.test, k)
+    model = ctx.load_member(name)
+    gen = ctx.gen(STAGE, name)
+    images = torch.cat([select_patches(train, c, model, p.ipc, cfg.init.factor,
+                                       cfg.init.candidates, cfg.init.num_crops, ctx.mean, ctx.std,
+                                       gen, ctx.device) for c in range(k)])
+    rcfg = dataclasses.replace(cfg.recover, iterations=p.recover_iterations, num_experts=1,
+                               schedule="fixed", voter="equal", snapshot_every=0,
+                               checkpoint_every=0)
+    groups = make_groups(k, p.ipc, rcfg.classes_per_group)
+    x = recover_images(ctx.normalize(images.to(ctx.device)), groups, [[name]] * len(groups),
+                       [[1.0]] * len(groups), {name: model}, rcfg, ctx.mean, ctx.std, gen,
+                       _Quiet(ctx, name, offset, total))
+    teacher_name = cfg.relabel.teacher if cfg.relabel.teacher in cfg.squeeze.members else name
+    teacher = Teacher([ctx.load_member(teacher_name)], [1.0], "bssl")
+    vcfg = dataclasses.replace(cfg.validate, epochs=p.validate_epochs,
+                               eval_every=max(p.validate_epochs, 1))
+    torch.manual_seed(ctx.seed_for(STAGE, name, "student"))
+    student = create_model(vcfg.student, ctx.data.num_classes, ctx.data.in_channels,
+                           width=vcfg.width).to(ctx.device)
+    res = train_student(student, ctx.denormalize(x), teacher, test, vcfg, ctx.mean, ctx.std, gen,
+                        lambda: False, lambda *a: None, lambda s: None)
+    return res["top1"]
+
+
+def run_prior(ctx: Context, cfg_hash: str) -> dict:
+    cfg, p = ctx.cfg, ctx.cfg.prior
+    members = list(cfg.squeeze.members)
+    if p.source == "user":
+        values, note, runs = {m: float(p.values[m]) for m in members}, "set by the user", {}
+    elif p.source == "table":
+        table = PRIOR_TABLE.get(ctx.data.name)
+        if table is None or not set(members) <= set(table):
+            raise CvddError(f"no prior table for data set {ctx.data.name!r} and members {members}; "
+                            "use --set prior.source=compute (or user with prior.values)")
+        values, note, runs = {m: table[m] for m in members}, "cvdd-spec.md §3 table", {}
+    else:
+        k = min(p.max_classes or ctx.data.num_classes, ctx.data.num_classes)
+        check_ipc(ctx.data.train, ctx.data.class_names, p.ipc * cfg.init.factor ** 2, "prior.ipc")
+        partial = read_json(ctx.rd.path / "prior/partial.json") or {}
+        values, runs = {}, {}
+        per = p.recover_iterations
+        for i, m in enumerate(members):
+            if ctx.should_stop():
+                from ..utils import StopRequested
+                raise StopRequested
+            member_file = next(x["file"] for x in ctx.members() if x["name"] == m)
+            key = hashlib.sha256(json.dumps(
+                [member_file, k, dataclasses.asdict(p), dataclasses.asdict(cfg.recover),
+                 dataclasses.asdict(cfg.init), dataclasses.asdict(cfg.validate),
+                 cfg.relabel.teacher, cfg.seed], sort_keys=True).encode()).hexdigest()[:16]
+            cache_file = ctx.cache_dir / "prior" / f"{ctx.data.name}-{m}-{key}.json"
+            hit = partial.get(m) or read_json(cache_file)
+            if hit is None:
+                top1 = _alpha(ctx, m, k, i * per, len(members) * per)
+                hit = {"student_top1": top1}
+                atomic_write_json(cache_file, hit)
+            else:
+                ctx.rd.log(f"{m}: prior {hit['student_top1']:.2f}% (cached)", stage=STAGE)
+            values[m], runs[m] = hit["student_top1"], hit
+            partial[m] = hit
+            ctx.rd.write_json("prior/partial.json", partial)
+            ctx.rd.progress(STAGE, (i + 1) * per, len(members) * per, {"alpha": values[m]},
+                            label=m, force=True)
+        note = (f"computed: SRe2L++ alone per member, IPC {p.ipc}, {k} classes, "
+                f"{p.recover_iterations} recover steps, {p.validate_epochs} student epochs")
+    ctx.rd.write_json("prior/priors.json", {"source": p.source, "values": values, "runs": runs,
+                                            "note": note})
+    return {f"alpha_{m}": v for m, v in values.items()}

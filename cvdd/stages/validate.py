@@ -1,0 +1,99 @@
+"""Stage 5, validate: students trained from scratch on the distilled set (spec §7), the
+random-real baseline with the same labelling, optionally the eval-mode (non-BSSL) labelling;
+then the export of the distilled set as a lossless PNG ImageFolder with its soft labels.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import time
+
+import numpy as np
+import torch
+
+from ..context import Context
+from ..student import train_student
+from ..utils import read_json
+from .relabel import make_teacher
+
+STAGE = "validate"
+
+
+def student_plan(ctx: Context) -> list[tuple[str, str, str]]:
+    """(key, data, labels) of every student this run trains; the first is the headline."""
+    v, mode = ctx.cfg.validate, ctx.cfg.relabel.mode
+    plan = [(f"distilled_{mode}", "distilled", mode)]
+    if v.compare_eval_labels:
+        other = "eval" if mode == "bssl" else "bssl"
+        plan.append((f"distilled_{other}", "distilled", other))
+    if v.random_real:
+        plan.append((f"random_real_{mode}", "random_real", mode))
+    return plan
+
+
+def _export(ctx: Context, images: torch.Tensor, targets: torch.Tensor) -> None:
+    from PIL import Image
+
+    rd, d = ctx.rd, ctx.data
+    rows = []
+    for i, (img, c) in enumerate(zip(images.numpy(), targets.tolist())):
+        k = i % ctx.cfg.ipc
+        folder = f"{c:03d}_{re.sub(r'[^A-Za-z0-9_-]+', '_', d.class_names[c])}"
+        rel = f"images/{folder}/{k:03d}.png"
+        arr = img.transpose(1, 2, 0)
+        pil = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+        buf = io.BytesIO()
+        pil.save(buf, format="PNG")
+        rd.write_bytes(f"export/{rel}", buf.getvalue())
+        rows.append((rel, c, d.class_names[c]))
+    z = np.load(rd.path / "relabel/soft_labels.npz")
+    buf = io.BytesIO()
+    np.savez(buf, **{k: z[k] for k in z.files}, files=np.array([r[0] for r in rows]))
+    rd.write_bytes("export/soft_labels.npz", buf.getvalue())
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["file", "class_idx", "class_name", "top1_bssl", "p_top1_bssl", "top1_eval"])
+    for (rel, c, name), pb, pe in zip(rows, z["probs_bssl"], z["probs_eval"]):
+        w.writerow([rel, c, name, d.class_names[int(pb.argmax())], f"{pb.max():.4f}",
+                    d.class_names[int(pe.argmax())]])
+    rd.write_bytes("export/labels.csv", out.getvalue().encode())
+    rd.write_json("export/config.json", {"config": ctx.cfg.to_dict(), "class_names": d.class_names})
+    rd.write_bytes("export/README.txt", (
+        f"CV-DD distilled set: {len(rows)} images, IPC {ctx.cfg.ipc}, {d.num_classes} classes.\n"
+        "images/ is an ImageFolder (folder order = class index). soft_labels.npz holds the\n"
+        "teacher's probabilities for each image with BSSL (probs_bssl) and with eval-mode BN\n"
+        "(probs_eval); `files` gives the image of each row. labels.csv summarises them.\n"
+        "config.json is the full configuration that produced the set.\n").encode())
+
+
+def run_validate(ctx: Context, cfg_hash: str) -> dict:
+    from ..models import create_model
+
+    cfg, d, v = ctx.cfg, ctx.data, ctx.cfg.validate
+    sets = {"distilled": ctx.load_images("recover/images.npz"),
+            "random_real": ctx.load_images("init/random_real.npz")}
+    doc = read_json(ctx.rd.path / "validate/students.json") or {"students": {}}
+    plan = student_plan(ctx)
+    for n, (key, data, labels) in enumerate(plan):
+        if key in doc["students"]:
+            continue  # finished before a stop/crash
+        t0 = time.time()
+        ck_name = f"{STAGE}-{key}"
+        state = ctx.rd.load_checkpoint(ck_name, cfg_hash)
+        torch.manual_seed(ctx.seed_for(STAGE, key, "init"))
+        student = create_model(v.student, d.num_classes, d.in_channels, width=v.width).to(ctx.device)
+        # one generator per labelling data set, so BSSL and eval students see the same batches
+        gen = ctx.gen(STAGE, data)
+        res = train_student(
+            student, sets[data][0].to(ctx.device), make_teacher(ctx, labels), d.test, v, ctx.mean,
+            ctx.std, gen, ctx.should_stop,
+            lambda s, t, m, key=key: ctx.rd.progress(STAGE, s, t, m, label=key),
+            lambda st, ck=ck_name: ctx.rd.save_checkpoint(ck, st, cfg_hash), state)
+        doc["students"][key] = {"data": data, "labels": labels, "student": v.student,
+                                **res, "seconds": round(time.time() - t0, 2)}
+        ctx.rd.write_json("validate/students.json", doc)
+        ctx.rd.log(f"{key}: student top-1 {res['top1']:.2f}%", stage=STAGE)
+    _export(ctx, *sets["distilled"])
+    return {k: s["top1"] for k, s in doc["students"].items()}
