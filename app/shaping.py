@@ -18,8 +18,10 @@ import numpy as np
 import pandas as pd
 
 STAGES = ("squeeze", "prior", "init", "recover", "relabel", "validate")
-STATUS_ICONS = {"running": "🟢", "done": "✅", "failed": "❌", "stopped": "⏸️", "crashed": "💥",
-                "created": "🕓", "corrupt": "⚠️"}
+STATUS_ICONS = {"running": ":material/play_circle:", "done": ":material/check_circle:",
+                "failed": ":material/error:", "stopped": ":material/pause_circle:",
+                "crashed": ":material/warning:", "created": ":material/schedule:",
+                "corrupt": ":material/broken_image:"}  # Streamlit material icons (markdown)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,9 +56,9 @@ def fmt_age(t: float | None, now: float | None = None) -> str:
 def status_text(st: dict) -> str:
     """One line for a run_status() dict, e.g. 'running · recover 120/300 (40%) · ETA 1m20s'."""
     status = st.get("status") or "created"
-    parts = [f"{STATUS_ICONS.get(status, '')} {status}".strip()]
+    parts = [status]
     stage = st.get("stage")
-    if stage:
+    if stage and status != "done":
         step, total = st.get("step"), st.get("total")
         if total:
             pct = 100 * (step or 0) / max(total, 1)
@@ -407,7 +409,7 @@ def runs_table(rows: list[dict], now: float | None = None) -> pd.DataFrame:
     for r in rows:
         ds = r.get("dataset") or ""
         out.append({"run": r.get("run_id"),
-                    "status": f"{STATUS_ICONS.get(r.get('status'), '')} {r.get('status')}",
+                    "status": r.get("status"),
                     "stage": r.get("stage") or "", "preset": r.get("preset") or "",
                     "dataset": Path(str(ds)).name if ds else "", "ipc": r.get("ipc"),
                     "members": len(r.get("members") or []) or None,

@@ -20,9 +20,17 @@ import numpy as np
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 # Label order of the Fashion-MNIST README ("Labels" table): index i is the name at position i.
 CLASS_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 MAX_BYTES = 3_000_000  # the npz ships inside the repository, so keep it small
 
 
@@ -82,8 +90,10 @@ def main() -> None:
     np.savez_compressed(out, **arrays)
     size = out.stat().st_size
     counts = np.bincount(arrays["train_labels"], minlength=10).tolist()
-    print(f"wrote {out} ({size} bytes); train per class {counts}, "
-          f"test per class {np.bincount(arrays['test_labels'], minlength=10).tolist()}")
+    print(
+        f"wrote {out} ({size} bytes); train per class {counts}, "
+        f"test per class {np.bincount(arrays['test_labels'], minlength=10).tolist()}"
+    )
     if size > MAX_BYTES:
         raise SystemExit(f"{out} is {size} bytes > {MAX_BYTES}; lower --train-per-class")
 

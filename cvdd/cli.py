@@ -89,3 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a bug: still one line, the traceback is in events.jsonl
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(e).__name__}: {e}. Rerun with --debug for the traceback "
+              "(also stored in the run's events.jsonl), and please report it", file=sys.stderr)
+        return 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, get_args, get_origin, get_type_hints
 
@@ -192,6 +193,13 @@ def _check(c: RunConfig) -> None:
     _choice("init.method", c.init.method, ("rded", "real", "noise"))
     _choice("relabel.mode", c.relabel.mode, ("bssl", "eval"))
     _choice("squeeze.optimizer", c.squeeze.optimizer, ("adam", "sgd"))
+    for sec in (c.squeeze, c.recover, c.relabel, c.validate):
+        for f in fields(sec):
+            v = getattr(sec, f.name)
+            if isinstance(v, float) and not (math.isfinite(v) and v >= 0):
+                raise CvddError(f"{type(sec).__name__.replace('Config', '').lower()}.{f.name} "
+                                f"must be a finite number >= 0 (got {v})")
+    need(r.lr > 0, f"recover.lr must be > 0 (got {r.lr})")
     need(r.iterations >= 1, "recover.iterations must be >= 1")
     need(r.temperature > 0, "recover.temperature must be > 0")
     need(r.classes_per_group >= 1, "recover.classes_per_group must be >= 1")
@@ -346,13 +354,12 @@ PRESETS: dict[str, dict] = {
     "quick": dict(
         name="quick", ipc=10, device="auto",
         data=dict(dataset="builtin"),
-        squeeze=dict(width=0.25, epochs=6, batch_size=64, lr=0.003),
-        prior=dict(source="compute", ipc=1, recover_iterations=40, validate_epochs=40,
-                   max_classes=0),
+        squeeze=dict(width=0.125, epochs=3, batch_size=64, lr=0.003, max_train_images=2000),
+        prior=dict(source="compute", ipc=1, recover_iterations=30, validate_epochs=30),
         init=dict(candidates=40, num_crops=3),
-        recover=dict(iterations=150, jitter=2, classes_per_group=10, snapshot_every=10,
+        recover=dict(iterations=100, jitter=2, classes_per_group=10, snapshot_every=5,
                      checkpoint_every=25),
-        validate=dict(width=0.25, epochs=80, lr=0.002, eval_every=10, compare_eval_labels=True),
+        validate=dict(width=0.25, epochs=40, lr=0.002, eval_every=10, compare_eval_labels=True),
     ),
     # Seconds, for tests and smoke checks: two tiny test models.
     "tiny": dict(

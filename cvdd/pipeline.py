@@ -65,7 +65,7 @@ def run_pipeline(run_dir: str | Path, echo: bool = False) -> dict:
     import torch
 
     from .context import Context
-    from .data import load_dataset
+    from .data import DataError, load_dataset
 
     rd = RunDir.open(run_dir)
     rd.echo = echo
@@ -88,7 +88,10 @@ def run_pipeline(run_dir: str | Path, echo: bool = False) -> dict:
         threads = set_threads(int(os.environ.get("CVDD_THREADS", 0)) or cfg.threads)
         rd.append_event("run_start", attempt=attempt, device=device, threads=threads)
         _check_names(cfg)
-        dataset = load_dataset(cfg.data.dataset or "", cfg.data.image_size or None)
+        try:
+            dataset = load_dataset(cfg.data.dataset or "", cfg.data.image_size or None)
+        except DataError as e:
+            raise CvddError(str(e)) from e
         cache_dir = Path(cfg.cache_dir or (rd.path.parent / "_cache"))
         rd.update_meta(cvdd_version=__import__("cvdd").__version__, torch_version=torch.__version__,
                        device=device, class_names=dataset.class_names, dataset=dict(

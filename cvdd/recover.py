@@ -178,13 +178,13 @@ def recover_images(
                                          reduction="none").view(len(sel), b).mean(1)
                     bn = bn_matching_loss(col, cfg.first_bn_multiplier)
                     loss = loss + (w * (ce + cfg.bn_loss_weight * bn)).sum()
-                    parts["ce"] += float((w * ce).sum())
-                    parts["bn"] += float((w * bn).sum())
-                    per_member[m] = {"ce": float(ce.mean()), "bn": float(bn.mean()),
-                                     "weight": float(w.mean()), "groups": len(sel)}
+                    parts["ce"] += (w * ce).sum().item()
+                    parts["bn"] += (w * bn).sum().item()
+                    per_member[m] = {"ce": ce.mean().item(), "bn": bn.mean().item(),
+                                     "weight": w.mean().item(), "groups": len(sel)}
                 if not torch.isfinite(loss):
                     raise CvddError(
-                        f"recover loss became {float(loss)} at step {step}; lower recover.lr "
+                        f"recover loss became {loss.item()} at step {step}; lower recover.lr "
                         f"(now {cfg.lr}) or recover.bn_loss_weight (now {cfg.bn_loss_weight}), "
                         "then resume or start a new run")
                 opt.zero_grad(set_to_none=True)
@@ -194,7 +194,7 @@ def recover_images(
                     x.data = torch.maximum(torch.minimum(x.data, hi), lo)  # valid pixel range
                 n_g = len(wave)
                 rec = {"step": w_idx * cfg.iterations + step + 1, "lr": lr,
-                       "loss": float(loss) / n_g, "ce": parts["ce"] / n_g, "bn": parts["bn"] / n_g,
+                       "loss": loss.item() / n_g, "ce": parts["ce"] / n_g, "bn": parts["bn"] / n_g,
                        "members": per_member}
                 hooks.trace(rec)
                 done = w_idx * cfg.iterations + step + 1

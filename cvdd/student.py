@@ -130,12 +130,12 @@ def train_student(
             target = F.softmax(teacher.logits(x) / t, dim=1)
             loss = F.kl_div(F.log_softmax(student(x) / t, dim=1), target, reduction="batchmean")
             if not torch.isfinite(loss):
-                raise CvddError(f"student loss became {float(loss)} in epoch {epoch}; lower "
+                raise CvddError(f"student loss became {loss.item()} in epoch {epoch}; lower "
                                 f"validate.lr (now {cfg.lr}) and start a new run")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_v = float(loss)
+            loss_v = loss.item()
             progress(epoch * steps_per_epoch + i + 1, total, {"loss": loss_v, "lr": lr})
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             top1, _ = evaluate(student, testset, mean, std, device)

@@ -7,13 +7,35 @@ detected. One module per concern: base (types, statistics, conversions), cifar, 
 """
 
 from .base import (
-    CIFAR10_CLASSES, CIFAR100_CLASSES, DATASET_STATS, FASHION_MNIST_CLASSES, IMAGENETTE_WNIDS,
-    DataError, Dataset, ImageSet, denormalize, normalize, to_float, to_uint8,
-)  # fmt: skip
+    CIFAR10_CLASSES,
+    CIFAR100_CLASSES,
+    DATASET_STATS,
+    FASHION_MNIST_CLASSES,
+    IMAGENETTE_WNIDS,
+    DataError,
+    Dataset,
+    ImageSet,
+    denormalize,
+    normalize,
+    to_float,
+    to_uint8,
+)
 from .layouts import LAYOUTS, detect_layout, load_dataset
 
 __all__ = [
-    "CIFAR10_CLASSES", "CIFAR100_CLASSES", "DATASET_STATS", "FASHION_MNIST_CLASSES",
-    "IMAGENETTE_WNIDS", "LAYOUTS", "DataError", "Dataset", "ImageSet", "denormalize",
-    "detect_layout", "load_dataset", "normalize", "to_float", "to_uint8",
-]  # fmt: skip
+    "CIFAR10_CLASSES",
+    "CIFAR100_CLASSES",
+    "DATASET_STATS",
+    "FASHION_MNIST_CLASSES",
+    "IMAGENETTE_WNIDS",
+    "LAYOUTS",
+    "DataError",
+    "Dataset",
+    "ImageSet",
+    "denormalize",
+    "detect_layout",
+    "load_dataset",
+    "normalize",
+    "to_float",
+    "to_uint8",
+]

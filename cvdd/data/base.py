@@ -3,16 +3,25 @@ the uint8 / [0, 1] / normalized conversions that every stage uses."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 
 __all__ = [
-    "DataError", "ImageSet", "Dataset", "DATASET_STATS", "CIFAR10_CLASSES", "CIFAR100_CLASSES",
-    "FASHION_MNIST_CLASSES", "IMAGENETTE_WNIDS", "to_float", "to_uint8", "normalize",
+    "CIFAR10_CLASSES",
+    "CIFAR100_CLASSES",
+    "DATASET_STATS",
+    "FASHION_MNIST_CLASSES",
+    "IMAGENETTE_WNIDS",
+    "DataError",
+    "Dataset",
+    "ImageSet",
     "denormalize",
-]  # fmt: skip
+    "normalize",
+    "to_float",
+    "to_uint8",
+]
 
 # Per-channel mean / std of [0, 1] pixels, from the CV-DD scripts (cvdd-spec §5.1) and the
 # usual torchvision values for the MNIST family.
@@ -35,9 +44,19 @@ DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 # Label orders of the official releases (batches.meta / meta / README), used to name data sets
 # that arrive as ImageFolder trees. Both CIFAR orders are alphabetical, so sorted folders agree.
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
-CIFAR100_CLASSES = tuple("""
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+# A word list keeps the 100 names in 8 lines (a literal would be formatted one name per line).
+_CIFAR100_WORDS = """
     apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus
     butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch
     crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo
@@ -45,15 +64,32 @@ CIFAR100_CLASSES = tuple("""
     mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy
     porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper
     snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television
-    tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm""".split())
+    tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm"""
+CIFAR100_CLASSES = tuple(_CIFAR100_WORDS.split())
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 IMAGENETTE_WNIDS = (
-    "n01440764", "n02102040", "n02979186", "n03000684", "n03028079",
-    "n03394916", "n03417042", "n03425413", "n03445777", "n03888605",
-)  # fmt: skip
+    "n01440764",
+    "n02102040",
+    "n02979186",
+    "n03000684",
+    "n03028079",
+    "n03394916",
+    "n03417042",
+    "n03425413",
+    "n03445777",
+    "n03888605",
+)
 
 
 class DataError(ValueError):
@@ -132,7 +168,8 @@ class Dataset:
                 self.num_classes
             ):
                 raise data_error(
-                    self.source, f"{split_name} labels fall outside 0..{self.num_classes - 1}",
+                    self.source,
+                    f"{split_name} labels fall outside 0..{self.num_classes - 1}",
                     "check that the class list matches the labels",
                 )
 

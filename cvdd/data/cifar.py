@@ -24,17 +24,38 @@ _NAMES_KEY = {"cifar10": "label_names", "cifar100": "fine_label_names"}
 _FIX = "re-extract the official cifar-*-python.tar.gz, or point at the .tar.gz itself"
 
 
+# The only globals a CIFAR pickle needs: numpy arrays (numpy 1 and 2 module names), and
+# _codecs.encode, which protocol-2 pickles written by Python 3 use for bytes.
+_PICKLE_ALLOWED = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+)
+# What unpickling truncated or foreign bytes raises, besides UnpicklingError.
+_PICKLE_ERRORS = (
+    pickle.UnpicklingError,
+    EOFError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    KeyError,
+    ImportError,
+    OverflowError,
+)
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickler that only builds numpy arrays: a data path must not be able to run code."""
 
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    }  # fmt: skip
-
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self._ALLOWED:
+        if (module, name) not in _PICKLE_ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
         return super().find_class(module, name)
 
@@ -43,7 +64,7 @@ def _unpickle(raw: bytes, where: str) -> dict[str, Any]:
     """Decode one CIFAR pickle; keys become str (the release writes bytes keys)."""
     try:
         obj = _ArrayUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    except Exception as exc:  # truncated or foreign files raise many different errors
+    except _PICKLE_ERRORS as exc:
         raise data_error(where, f"not a readable CIFAR pickle ({exc!r})", _FIX) from None
     if not isinstance(obj, dict):
         raise data_error(where, "pickle does not hold a dict", _FIX)
@@ -80,7 +101,8 @@ def _batch_arrays(batch: dict[str, Any], label_key: str, where: str) -> tuple[np
     labels = np.asarray(batch[label_key], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
         raise data_error(
-            where, f"expected (N, 3072) pixels and N labels, got {data.shape} and {labels.shape}",
+            where,
+            f"expected (N, 3072) pixels and N labels, got {data.shape} and {labels.shape}",
             _FIX,
         )
     # Rows are stored as 1024 red, then 1024 green, then 1024 blue values, row-major.
@@ -97,20 +119,24 @@ def load_cifar(path: Path, source: str) -> Dataset:
     else:
         every_file = {f for tr, te, me in CIFAR_FILES.values() for f in (*tr, te, me)}
         raw = _read_tar_members(path, every_file)
-        name = next((n for n, (tr, te, me) in CIFAR_FILES.items()
-                     if {*tr, te, me} <= raw.keys()), None)  # fmt: skip
+        name = next(
+            (n for n, (tr, te, me) in CIFAR_FILES.items() if {*tr, te, me} <= raw.keys()), None
+        )
         if name is None:
             raise data_error(
-                path, "archive holds neither CIFAR-10 (data_batch_1..5, test_batch, "
-                "batches.meta) nor CIFAR-100 (train, test, meta)", _FIX,
+                path,
+                "archive holds neither CIFAR-10 (data_batch_1..5, test_batch, "
+                "batches.meta) nor CIFAR-100 (train, test, meta)",
+                _FIX,
             )
         layout = "cifar_tar"
         train_files, test_file, meta_file = CIFAR_FILES[name]
     label_key = _LABEL_KEY[name]
     splits = {}
     for split, files in (("train", train_files), ("test", [test_file])):
-        parts = [_batch_arrays(_unpickle(raw[f], f"{path}/{f}"), label_key, f"{path}/{f}")
-                 for f in files]  # fmt: skip
+        parts = [
+            _batch_arrays(_unpickle(raw[f], f"{path}/{f}"), label_key, f"{path}/{f}") for f in files
+        ]
         images = torch.from_numpy(np.concatenate([p[0] for p in parts]))
         targets = torch.from_numpy(np.concatenate([p[1] for p in parts]))
         splits[split] = ImageSet(targets, images=images)
@@ -121,6 +147,14 @@ def load_cifar(path: Path, source: str) -> Dataset:
     class_names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[names_key]]
     mean, std = DATASET_STATS[name]
     return Dataset(
-        name=name, layout=layout, source=source, class_names=class_names, in_channels=3,
-        image_size=32, mean=mean, std=std, train=splits["train"], test=splits["test"],
-    )  # fmt: skip
+        name=name,
+        layout=layout,
+        source=source,
+        class_names=class_names,
+        in_channels=3,
+        image_size=32,
+        mean=mean,
+        std=std,
+        train=splits["train"],
+        test=splits["test"],
+    )

@@ -9,9 +9,14 @@ import torch
 
 from . import images as img
 from .base import (
-    CIFAR10_CLASSES, CIFAR100_CLASSES, DATASET_STATS, IMAGENETTE_WNIDS, Dataset, ImageSet,
+    CIFAR10_CLASSES,
+    CIFAR100_CLASSES,
+    DATASET_STATS,
+    IMAGENETTE_WNIDS,
+    Dataset,
+    ImageSet,
     data_error,
-)  # fmt: skip
+)
 
 _WNID = re.compile(r"n\d{8}")
 _FIX_TREE = "arrange the files as <root>/train/<class>/*.jpg and <root>/val/<class>/*.jpg"
@@ -49,9 +54,11 @@ def _class_order(path: Path, folders: list[str]) -> list[str]:
         if set(listed) != set(folders):
             extra, missing = sorted(set(listed) - set(folders)), sorted(set(folders) - set(listed))
             raise data_error(
-                list_file, f"does not match the folders in train/ (no folder for {extra[:5]}; "
-                f"not listed: {missing[:5]})", f"list exactly the folder names, one per line",
-            )  # fmt: skip
+                list_file,
+                f"does not match the folders in train/ (no folder for {extra[:5]}; "
+                f"not listed: {missing[:5]})",
+                "list exactly the folder names, one per line",
+            )
         return listed
     return folders
 
@@ -65,9 +72,10 @@ def _files_by_class(split_dir: Path, class_ids: list[str]) -> tuple[list[str], l
         found = img.list_images(class_dir)
         if not found:
             raise data_error(
-                class_dir, f"class folder holds no images ({', '.join(sorted(img.IMAGE_EXTENSIONS))})",
+                class_dir,
+                f"class folder holds no images ({', '.join(sorted(img.IMAGE_EXTENSIONS))})",
                 "add images or remove the folder",
-            )  # fmt: skip
+            )
         files += found
         targets += [class_idx] * len(found)
     return files, targets
@@ -93,22 +101,26 @@ def load_imagefolder(path: Path, source: str, image_size: int | None, cache_dir:
     eval_dir = next((path / s for s in ("val", "test") if _class_dirs(path / s)), None)
     if eval_dir is None:
         raise data_error(
-            path, "ImageFolder tree has train/ but no val/<class>/ or test/<class>/ folders",
+            path,
+            "ImageFolder tree has train/ but no val/<class>/ or test/<class>/ folders",
             "add a held-out split as val/<class>/... (or test/<class>/...)",
-        )  # fmt: skip
+        )
     class_ids = _class_order(path, folders)
     unknown = sorted(set(_class_dirs(eval_dir)) - set(class_ids))
     if unknown:
-        raise data_error(eval_dir / unknown[0], "class folder has no counterpart in train/",
-                         "use the same class folder names in both splits")  # fmt: skip
+        raise data_error(
+            eval_dir / unknown[0],
+            "class folder has no counterpart in train/",
+            "use the same class folder names in both splits",
+        )
     train = _files_by_class(path / "train", class_ids)
     test = _files_by_class(eval_dir, class_ids)
     if not test[0]:
         raise data_error(eval_dir, "held-out split holds no images", _FIX_TREE)
-    name = _known_name(class_ids)
     return _dataset_from_files(
-        path, source, "imagefolder", name or "imagefolder", class_ids, class_ids, train, test,
-        image_size, cache_dir,
+        path, source, layout="imagefolder", name=_known_name(class_ids) or "imagefolder",
+        class_names=class_ids, class_ids=class_ids, train=train, test=test,
+        image_size=image_size, cache_dir=cache_dir,
     )  # fmt: skip
 
 
@@ -129,8 +141,11 @@ def load_tiny_imagenet(path: Path, source: str, image_size: int | None, cache_di
     wnids = _read_lines(path / "wnids.txt")
     missing = [w for w in wnids if not (path / "train" / w).is_dir()]
     if missing:
-        raise data_error(path / "train" / missing[0], "class folder listed in wnids.txt is missing",
-                         "re-extract tiny-imagenet-200.zip")  # fmt: skip
+        raise data_error(
+            path / "train" / missing[0],
+            "class folder listed in wnids.txt is missing",
+            "re-extract tiny-imagenet-200.zip",
+        )
     train = _files_by_class(path / "train", wnids)
     label_of = {w: i for i, w in enumerate(wnids)}
     annotations = path / "val" / "val_annotations.txt"
@@ -140,25 +155,38 @@ def load_tiny_imagenet(path: Path, source: str, image_size: int | None, cache_di
             continue
         fields = line.split("\t")
         if len(fields) < 2 or fields[1].strip() not in label_of:
-            raise data_error(f"{annotations}:{line_no}", f"expected '<file>\\t<wnid from "
-                             f"wnids.txt>\\t...', got {line!r}", "re-extract the archive")  # fmt: skip
+            raise data_error(
+                f"{annotations}:{line_no}",
+                f"expected '<file>\\t<wnid from wnids.txt>\\t...', got {line!r}",
+                "re-extract the archive",
+            )
         file = path / "val" / "images" / fields[0].strip()
         if not file.is_file():
-            raise data_error(file, f"named in {annotations.name} but missing",
-                             "re-extract the archive")  # fmt: skip
+            raise data_error(
+                file, f"named in {annotations.name} but missing", "re-extract the archive"
+            )
         test_files.append(str(file))
         test_targets.append(label_of[fields[1].strip()])
     return _dataset_from_files(
-        path, source, "tiny_imagenet", "tiny_imagenet", _human_names(path, wnids), wnids, train,
-        (test_files, test_targets), image_size, cache_dir,
+        path, source, layout="tiny_imagenet", name="tiny_imagenet",
+        class_names=_human_names(path, wnids), class_ids=wnids, train=train,
+        test=(test_files, test_targets), image_size=image_size, cache_dir=cache_dir,
     )  # fmt: skip
 
 
 def _dataset_from_files(
-    path: Path, source: str, layout: str, name: str, class_names: list[str],
-    class_ids: list[str], train: tuple[list[str], list[int]],
-    test: tuple[list[str], list[int]], image_size: int | None, cache_dir: Path,
-) -> Dataset:  # fmt: skip
+    path: Path,
+    source: str,
+    *,
+    layout: str,
+    name: str,
+    class_names: list[str],
+    class_ids: list[str],
+    train: tuple[list[str], list[int]],
+    test: tuple[list[str], list[int]],
+    image_size: int | None,
+    cache_dir: Path,
+) -> Dataset:
     """Decode (small) or index (large) the two file lists and attach statistics."""
     files = train[0] + test[0]
     size, mode = img.probe(files, image_size)
@@ -175,16 +203,24 @@ def _dataset_from_files(
         test_set = ImageSet(test_targets, loader=img.FileLoader(test[0], size, mode))
         in_channels = 1 if mode == "L" else 3
     # ImageNet-derived trees (WNID folder names) use ImageNet statistics, like the CV-DD scripts.
-    stats_name = name if name in DATASET_STATS else (
-        "imagenet" if all(_WNID.fullmatch(c) for c in class_ids) else None
-    )  # fmt: skip
+    stats_name = name if name in DATASET_STATS else None
+    if stats_name is None and all(_WNID.fullmatch(c) for c in class_ids):
+        stats_name = "imagenet"
     if stats_name and len(DATASET_STATS[stats_name][0]) == in_channels:
         mean, std = DATASET_STATS[stats_name]
     else:
         limit = img.STATS_SAMPLE if train_set.images is not None else img.STATS_SAMPLE_LAZY
         mean, std = img.channel_stats(train_set, limit)
     return Dataset(
-        name=name, layout=layout, source=source, class_names=class_names,
-        in_channels=int(in_channels), image_size=size, mean=mean, std=std, train=train_set,
-        test=test_set, class_ids=class_ids,
-    )  # fmt: skip
+        name=name,
+        layout=layout,
+        source=source,
+        class_names=class_names,
+        in_channels=int(in_channels),
+        image_size=size,
+        mean=mean,
+        std=std,
+        train=train_set,
+        test=test_set,
+        class_ids=class_ids,
+    )

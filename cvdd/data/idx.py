@@ -12,9 +12,11 @@ from .base import DATASET_STATS, FASHION_MNIST_CLASSES, Dataset, ImageSet, data_
 
 # Stems of the four files; the original site uses hyphens, some mirrors a dot before "idx".
 IDX_STEMS = {
-    "train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte",
-}  # fmt: skip
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
 _FIX = "download the four IDX files (train/t10k images and labels) into one folder"
 
 
@@ -46,8 +48,9 @@ def read_idx(path: Path) -> np.ndarray:
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=min(4 + 4 * ndim, len(raw)))
     if len(raw) < 4 + 4 * ndim or data.size != int(np.prod(shape)):
-        raise data_error(path, f"header says {shape} but the file holds {data.size} values "
-                         "(truncated?)", _FIX)  # fmt: skip
+        raise data_error(
+            path, f"header says {shape} but the file holds {data.size} values (truncated?)", _FIX
+        )
     return data.reshape(shape)
 
 
@@ -61,11 +64,15 @@ def _read_split(path: Path, split: str) -> ImageSet:
         files[part] = found
     images, labels = read_idx(files["images"]), read_idx(files["labels"])
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise data_error(files["images"], f"images {images.shape} do not match labels "
-                         f"{labels.shape} in {files['labels'].name}", _FIX)  # fmt: skip
+        raise data_error(
+            files["images"],
+            f"images {images.shape} do not match labels {labels.shape} in {files['labels'].name}",
+            _FIX,
+        )
     # (N, H, W) -> (N, 1, H, W); copy because frombuffer arrays are read-only.
-    return ImageSet(torch.from_numpy(labels.astype(np.int64)),
-                    images=torch.from_numpy(images[:, None].copy()))  # fmt: skip
+    return ImageSet(
+        torch.from_numpy(labels.astype(np.int64)), images=torch.from_numpy(images[:, None].copy())
+    )
 
 
 def load_idx(path: Path, source: str) -> Dataset:
@@ -82,6 +89,14 @@ def load_idx(path: Path, source: str) -> Dataset:
         name, class_names = "mnist_idx", [str(i) for i in range(max(num_classes, 10))]
     mean, std = DATASET_STATS[name]
     return Dataset(
-        name=name, layout="idx", source=source, class_names=class_names, in_channels=1,
-        image_size=int(height), mean=mean, std=std, train=train, test=test,
-    )  # fmt: skip
+        name=name,
+        layout="idx",
+        source=source,
+        class_names=class_names,
+        in_channels=1,
+        image_size=int(height),
+        mean=mean,
+        std=std,
+        train=train,
+        test=test,
+    )

@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -38,9 +38,12 @@ def list_images(folder: Path) -> list[str]:
     found = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.join(root, f) for f in sorted(files)
-                  if f[0] != "." and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
-    return found  # fmt: skip
+        found += [
+            os.path.join(root, f)
+            for f in sorted(files)
+            if f[0] != "." and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS
+        ]
+    return found
 
 
 def _spread(n: int, k: int) -> np.ndarray:
@@ -76,11 +79,11 @@ def _resize_crop(im: Image.Image, size: int) -> Image.Image:
     scale = size / min(w, h)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
     im = im.resize((new_w, new_h), Image.BILINEAR)
-    left, top = int(round((new_w - size) / 2.0)), int(round((new_h - size) / 2.0))
+    left, top = round((new_w - size) / 2.0), round((new_h - size) / 2.0)
     return im.crop((left, top, left + size, top + size))
 
 
-def _decode(path: Path, size: int, mode: str) -> tuple[np.ndarray, str]:
+def _decode(path: str | Path, size: int, mode: str) -> tuple[np.ndarray, str]:
     try:
         with Image.open(path) as im:
             file_mode = im.mode
@@ -93,7 +96,7 @@ def _decode(path: Path, size: int, mode: str) -> tuple[np.ndarray, str]:
     return (arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)), file_mode
 
 
-def decode(path: Path, size: int, mode: str) -> np.ndarray:
+def decode(path: str | Path, size: int, mode: str) -> np.ndarray:
     """One image file -> uint8 (C, size, size) in `mode` ("L" or "RGB")."""
     return _decode(path, size, mode)[0]
 
@@ -126,9 +129,7 @@ def decode_cached(root: Path, files: Sequence[str], size: int, cache_dir: Path) 
     if cache_file.is_file():
         try:
             arr = np.load(cache_file)
-            if arr.dtype == np.uint8 and arr.shape[0] == len(files) and arr.shape[2:] == (
-                size, size,
-            ):  # fmt: skip
+            if arr.dtype == np.uint8 and (len(arr), *arr.shape[2:]) == (len(files), size, size):
                 return arr
         except (OSError, ValueError) as exc:
             warnings.warn(f"ignoring unreadable cache {cache_file}: {exc}", stacklevel=3)
@@ -155,8 +156,9 @@ class FileLoader:
         channels = 1 if self.mode == "L" else 3
         if len(index) == 0:
             return torch.empty((0, channels, self.size, self.size), dtype=torch.uint8)
-        return torch.from_numpy(np.stack([decode(self.files[i], self.size, self.mode)
-                                          for i in index.tolist()]))  # fmt: skip
+        return torch.from_numpy(
+            np.stack([decode(self.files[i], self.size, self.mode) for i in index.tolist()])
+        )
 
 
 def resize_tensor(images: torch.Tensor, size: int, chunk: int = 1024) -> torch.Tensor:
@@ -166,14 +168,15 @@ def resize_tensor(images: torch.Tensor, size: int, chunk: int = 1024) -> torch.T
         return images
     scale = size / min(h, w)
     new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
-    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+    top, left = round((new_h - size) / 2.0), round((new_w - size) / 2.0)
     out = torch.empty((n, c, size, size), dtype=torch.uint8)
     for start in range(0, n, chunk):  # bounded float memory
         x = images[start : start + chunk].float()
-        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", antialias=True,
-                          align_corners=False)  # fmt: skip
-        out[start : start + chunk] = x[..., top : top + size, left : left + size].round().clamp(
-            0, 255
+        x = F.interpolate(
+            x, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
+        )
+        out[start : start + chunk] = (
+            x[..., top : top + size, left : left + size].round().clamp(0, 255)
         )
     return out
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from . import images as img
-from .base import DATASET_STATS, Dataset, DataError, ImageSet, data_error
+from .base import DATASET_STATS, DataError, Dataset, ImageSet, data_error
 from .cifar import detect_cifar, load_cifar
 from .folders import detect_imagefolder, detect_tiny_imagenet, load_imagefolder, load_tiny_imagenet
 from .idx import detect_idx, load_idx
@@ -36,56 +36,78 @@ def _menu() -> str:
 def load_embedded() -> Dataset:
     """The Fashion-MNIST subset in assets/ (needs numpy only; see assets/FASHION_MNIST_LICENSE)."""
     if not EMBEDDED_NPZ.is_file():
-        raise data_error(EMBEDDED_NPZ, "embedded data set is missing",
-                         "run python assets/make_fashion_mnist_subset.py")  # fmt: skip
+        raise data_error(
+            EMBEDDED_NPZ,
+            "embedded data set is missing",
+            "run python assets/make_fashion_mnist_subset.py",
+        )
     with np.load(EMBEDDED_NPZ, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
     splits = {
-        split: ImageSet(torch.from_numpy(arrays[f"{split}_labels"].astype(np.int64)),
-                        images=torch.from_numpy(arrays[f"{split}_images"][:, None].copy()))
+        split: ImageSet(
+            torch.from_numpy(arrays[f"{split}_labels"].astype(np.int64)),
+            images=torch.from_numpy(arrays[f"{split}_images"][:, None].copy()),
+        )
         for split in ("train", "test")
-    }  # fmt: skip
+    }
     mean, std = DATASET_STATS["fashion_mnist_subset"]
     return Dataset(
-        name="fashion_mnist_subset", layout="embedded", source="embedded",
-        class_names=[str(c) for c in arrays["class_names"]], in_channels=1,
-        image_size=int(arrays["train_images"].shape[-1]), mean=mean, std=std, **splits,
-    )  # fmt: skip
+        name="fashion_mnist_subset",
+        layout="embedded",
+        source="embedded",
+        class_names=[str(c) for c in arrays["class_names"]],
+        in_channels=1,
+        image_size=int(arrays["train_images"].shape[-1]),
+        mean=mean,
+        std=std,
+        **splits,
+    )
 
 
-def detect_layout(path: Path) -> str:
-    """The LAYOUTS key that `path` matches; DataError (with the menu) when none does."""
-    if not path.exists():
-        raise DataError(f"{path}: no such file or folder.\nExpected 'builtin' or a path in one "
-                        f"of these layouts:\n{_menu()}\nFix: check the path.")  # fmt: skip
+def _detect(path: Path) -> str | None:
     if path.is_file() and tarfile.is_tarfile(path):
         return "cifar_tar"
-    if path.is_dir():
-        cifar = detect_cifar(path)
-        if cifar:
-            return f"{cifar}_python"
-        if detect_tiny_imagenet(path):  # before imagefolder: its train/ also holds folders
-            return "tiny_imagenet"
-        if detect_imagefolder(path):
-            return "imagefolder"
-        if detect_idx(path):
-            return "idx"
-    raise DataError(f"{path}: matches no known data set layout.\nExpected one of:\n{_menu()}\n"
-                    "Fix: point at the folder that holds train/ (or the batch / IDX files).")
+    if not path.is_dir():
+        return None
+    cifar = detect_cifar(path)
+    if cifar:
+        return f"{cifar}_python"
+    if detect_tiny_imagenet(path):  # before imagefolder: its train/ also holds class folders
+        return "tiny_imagenet"
+    if detect_imagefolder(path):
+        return "imagefolder"
+    return "idx" if detect_idx(path) else None
 
 
 def _descend(path: Path) -> Path:
     # The official archives extract to one folder (cifar-10-batches-py, tiny-imagenet-200, ...);
-    # accept its parent too when that single folder is all there is.
-    if path.is_dir():
+    # accept its parent too when that folder is all it holds.
+    if path.is_dir() and _detect(path) is None:
         children = [p for p in path.iterdir() if not p.name.startswith(".")]
-        if len(children) == 1 and children[0].is_dir() and not detect_imagefolder(path):
+        if len(children) == 1 and _detect(children[0]) not in (None, "cifar_tar"):
             return children[0]
     return path
 
 
+def detect_layout(path: str | Path) -> str:
+    """The LAYOUTS key that `path` matches; DataError (with the menu) when none does."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(
+            f"{path}: no such file or folder.\nExpected 'builtin' or a path in one "
+            f"of these layouts:\n{_menu()}\nFix: check the path."
+        )
+    layout = _detect(path)
+    if layout is None:
+        raise DataError(
+            f"{path}: matches no known data set layout.\nExpected one of:\n{_menu()}\n"
+            "Fix: point at the folder that holds train/ (or the batch / IDX files)."
+        )
+    return layout
+
+
 def load_dataset(
-    spec: str = "builtin", image_size: int | None = None, cache_dir: str | None = None
+    spec: str | Path = "builtin", image_size: int | None = None, cache_dir: str | None = None
 ) -> Dataset:
     """Load a data set without downloading anything.
 
@@ -103,6 +125,11 @@ def load_dataset(
     if image_size is not None and image_size < 1:
         raise ValueError(f"image_size must be positive, got {image_size}")
     cache = Path(cache_dir or DEFAULT_CACHE_DIR).expanduser()
+    if not str(spec).strip():  # e.g. a paper preset whose data.dataset was never set
+        raise DataError(
+            f"no data set given.\nExpected 'builtin' or a path in one of these layouts:\n"
+            f"{_menu()}\nFix: set data.dataset (CLI: --data PATH)."
+        )
     if str(spec) in BUILTIN_NAMES:
         ds = load_embedded()
     else:
@@ -111,8 +138,8 @@ def load_dataset(
         if layout in ("tiny_imagenet", "imagefolder"):
             load = load_tiny_imagenet if layout == "tiny_imagenet" else load_imagefolder
             return load(path, str(spec), image_size, cache)  # resizes while decoding
-        ds = load_cifar(path, str(spec)) if layout.startswith("cifar") else load_idx(
-            path, str(spec)
+        ds = (
+            load_cifar(path, str(spec)) if layout.startswith("cifar") else load_idx(path, str(spec))
         )
     if image_size and image_size != ds.image_size:  # fixed-size arrays: resize the tensors
         ds.train, ds.test = img.resized(ds.train, image_size), img.resized(ds.test, image_size)

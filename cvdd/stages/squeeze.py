@@ -88,7 +88,7 @@ def _train_member(ctx: Context, name: str, idx: torch.Tensor, cfg_hash: str, sta
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             if not torch.isfinite(loss):
-                raise CvddError(f"squeeze loss of {name} became {float(loss)}; lower squeeze.lr "
+                raise CvddError(f"squeeze loss of {name} became {loss.item()}; lower squeeze.lr "
                                 f"(now {s.lr}) and resume")
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -96,7 +96,7 @@ def _train_member(ctx: Context, name: str, idx: torch.Tensor, cfg_hash: str, sta
             correct += int((logits.argmax(1) == y).sum())
             seen += len(b)
             ctx.rd.progress(STAGE, epoch * steps + i + 1, total,
-                            {"loss": float(loss), "train_acc": 100 * correct / seen, "lr": lr},
+                            {"loss": loss.item(), "train_acc": 100 * correct / seen, "lr": lr},
                             label=name)
         ctx.rd.save_checkpoint(STAGE, dict(member=name, model=model.state_dict(),
                                            opt=opt.state_dict(), gen=gen.get_state(),
@@ -118,8 +118,11 @@ def run_squeeze(ctx: Context, cfg_hash: str) -> dict:
         path = ctx.cache_dir / rel
         info = None
         if name in s.weights:  # user-supplied local weights: evaluate only
-            model = create_model(name, ctx.data.num_classes, ctx.data.in_channels, width=s.width,
-                                 weights=s.weights[name]).to(ctx.device)
+            try:
+                model = create_model(name, ctx.data.num_classes, ctx.data.in_channels,
+                                     width=s.width, weights=s.weights[name]).to(ctx.device)
+            except ValueError as e:  # missing / corrupt / mismatched file: the message names it
+                raise CvddError(f"{e}; fix squeeze.weights.{name}") from e
             rel = f"squeeze/{ctx.data.name}-{name}-user-{hashlib.sha256(str(s.weights[name]).encode()).hexdigest()[:12]}.pt"
             path, train_top1, cached = ctx.cache_dir / rel, None, False
         elif path.exists():

@@ -1,0 +1,1 @@
+"""Streamlit front end of cvdd (`streamlit run app/main.py`); reads run folders only."""

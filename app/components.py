@@ -1,0 +1,224 @@
+"""Render helpers shared by the pages: run picker + header, stage progress, image grids,
+loss curves, committee. Data comes from app/state.py, shapes from app/shaping.py."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from app import figures, shaping, state
+from cvdd.utils import CvddError
+
+NEW_RUN, RUNS, LIVE = "views/new_run.py", "views/runs.py", "views/live.py"
+
+
+@contextlib.contextmanager
+def guard(what: str):
+    """Show a warning instead of a traceback when a panel meets a file it cannot read."""
+    try:
+        yield
+    except Exception as e:  # st.rerun/st.stop are BaseException, they pass through
+        st.warning(f"Could not show {what}: {type(e).__name__}: {e}. The run directory may be "
+                   "partial, from another version, or damaged.")
+
+
+def _picked(key: str) -> None:
+    state.set_run(st.session_state.get(key))
+
+
+def run_header(page_key: str, title: str, show_status: bool = True) -> Path | None:
+    """Title, run picker and status line. Returns the run folder, or None after a message."""
+    st.title(title)
+    rid = state.current_run_id()
+    rows = state.all_runs(str(state.runs_root()))
+    ids = [r["run_id"] for r in rows]
+    key = f"pick_{page_key}"
+    if rid in ids:
+        st.session_state[key] = rid
+    else:
+        st.session_state.pop(key, None)
+    st.selectbox("Run in view", ids, index=None, key=key, on_change=_picked, args=(key,),
+                 placeholder="choose a run" if ids else "no runs yet",
+                 format_func=lambda i: _run_label(i, rows))
+    if not rid:
+        if ids:
+            st.info("Choose a run above, or open one from the **Runs** page.")
+        else:
+            st.info(f"No runs yet in `{state.runs_root()}`. Start one on the **New run** page.")
+            st.page_link(NEW_RUN, label="New run", icon="➕")
+        return None
+    try:
+        run_dir = state.resolve(rid)
+    except CvddError as e:
+        st.error(f"{e}. Pick a run above or go to the **Runs** page.")
+        return None
+    doc = state.run_config(run_dir)
+    if show_status:
+        status_line(state.status(run_dir))
+    if doc is None:
+        st.warning(f"`{rid}` has no readable config.json: it is damaged or not a cvdd run "
+                   "directory. Panels below show whatever files they can read.")
+    else:
+        s = shaping.config_summary(doc["config"])
+        st.caption(f"preset **{s['preset']}** · data **{s['dataset']}** · IPC **{s['ipc']}** · "
+                   f"committee **{', '.join(s['members'])}** · N={s['N']} · T={s['T']} · "
+                   f"voter {s['voter']} · schedule {s['schedule']} · labels {s['labels']} · "
+                   f"seed {s['seed']}")
+    return run_dir
+
+
+def _run_label(rid: str, rows: list[dict]) -> str:
+    r = next((x for x in rows if x["run_id"] == rid), {})
+    return f"{rid} — {r.get('status', '?')}"
+
+
+def status_line(stat: dict) -> None:
+    text = shaping.status_text(stat)
+    s = stat.get("status")
+    icon = shaping.STATUS_ICONS.get(s)
+    if s == "failed":
+        st.error(text, icon=icon)
+    elif s in ("crashed", "stopped"):
+        st.warning(text + " — **Resume** continues from the last checkpoint.", icon=icon)
+    elif s == "done":
+        st.success(text, icon=icon)
+    else:
+        st.info(text, icon=icon)
+
+
+def stage_progress(evs: list[dict], stat: dict) -> None:
+    marks = {"pending": "·", "running": "▶", "done": "✓", "interrupted": "‖"}
+    for r in shaping.stage_rows(evs, stat.get("status", "running")):
+        text = f"{marks[r['state']]} **{r['stage']}**"
+        if r["state"] == "done":
+            text += f" — {shaping.fmt_duration(r['seconds'])}"
+        elif r["total"]:
+            text += f" — {r['step']}/{r['total']}"
+            if r["label"]:
+                text += f" ({r['label']})"
+            if r["state"] == "running" and r["eta_s"] is not None:
+                text += f" · ETA {shaping.fmt_duration(r['eta_s'])}"
+        elif r["state"] != "pending":
+            text += f" — {r['state']}"
+        st.progress(float(r["frac"]), text=text)
+
+
+def show_image(img: np.ndarray, caption: str | None = None, min_side: int = 96) -> None:
+    st.image(shaping.to_display(img, min_side), caption=caption)
+
+
+def snapshot_viewer(run_dir: Path, evs: list[dict], live: bool) -> None:
+    """Grid of synthetic images at a saved recover step, a slider to scrub, a per-class view."""
+    snaps = shaping.snapshots(evs, "recover")
+    if not snaps:
+        st.info("No image snapshot yet: the grid appears when **recover** starts "
+                "(step 0 shows the initial images).")
+        return
+    rid, steps = run_dir.name, [s["step"] for s in snaps]
+    skey, fkey = f"snap_{rid}", f"follow_{rid}"
+    st.session_state.setdefault(fkey, True)
+    if st.session_state[fkey] or st.session_state.get(skey) not in steps:
+        st.session_state[skey] = steps[-1]
+    c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+    with c2:
+        st.toggle("Follow latest", key=fkey, help="Jump to each new snapshot as it arrives.")
+    with c1:
+        if len(steps) > 1:
+            step = st.select_slider("Recover step (saved snapshots)", steps, key=skey,
+                                    on_change=lambda: st.session_state.update({fkey: False}))
+        else:
+            step = steps[0]
+    snap = snaps[steps.index(step)]
+    grid = state.read_png_file(run_dir / snap["path"])
+    if grid is None:
+        st.warning(f"Snapshot file {snap['path']} is missing or unreadable.")
+        return
+    names = state.class_names(run_dir)
+    rows, cols = list(snap.get("rows") or []), list(snap.get("cols") or [])
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        f = max(1, round(560 / max(grid.shape[:2])))  # nearest-neighbour zoom, no blur
+        st.image(grid.repeat(f, 0).repeat(f, 1),
+                 caption=f"step {step} · rows = classes {rows} · columns = IPC indices {cols}")
+        st.caption(f"{len(steps)} snapshots saved, latest step {steps[-1]}" +
+                   (" · live" if live else ""))
+    cell, pad = snap.get("cell"), snap.get("pad", 0)
+    if not (rows and cell):
+        return
+    with right:
+        pick = st.selectbox("Per-class view", range(len(rows)), key=f"cls_{rid}",
+                            format_func=lambda r: shaping.class_name(names, rows[r]))
+        try:
+            strip = shaping.crop_grid_row(grid, pick, len(rows), int(cell), int(pad or 0))
+            z = max(1, 320 // max(1, strip.shape[1]))
+            st.image(strip.repeat(z, 0).repeat(z, 1),
+                     caption=f"{shaping.class_name(names, rows[pick])} at step {step}")
+        except (IndexError, ValueError) as e:
+            st.warning(f"Could not crop the class row: {e}")
+        final_images(run_dir, rows[pick], names)
+
+
+def final_images(run_dir: Path, cls: int, names: list[str]) -> None:
+    """Initial vs final images of one class (all IPC indices) from the saved npz files."""
+    init = state.read_npz_file(run_dir / "init/images.npz")
+    final = state.read_npz_file(run_dir / "recover/images.npz")
+    for label, z in (("initial (init stage, real patches)", init), ("after recover", final)):
+        if z is None or "images" not in z or "targets" not in z:
+            continue
+        idx = shaping.class_indices(z["targets"], cls)[:20]
+        if idx:
+            st.caption(f"{label}: {shaping.class_name(names, cls)}, {len(idx)} image(s)")
+            st.image([shaping.to_display(z["images"][i], 40) for i in idx])
+
+
+def loss_panel(run_dir: Path) -> None:
+    recs = state.read_jsonl_file(run_dir / "recover/trace.jsonl")
+    df = shaping.trace_df(recs)
+    if df.empty:
+        st.info("No loss trace yet: recover/trace.jsonl gets one line per recover step.")
+        return
+    log_y = st.toggle("log scale", key=f"logy_{run_dir.name}")
+    d = shaping.downsample(df)
+    st.plotly_chart(figures.loss_curves(d, log_y), key=f"loss_{run_dir.name}")
+    last = df.iloc[-1]
+    st.caption(f"step {int(last['step'])} · loss {last['loss']:.4g} · CE {last['ce']:.4g} · "
+               f"BN {last['bn']:.4g}" + (f" · lr {last['lr']:.3g}" if "lr" in df and
+                                          last['lr'] is not None else ""))
+    if any(c.endswith(".ce") for c in df.columns):
+        with st.expander("Loss per committee member"):
+            st.plotly_chart(figures.member_losses(d, "ce"), key=f"mce_{run_dir.name}")
+
+
+def committee_panel(run_dir: Path) -> None:
+    com = state.read_json_file(run_dir / "recover/committee.json")
+    pri = state.read_json_file(run_dir / "prior/priors.json") or {}
+    if not isinstance(com, dict):
+        st.info("The committee is chosen when **recover** starts (recover/committee.json).")
+        if pri.get("values"):
+            st.caption("Priors α so far: " + ", ".join(f"{m} {v:.1f}" for m, v in
+                                                       pri["values"].items()))
+        return
+    T = float(com.get("temperature") or 1.0)
+    priors = com.get("priors") or pri.get("values") or {}
+    c = st.columns(4)
+    c[0].metric("voter", str(com.get("voter")))
+    c[1].metric("temperature T", f"{T:g}")
+    c[2].metric("experts per image N", str(com.get("num_experts")))
+    c[3].metric("schedule", str(com.get("schedule")))
+    mat = shaping.committee_matrix(com)
+    if len(mat):
+        st.plotly_chart(figures.committee_heatmap(mat), key=f"com_{run_dir.name}")
+    if com.get("schedule") == "per_iteration":
+        st.caption("schedule = per_iteration: members are redrawn every step; the map shows "
+                   "the first draw.")
+    if priors:
+        t2 = st.slider("Try another temperature T", 0.5, 50.0, T, 0.5, key=f"T_{run_dir.name}",
+                       help="Small T: the best prior dominates; large T: equal votes.")
+        w = shaping.softmax_weights(priors, list(priors), t2)
+        st.plotly_chart(figures.prior_bars(priors, w, t2), key=f"pri_{run_dir.name}")
+        src = pri.get("source")
+        if src:
+            st.caption(f"priors from **{src}**" + (f" — {pri['note']}" if pri.get("note") else ""))
+    st.dataframe(shaping.member_usage(com), hide_index=True)

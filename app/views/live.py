@@ -1,0 +1,110 @@
+"""Live run: stage progress, image grid, loss curves, committee; Stop / Resume / Clone.
+
+Two fragments refresh themselves while the run is running (progress every 2 s, images and
+curves every 5 s); nothing here blocks, and the worker is a separate process.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from app import components as C
+from app import shaping, state
+from cvdd import jobs
+from cvdd.utils import CvddError
+
+run_dir = C.run_header("live", "Live run", show_status=False)
+if run_dir is None:
+    st.stop()
+rid = run_dir.name
+stat0 = state.status(run_dir)
+running = stat0["status"] == "running"
+
+# -- actions ------------------------------------------------------------------------------------
+bar = st.container(horizontal=True, vertical_alignment="center")
+msg = st.empty()
+if bar.button("Stop", icon=":material/stop_circle:", key="stop", disabled=not running,
+              help="The worker finishes its step, saves a checkpoint and ends as 'stopped'."):
+    if jobs.stop_job(run_dir):
+        st.toast("Stop requested: the worker checkpoints and ends.")
+    else:
+        st.toast("This run is not running.")
+resumable = stat0["status"] in ("stopped", "crashed", "failed")
+if bar.button("Resume", icon=":material/play_arrow:", key="resume", disabled=not resumable,
+              help="Continue from the last checkpoint in a new worker process."):
+    try:
+        if jobs.resume_job(run_dir):
+            st.toast("Resumed.")
+            st.rerun()
+        else:
+            msg.warning("Already running (started from another tab or process); not started "
+                        "again.")
+    except CvddError as e:
+        msg.error(str(e))
+if bar.button("Clone", icon=":material/content_copy:", key="clone",
+              disabled=state.run_config(run_dir) is None,
+              help="New run with this run's settings (you can edit them first)."):
+    st.switch_page(C.NEW_RUN, query_params={"clone": rid})
+paused = bar.toggle("Pause live updates", key=f"pause_{rid}", disabled=not running,
+                    help="Freeze the panels (e.g. to zoom into a chart) while the run goes on.")
+live = running and not paused
+
+
+def _check_transition() -> None:
+    # run_every is fixed per full run: when the run ends, rerun the page once to stop polling
+    if state.status(run_dir)["status"] != stat0["status"]:
+        st.rerun(scope="app")
+
+
+# -- progress (cheap, every 2 s) ------------------------------------------------------------
+@st.fragment(run_every=2 if live else None)
+def progress_panel() -> None:
+    if live:
+        _check_transition()
+    evs = state.events(run_dir)
+    stat = state.status(run_dir)
+    C.status_line(stat)
+    with C.guard("the stage progress"):
+        left, right = st.columns([3, 2])
+        with left:
+            C.stage_progress(evs, stat)
+        with right:
+            res = state.read_json_file(run_dir / "result.json")
+            m = st.columns(2)
+            m[0].metric("status", stat["status"])
+            m[1].metric("student top-1", f"{res['student_top1']:.1f} %"
+                        if isinstance(res, dict) and res.get("student_top1") is not None else "—")
+            if stat["status"] == "running" and stat.get("eta_s") is not None:
+                st.caption(f"{stat['stage']}: ETA {shaping.fmt_duration(stat['eta_s'])}")
+            if stat.get("updated_t"):
+                st.caption(f"last event {shaping.fmt_age(stat['updated_t'])}")
+    if stat["status"] in ("failed", "crashed"):
+        end = next((e for e in reversed(evs) if e.get("kind") == "run_end"), {})
+        with st.expander("What went wrong", expanded=stat["status"] == "failed"):
+            if end.get("traceback"):
+                st.code(end["traceback"], language=None)
+            st.caption("worker.log (last lines)")
+            st.code(state.worker_log(run_dir) or "(worker.log is empty or missing)",
+                    language=None)
+
+
+progress_panel()
+
+
+# -- images, losses, committee (heavier, every 5 s) -------------------------------------------
+@st.fragment(run_every=5 if live else None)
+def detail_panel() -> None:
+    evs = state.events(run_dir)
+    t_img, t_loss, t_com, t_log = st.tabs(["Synthetic images", "Loss curves", "Committee",
+                                           "Events"], key=f"tabs_{rid}")
+    with t_img, C.guard("the image grid"):
+        C.snapshot_viewer(run_dir, evs, live)
+    with t_loss, C.guard("the loss curves"):
+        C.loss_panel(run_dir)
+    with t_com, C.guard("the committee"):
+        C.committee_panel(run_dir)
+    with t_log:
+        msgs = shaping.log_messages(evs, 40)
+        st.code("\n".join(msgs) or "(no log events yet)", language=None)
+
+
+detail_panel()

@@ -1,0 +1,237 @@
+"""New run: opens ready on the built-in data set and the `quick` preset; one click starts it.
+
+The form is validated on every change with the engine's own RunConfig checks, so a bad value
+shows its error next to the field before anything starts. Clone (`?clone=<run id>`) prefills
+the form from an earlier run's config.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import streamlit as st
+
+from app import components as C
+from app import shaping, state
+from cvdd import jobs
+from cvdd.config import COMMITTEE, PRESET_NOTES, PRESETS, RunConfig, from_preset
+from cvdd.utils import CvddError
+
+ss = st.session_state
+ALL_MEMBERS = list(dict.fromkeys(
+    list(COMMITTEE) + [m for p in PRESETS.values() for m in p.get("squeeze", {}).get("members", ())]))
+DATA_KINDS = {"builtin": "Built-in (Fashion-MNIST subset, offline)",
+              "cifar": "CIFAR folder (or .tar.gz)",
+              "folder": "ImageFolder path (also Tiny-ImageNet, IDX)"}
+VOTERS = {"prior": "prior: softmax(α/T) — CV-DD", "equal": "equal: 1/N each",
+          "random": "random weights (ablation)"}
+SCHEDULES = {"auto": "auto (by IPC, as in the paper)", "fixed": "fixed: the same N members",
+             "enumerate": "enumerate: cycle through member subsets per IPC index",
+             "random": "random: a random subset per IPC index",
+             "per_iteration": "per_iteration: redraw the subset every step"}
+DEVICES = ["auto", "cpu", "cuda"]
+P = dict(persist_state="session")  # keep the form when the user visits another page
+
+
+def _fill(cfg: dict, preset: str) -> None:
+    """Put a config dict's values into the form fields."""
+    ds = str(cfg["data"]["dataset"])
+    kind = ("builtin" if ds in ("builtin", "fashion_mnist_subset") else
+            "cifar" if "cifar" in (ds or preset).lower() else "folder")
+    ss.update(nr_preset=preset, nr_kind=kind, nr_path="" if kind == "builtin" else ds,
+              nr_ipc=int(cfg["ipc"]), nr_members=list(cfg["squeeze"]["members"]),
+              nr_num_experts=int(cfg["recover"]["num_experts"]),
+              nr_temperature=float(cfg["recover"]["temperature"]),
+              nr_voter=cfg["recover"]["voter"], nr_schedule=cfg["recover"]["schedule"],
+              nr_bssl=cfg["relabel"]["mode"] == "bssl",
+              nr_iterations=int(cfg["recover"]["iterations"]), nr_device=cfg["device"],
+              nr_seed=int(cfg["seed"]), nr_teacher=cfg["relabel"]["teacher"], nr_extra="")
+
+
+def _on_preset() -> None:
+    _fill(from_preset(ss["nr_preset"]).to_dict(), ss["nr_preset"])
+    ss["nr_base"] = None
+    st.query_params.pop("clone", None)
+
+
+def _unclone() -> None:
+    ss["nr_preset"] = "quick"
+    _on_preset()
+
+
+# -- where the form starts from: a clone (?clone=<id>), or the quick preset -------------------
+clone = st.query_params.get("clone")
+if clone and ss.get("nr_loaded") != f"clone:{clone}":
+    try:
+        base = jobs.clone_config(state.resolve(clone))
+        RunConfig.from_dict(base)  # still valid with this version of cvdd?
+    except CvddError as e:
+        st.error(f"Cannot clone {clone!r}: {e}")
+        st.query_params.pop("clone", None)
+    else:
+        _fill(base, base.get("name") if base.get("name") in PRESETS else "quick")
+        ss.update(nr_base=base, nr_loaded=f"clone:{clone}")
+if "nr_loaded" not in ss:
+    _fill(from_preset("quick").to_dict(), "quick")
+    ss.update(nr_base=None, nr_loaded="preset")
+
+st.title("New run")
+form, teach = st.columns([3, 2], gap="large")
+slots: dict = {}  # field -> placeholder for its error
+
+with form:
+    if ss.get("nr_base"):
+        c1, c2 = st.columns([4, 1], vertical_alignment="center")
+        c1.info(f"Cloned from run **{ss['nr_loaded'].split(':', 1)[1]}**: the form holds its "
+                "settings (including the ones not shown here). Edit and Start.")
+        c2.button("Use a preset instead", on_click=_unclone, key="nr_unclone")
+    c1, c2 = st.columns([2, 3])
+    c1.selectbox("Preset", list(PRESETS), key="nr_preset", on_change=_on_preset,
+                 disabled=bool(ss.get("nr_base")), **P)
+    c2.caption(PRESET_NOTES.get(ss["nr_preset"], ""))
+
+    c1, c2 = st.columns([2, 3])
+    c1.radio("Data set", list(DATA_KINDS), format_func=DATA_KINDS.get, key="nr_kind", **P)
+    if ss["nr_kind"] != "builtin":
+        c2.text_input("Path on the server", key="nr_path", **P,
+                      placeholder="/data/cifar-10-batches-py" if ss["nr_kind"] == "cifar"
+                      else "/data/imagenette (with train/<class>/...)")
+    else:
+        c2.caption("5 000 training and 1 000 test images of Fashion-MNIST (10 classes, 28×28, "
+                   "grey) ship with cvdd: nothing to download.")
+    slots["dataset"] = c2.empty()
+
+    c1, c2, c3 = st.columns(3)
+    c1.number_input("Images per class (IPC)", 1, 1000, key="nr_ipc", **P)
+    slots["ipc"] = c1.empty()
+    c2.number_input("Recover iterations", 1, 100000, step=50, key="nr_iterations", **P,
+                    help="Pixel-optimisation steps per image group.")
+    slots["iterations"] = c2.empty()
+    c3.number_input("Seed", 0, 2**31 - 1, key="nr_seed", **P)
+    slots["seed"] = c3.empty()
+
+    opts = list(dict.fromkeys(ALL_MEMBERS + list(ss.get("nr_members") or [])))
+    st.multiselect("Committee members", opts, key="nr_members", **P,
+                   help="One member = the SRe²L++ baseline; several = CV-DD.")
+    slots["members"] = st.empty()
+
+    c1, c2, c3 = st.columns(3)
+    c1.number_input("Experts per image N", 1, 10, key="nr_num_experts", **P,
+                    help="How many members vote on one IPC index.")
+    slots["num_experts"] = c1.empty()
+    c2.number_input("Temperature T", 0.1, 1000.0, step=0.5, key="nr_temperature", **P,
+                    help="Weights are softmax(α/T): small T favours the best prior.")
+    slots["temperature"] = c2.empty()
+    c3.selectbox("Voter", list(VOTERS), format_func=VOTERS.get, key="nr_voter", **P)
+    slots["voter"] = c3.empty()
+
+    c1, c2, c3 = st.columns(3)
+    c1.selectbox("Committee schedule", list(SCHEDULES), format_func=SCHEDULES.get,
+                 key="nr_schedule", **P)
+    slots["schedule"] = c1.empty()
+    devices = list(dict.fromkeys(DEVICES + [ss.get("nr_device") or "auto"]))
+    c2.selectbox("Device", devices, key="nr_device", **P,
+                 help="auto = the GPU when the worker sees one, else CPU.")
+    slots["device"] = c2.empty()
+    c3.toggle("BSSL soft labels", key="nr_bssl", **P,
+              help="On: the teacher's BN uses each synthetic batch's statistics (CV-DD). "
+                   "Off: eval mode, the stored running statistics.")
+
+    with st.expander("More settings"):
+        teachers = list(ss.get("nr_members") or []) + ["committee"]
+        if ss.get("nr_teacher") not in teachers:
+            ss["nr_teacher"] = teachers[0]
+        st.selectbox("Relabel teacher", teachers, key="nr_teacher",
+                     help="The model that writes the soft labels; 'committee' = prior-weighted "
+                          "logits of all members.")
+        slots["teacher"] = st.empty()
+        st.text_area("Extra overrides, one `section.key=value` per line", key="nr_extra", **P,
+                     placeholder="recover.snapshot_every=20\nvalidate.epochs=40")
+
+# -- build and check the config --------------------------------------------------------------
+errors: dict[str, str] = {}
+kind, path = ss["nr_kind"], str(ss.get("nr_path") or "").strip()
+if kind == "builtin":
+    dataset = "builtin"
+elif not path:
+    dataset, errors["dataset"] = "", "Enter the path of the data set folder on the server."
+else:
+    dataset = path
+    if not Path(path).expanduser().exists():
+        errors["dataset"] = f"`{path}` does not exist on the server's file system."
+vals = {k: ss.get(f"nr_{k}") for k in ("ipc", "seed", "device", "num_experts", "temperature",
+                                        "voter", "schedule", "iterations", "teacher",
+                                        "members", "bssl")}
+vals["dataset"] = dataset or None
+extra = [ln.strip() for ln in str(ss.get("nr_extra") or "").splitlines() if ln.strip()]
+overrides = shaping.form_overrides(vals) + extra
+cfg = None
+try:
+    if ss.get("nr_base"):
+        cfg = RunConfig.from_dict(ss["nr_base"]).replace(overrides)
+    else:
+        cfg = from_preset(ss["nr_preset"], overrides)
+except CvddError as e:
+    errors.setdefault(shaping.field_for_error(str(e)) or "general", str(e))
+if cfg is not None and not cfg.data.dataset and "dataset" not in errors:
+    errors["dataset"] = "This preset needs a data set path."
+for field, msg in errors.items():
+    (slots.get(field) or form).error(msg)
+
+with form:
+    c1, c2 = st.columns([1, 3], vertical_alignment="center")
+    start = c1.button("Start", icon=":material/play_arrow:", type="primary", key="start", disabled=bool(errors),
+                      width="stretch")
+    busy = [r for r in state.all_runs(str(state.runs_root())) if r["status"] == "running"]
+    if busy:
+        c2.caption(f"{len(busy)} run(s) already running (e.g. {busy[0]['run_id']}); a new one "
+                   "shares the CPU/GPU with them.")
+    else:
+        c2.caption(f"Runs go to `{state.runs_root()}`. The run continues if you close the tab.")
+    if cfg is not None:
+        with st.expander("Effective config and CLI command"):
+            if not ss.get("nr_base"):
+                cli = " ".join(["python -m cvdd run --preset", ss["nr_preset"]] +
+                               [f"--set '{o}'" for o in overrides])
+                st.code(cli, language="bash")
+            st.code(json.dumps(cfg.to_dict(), indent=1), language="json")
+
+if start and cfg is not None and not errors:
+    if ss.pop("nr_token", None) is None and ss.get("nr_last_started"):
+        st.switch_page(C.LIVE, query_params={"run": ss["nr_last_started"]})  # double click
+    try:
+        run_dir = jobs.start_job(cfg, state.runs_root())
+    except CvddError as e:
+        form.error(f"Could not start: {e}")
+    else:
+        ss["nr_last_started"] = run_dir.name
+        state.set_run(run_dir.name)
+        st.switch_page(C.LIVE, query_params={"run": run_dir.name})
+ss["nr_token"] = True
+
+with teach:
+    with st.container(border=True):
+        st.markdown("""
+#### What happens in each stage
+1. **squeeze** — train every committee member on the real images. Their weights and the
+   running mean / variance stored in each BatchNorm layer are all that later stages know about
+   the data set.
+2. **prior** — give each member a score α: distil a small set with that member alone
+   (SRe²L++) and train a student on it. α is that student's accuracy: how well the member's
+   knowledge *transfers*, not how accurate the member itself is.
+3. **init** — start from real patches instead of noise: per class, random crops of real images
+   are scored by an observer model and the most typical ones become the starting images.
+4. **recover** — optimise the pixels. For every IPC index a committee of N members votes:
+   loss = Σᵢ softmax(α/T)ᵢ · (cross-entropy to the class + BN-statistics matching). Small T lets
+   the best prior dominate, large T gives equal votes; other IPC indices get other members, so
+   the images of one class differ more (Diversity page).
+5. **relabel** — a teacher writes a soft label for every image. With **BSSL** its BatchNorm layers
+   normalise with the statistics of the synthetic batch itself (train mode, weights frozen),
+   because synthetic images never match the real running statistics (BN page); *eval* mode uses
+   the running statistics as usual (Soft labels page).
+6. **validate** — train a fresh student only on the distilled images and soft labels, and
+   report its top-1 on the real test set, next to a baseline with as many random real images.
+""")
+        st.caption("Each run is its own process writing to its run folder: reload the page, "
+                   "open a second tab or restart the server — nothing is lost. Stop saves a "
+                   "checkpoint; Resume continues from it.")

@@ -1,0 +1,50 @@
+"""Runs: every run folder with its status; choosing one opens it (`?run=<id>`)."""
+from __future__ import annotations
+
+import streamlit as st
+
+from app import components as C
+from app import shaping, state
+
+st.title("Runs")
+root = state.runs_root()
+rows = state.all_runs(str(root))
+if not rows:
+    st.info(f"No runs yet in `{root}`. Start one on the **New run** page.")
+    st.page_link(C.NEW_RUN, label="New run", icon="➕")
+    st.stop()
+
+
+def _open(rid: str) -> None:
+    state.set_run(rid)
+    st.switch_page(C.LIVE, query_params={"run": rid})
+
+
+any_running = any(r["status"] == "running" for r in rows)
+
+
+@st.fragment(run_every=3 if any_running else None)
+def table() -> None:
+    now_rows = state.all_runs(str(root))
+    if any_running and not any(r["status"] == "running" for r in now_rows):
+        st.rerun(scope="app")
+    df = shaping.runs_table(now_rows)
+    ev = st.dataframe(
+        df, hide_index=True, on_select="rerun", selection_mode="single-row", key="runs_table",
+        column_config={"top1": st.column_config.NumberColumn("student top-1 %", format="%.1f"),
+                       "run": st.column_config.TextColumn("run", width="large")})
+    sel = getattr(getattr(ev, "selection", None), "rows", None) or []
+    if sel:
+        _open(str(df.iloc[sel[0]]["run"]))
+    counts = df["status"].value_counts().to_dict()
+    st.caption(f"{len(df)} runs in `{root}` · " + " · ".join(f"{k} {v}" for k, v in counts.items())
+               + " · click a row to open it")
+
+
+table()
+c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+ids = [r["run_id"] for r in rows]
+cur = state.current_run_id()
+pick = c1.selectbox("Open run", ids, index=ids.index(cur) if cur in ids else 0, key="runs_pick")
+if c2.button("Open", key="runs_open", type="primary"):
+    _open(pick)

@@ -1,0 +1,267 @@
+"""The Streamlit UI (app/) with AppTest, against a real run directory made by the engine.
+
+Every page renders a finished `tiny` run; missing, invalid and damaged runs give a message,
+never an exception; the job buttons start, stop and resume a real worker process.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from cvdd import jobs, runs  # noqa: E402
+
+APP = str(ROOT / "app" / "main.py")
+PAGES = ["new_run", "runs", "live", "bn", "soft_labels", "diversity", "compare"]
+RUN_PAGES = ["live", "bn", "soft_labels", "diversity"]
+TIMINGS: dict[str, float] = {}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches():
+    # cache_data / cache_resource are process-global across AppTest instances
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+
+
+@pytest.fixture
+def root(tiny_run_dir, monkeypatch) -> Path:
+    monkeypatch.setenv("CVDD_RUNS_DIR", str(tiny_run_dir.parent))
+    monkeypatch.setenv("CVDD_THREADS", "1")
+    return tiny_run_dir.parent
+
+
+def render(page: str = "new_run", **query) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    for k, v in query.items():
+        at.query_params[k] = v
+    if page != "new_run":
+        at.switch_page(f"views/{page}.py")
+    return at.run()
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    parts = [e.value for kind in ("error", "warning", "info", "success", "markdown", "caption")
+             for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def metrics(at: AppTest) -> dict:
+    return {m.label: m.value for m in at.metric}
+
+
+# -- pages on a finished run ----------------------------------------------------------------
+
+def test_new_run_opens_ready_on_builtin_quick(root):
+    at = ok(render())
+    assert at.title[0].value == "New run"
+    assert at.selectbox(key="nr_preset").value == "quick"
+    assert at.radio(key="nr_kind").value == "builtin"
+    assert not at.button(key="start").disabled
+    assert not at.error
+    assert "What happens in each stage" in texts(at)
+
+
+def test_new_run_shows_config_errors_before_start(root):
+    at = ok(render())
+    at.number_input(key="nr_num_experts").set_value(9).run()
+    ok(at)
+    assert any("num_experts" in e.value for e in at.error)
+    assert at.button(key="start").disabled
+    at.number_input(key="nr_num_experts").set_value(2).run()
+    at.radio(key="nr_kind").set_value("folder").run()
+    at.text_input(key="nr_path").input("/no/such/folder/for/cvdd").run()
+    ok(at)
+    assert any("does not exist" in e.value for e in at.error)
+    assert at.button(key="start").disabled
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_a_finished_run(root, tiny_run_dir, page):
+    t0 = time.perf_counter()
+    at = ok(render(page, run=tiny_run_dir.name))
+    TIMINGS[page] = time.perf_counter() - t0
+    n_plotly, n_img = len(at.get("plotly_chart")), len(at.image)
+    assert not at.error, [e.value for e in at.error]
+    if page == "live":
+        assert metrics(at)["status"] == "done" and metrics(at)["student top-1"].endswith("%")
+        assert n_img >= 2 and n_plotly >= 2  # snapshot grid + class row; losses + committee
+        assert [p.proto.value for p in at.get("progress")] == [100] * 6
+        assert at.button(key="stop").disabled and at.button(key="resume").disabled
+        assert at.select_slider(key=f"snap_{tiny_run_dir.name}").value > 0
+    elif page == "bn":
+        assert n_plotly >= 3 and metrics(at)
+    elif page == "soft_labels":
+        assert n_img >= 1 and n_plotly >= 3 and "argmax agreement" in metrics(at)
+        assert "student top-1, BSSL labels" in metrics(at)
+    elif page == "diversity":
+        assert n_plotly >= 2 and n_img >= 1 and "synthetic: mean cosine" in metrics(at)
+    elif page == "compare":
+        assert n_plotly == 1 and len(at.get("download_button")) == 1
+    elif page == "runs":
+        assert len(at.dataframe) == 1 and tiny_run_dir.name in at.dataframe[0].value["run"].values
+    print(f"\n[render] {page}: {TIMINGS[page]:.2f}s")
+
+
+def test_live_snapshot_slider_and_class_view(root, tiny_run_dir):
+    at = ok(render("live", run=tiny_run_dir.name))
+    rid = tiny_run_dir.name
+    assert at.select_slider(key=f"snap_{rid}").value == 6  # follows the latest snapshot
+    at.select_slider(key=f"snap_{rid}").set_value(0).run()
+    ok(at)
+    assert at.select_slider(key=f"snap_{rid}").value == 0
+    assert at.toggle(key=f"follow_{rid}").value is False  # scrubbing stops following
+    at.selectbox(key=f"cls_{rid}").set_value(3).run()
+    assert any("at step" in (c or "") for i in ok(at).image for c in [i.proto.imgs[0].caption])
+
+
+def test_runs_list_open_sets_query_param(root, tiny_run_dir):
+    at = ok(render("runs"))
+    at.selectbox(key="runs_pick").set_value(tiny_run_dir.name)
+    at.button(key="runs_open").click().run()
+    ok(at)
+    assert at.query_params["run"] == [tiny_run_dir.name] or \
+        at.query_params["run"] == tiny_run_dir.name
+    assert at.title[0].value == "Live run"
+
+
+def test_clone_prefills_the_form(root, tiny_run_dir):
+    at = ok(render(clone=tiny_run_dir.name))
+    assert "Cloned from run" in texts(at)
+    assert at.number_input(key="nr_ipc").value == 2
+    assert at.multiselect(key="nr_members").value == ["test_tiny_cnn", "test_tiny_resnet"]
+    assert not at.button(key="start").disabled
+
+
+# -- bad run ids and damaged run folders -----------------------------------------------------
+
+@pytest.mark.parametrize("page", RUN_PAGES)
+def test_missing_run_id_gives_a_message(root, page):
+    at = ok(render(page, run="20990101-000000-nope-ipc1-0000"))
+    assert any("not found" in e.value for e in at.error)
+
+
+@pytest.mark.parametrize("rid", ["../../etc", "..", "/etc/passwd", "a/../../b"])
+def test_path_traversal_is_rejected(root, rid):
+    at = ok(render("live", run=rid))
+    assert any("invalid run id" in e.value for e in at.error)
+    assert not at.get("plotly_chart")
+
+
+@pytest.fixture
+def damaged_root(tmp_path, tiny_run_dir, monkeypatch) -> Path:
+    """A corrupt run (garbage in every file) and a partial one (a finished run minus its
+    analysis/relabel outputs), in their own runs root."""
+    monkeypatch.setenv("CVDD_RUNS_DIR", str(tmp_path))
+    bad = tmp_path / "20260101-000000-builtin-ipc2-dead"
+    for rel in ("config.json", "recover/committee.json", "prior/priors.json",
+                "analysis/bn_stats.json", "analysis/diversity.json", "analysis/soft_labels.json",
+                "validate/students.json", "result.json", "recover/trace.jsonl",
+                "recover/images.npz", "init/images.npz", "relabel/soft_labels.npz",
+                "snapshots/recover/000000.png"):
+        (bad / rel).parent.mkdir(parents=True, exist_ok=True)
+        (bad / rel).write_bytes(b"\x00garbage{[")
+    (bad / "analysis/bn_stats.json").write_text(json.dumps({"layers": [{"sources": 3}]}))
+    (bad / "analysis/diversity.json").write_text(json.dumps({"sources": {"x": {"matrices": 1}}}))
+    (bad / "events.jsonl").write_text(
+        'garbage\n{"seq": 0, "kind": "run_start"}\n'
+        '{"seq": 1, "kind": "snapshot", "stage": "recover", "step": 0, '
+        '"path": "snapshots/recover/000000.png", "rows": [0], "cols": [0], "cell": 28}\n'
+        '{"seq": 2, "kind": "snapshot", "stage": "recover", "step": 2, "path": "nope.png"}\n'
+        '{"seq": 3, "kind": "progr')
+    part = tmp_path / "20260101-000001-builtin-ipc2-beef"
+    shutil.copytree(tiny_run_dir, part, ignore=shutil.ignore_patterns("checkpoints", "export"))
+    for rel in ("analysis", "relabel", "validate", "result.json"):
+        p = part / rel
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return tmp_path
+
+
+@pytest.mark.parametrize("page", RUN_PAGES + ["compare", "runs"])
+def test_corrupt_and_partial_runs_give_messages(damaged_root, page):
+    for rid in ("20260101-000000-builtin-ipc2-dead", "20260101-000001-builtin-ipc2-beef"):
+        at = ok(render(page, run=rid))
+        if page in RUN_PAGES and (rid.endswith("dead") or page != "live"):
+            assert at.warning or at.info, f"{page} {rid}: no message"
+        if page == "live" and rid.endswith("beef"):
+            assert metrics(at)["student top-1"] == "—" and at.image  # no result.json yet
+
+
+def test_empty_runs_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVDD_RUNS_DIR", str(tmp_path / "none"))
+    for page in PAGES:
+        at = ok(render(page))
+        if page != "new_run":
+            assert "No runs yet" in texts(at)
+
+
+# -- the job manager: start, refuse duplicates, stop, resume, "server restart" ---------------
+
+def _wait(cond, timeout: float, what: str) -> None:
+    t_end = time.time() + timeout
+    while time.time() < t_end:
+        if cond():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_job_start_stop_resume_restart(root):
+    at = ok(render())
+    at.selectbox(key="nr_preset").set_value("tiny").run()
+    at.number_input(key="nr_iterations").set_value(300).run()
+    ok(at)
+    assert at.number_input(key="nr_ipc").value == 2 and not at.error
+    at.button(key="start").click().run()
+    ok(at)
+    rid = at.query_params["run"]
+    rid = rid[0] if isinstance(rid, list) else rid
+    run_dir = root / rid
+    assert at.title[0].value == "Live run" and runs.is_alive(run_dir)
+    assert jobs.resume_job(run_dir) is False  # a duplicate worker is refused while alive
+    pid = json.loads((run_dir / "job.json").read_text())["pid"]
+
+    at.run()
+    assert metrics(ok(at))["status"] == "running"
+    assert not at.button(key="stop").disabled and at.button(key="resume").disabled
+    at.button(key="stop").click().run()
+    ok(at)
+    _wait(lambda: not runs.is_alive(run_dir), 30, "the worker to stop")
+    assert runs.run_status(run_dir)["status"] == "stopped"
+    at.run()
+    assert metrics(ok(at))["status"] == "stopped" and not at.button(key="resume").disabled
+
+    other_tab = ok(render("live", run=rid))  # a second session, rendered while stopped
+    at.button(key="resume").click().run()
+    ok(at)
+    assert runs.is_alive(run_dir) and metrics(at)["status"] == "running"
+    new_pid = json.loads((run_dir / "job.json").read_text())["pid"]
+    assert new_pid != pid
+    other_tab.button(key="resume").click().run()  # stale tab: must not start a second worker
+    ok(other_tab)
+    assert json.loads((run_dir / "job.json").read_text())["pid"] == new_pid
+    assert metrics(other_tab)["status"] == "running"
+
+    st.cache_data.clear()  # "server restart": nothing in memory survives
+    st.cache_resource.clear()
+    fresh = ok(render("live", run=rid))
+    assert metrics(fresh)["status"] == "running" and not fresh.button(key="stop").disabled
+    _wait(lambda: not runs.is_alive(run_dir), 90, "the resumed run to finish")
+    assert runs.run_status(run_dir)["status"] == "done"
+    fresh.run()
+    assert metrics(ok(fresh))["status"] == "done"
+    assert sum(e["kind"] == "run_start" for e in runs.read_events(run_dir)) == 2

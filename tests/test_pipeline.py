@@ -1,0 +1,224 @@
+"""End to end on the `tiny` preset: every stage writes its outputs; stop + resume equals an
+uninterrupted run; bad input ends with one clear message and leaves earlier runs alone."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cvdd.config import from_preset
+from cvdd.runs import RunDir, read_events, run_status
+from cvdd.utils import CvddError, StopRequested
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = dict(os.environ, PYTHONPATH=str(ROOT), CVDD_THREADS="1")
+
+
+def cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "cvdd", *args], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_every_stage_writes_its_outputs(tiny_run_dir):
+    d = tiny_run_dir
+    for rel in ("config.json", "events.jsonl", "squeeze/members.json", "prior/priors.json",
+                "init/images.npz", "init/random_real.npz", "recover/committee.json",
+                "recover/trace.jsonl", "recover/images.npz", "relabel/soft_labels.npz",
+                "analysis/soft_labels.json", "analysis/bn_stats.json", "analysis/diversity.json",
+                "validate/students.json", "export/labels.csv", "export/soft_labels.npz",
+                "export/config.json", "result.json"):
+        assert (d / rel).is_file(), rel
+    evs = read_events(d)
+    ends = [e["stage"] for e in evs if e["kind"] == "stage_end"]
+    assert ends == ["squeeze", "prior", "init", "recover", "relabel", "validate"]
+    assert evs[-1]["kind"] == "run_end" and evs[-1]["status"] == "done"
+    assert run_status(d)["status"] == "done"
+    snaps = [e for e in evs if e["kind"] == "snapshot"]
+    assert snaps and snaps[0]["step"] == 0 and all((d / s["path"]).is_file() for s in snaps)
+    res = json.loads((d / "result.json").read_text())
+    assert 0 <= res["student_top1"] <= 100
+    assert 0 <= res["baselines"]["random_real"]["student_top1"] <= 100
+    assert set(res["labels"]) == {"bssl", "eval"}
+    pngs = sorted((d / "export/images").rglob("*.png"))
+    assert len(pngs) == 10 * 2  # 10 classes x IPC 2, lossless
+    with np.load(d / "recover/images.npz") as z:
+        from PIL import Image
+        first = np.asarray(Image.open(d / "export/images/000_T-shirt_top/000.png"))
+        assert np.array_equal(first, z["images"][0, 0])
+    committee = json.loads((d / "recover/committee.json").read_text())
+    assert all(abs(sum(g["weights"]) - 1) < 1e-6 for g in committee["groups"])
+
+
+def test_bssl_labels_differ_from_eval_labels(tiny_run_dir):
+    with np.load(tiny_run_dir / "relabel/soft_labels.npz") as z:
+        assert z["probs_bssl"].shape == z["probs_eval"].shape
+        assert not np.allclose(z["probs_bssl"], z["probs_eval"], atol=1e-4)
+        assert np.allclose(z["probs_bssl"].sum(1), 1, atol=1e-4)
+
+
+def test_recover_lowers_bn_loss_in_a_real_run(tiny_run_dir):
+    rows = [json.loads(l) for l in (tiny_run_dir / "recover/trace.jsonl").read_text().splitlines()]
+    assert len(rows) == 6
+    bn = json.loads((tiny_run_dir / "analysis/bn_stats.json").read_text())
+    syn = sum(l["sources"]["synthetic"]["mean_gap"] + l["sources"]["synthetic"]["var_gap"]
+              for l in bn["layers"])
+    init = sum(l["sources"]["init"]["mean_gap"] + l["sources"]["init"]["var_gap"]
+               for l in bn["layers"])
+    assert syn < init  # recover pulled the synthetic batch statistics towards the running ones
+
+
+def _run_in_process(runs_root: Path, stop_at: int | None, monkeypatch) -> Path:
+    """Run the tiny preset in-process; with stop_at, request a stop at that recover step."""
+    from cvdd import context, pipeline, runs
+
+    cfg = from_preset("tiny", ["recover.iterations=8", "recover.checkpoint_every=100",
+                               "recover.snapshot_every=4"])
+    rd = RunDir.create(runs_root, cfg.to_dict())
+    if stop_at is not None:
+        orig = runs.RunDir.progress
+
+        def progress(self, stage, step, total, metrics=None, force=False, label=""):
+            orig(self, stage, step, total, metrics, force, label)
+            if stage == "recover" and step == stop_at:
+                self._stop_now = True
+
+        monkeypatch.setattr(runs.RunDir, "progress", progress)
+        monkeypatch.setattr(context.Context, "should_stop",
+                            lambda self: getattr(self.rd, "_stop_now", False))
+        with pytest.raises(StopRequested):
+            pipeline.run_pipeline(rd.path)
+        monkeypatch.undo()
+        assert run_status(rd.path)["status"] == "stopped"
+        assert (rd.path / "checkpoints/recover.pt").is_file()
+    pipeline.run_pipeline(rd.path)
+    return rd.path
+
+
+def test_stop_and_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVDD_THREADS", "1")
+    a = _run_in_process(tmp_path, None, monkeypatch)
+    b = _run_in_process(tmp_path, 3, monkeypatch)
+    for rel in ("recover/images.npz", "relabel/soft_labels.npz"):
+        with np.load(a / rel) as za, np.load(b / rel) as zb:
+            for k in za.files:
+                assert np.array_equal(za[k], zb[k]), (rel, k)
+    sa = json.loads((a / "validate/students.json").read_text())["students"]
+    sb = json.loads((b / "validate/students.json").read_text())["students"]
+    assert {k: v["top1"] for k, v in sa.items()} == {k: v["top1"] for k, v in sb.items()}
+    starts = [e for e in read_events(b) if e["kind"] == "run_start"]
+    assert [e["attempt"] for e in starts] == [1, 2]
+
+
+def _tree_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        if p.is_file() and p.name != "worker.lock":
+            h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def _make_imagefolder(root: Path, per_class: int) -> Path:
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in ("cat", "dog"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
+                    root / split / c / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--data", "/no/such/folder"], "does not exist"),
+    (["--set", "ipc=0"], "ipc must be >= 1"),
+    (["--set", "recover.num_experts=5"], "num_experts"),
+    (["--set", "squeeze.members=resnet18,nosuchnet", "--set", "relabel.teacher=resnet18"],
+     "unknown model 'nosuchnet'"),
+    (["--preset", "nosuchpreset"], "unknown preset"),
+    (["--preset", "cifar10_ipc10"], "needs a data set"),
+    (["--set", "recover.lr=nan"], "finite number"),
+])
+def test_bad_input_fails_cleanly(tiny_run_dir, tmp_path, args, needle):
+    before = _tree_digest(tiny_run_dir)
+    argv = ["run", "--preset", "tiny", "--runs-dir", str(tiny_run_dir.parent)]
+    if "--preset" in args:
+        argv = ["run", "--runs-dir", str(tiny_run_dir.parent)]
+    out = cli(*argv, *args)
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert needle in out.stderr and "Traceback" not in out.stderr
+    assert _tree_digest(tiny_run_dir) == before
+
+
+def test_ipc_larger_than_class(tmp_path):
+    data = _make_imagefolder(tmp_path / "data", per_class=3)
+    out = cli("run", "--preset", "tiny", "--runs-dir", str(tmp_path / "runs"), "--data", str(data),
+              "--set", "ipc=5", "--set", "prior.source=user",
+              "--set", 'prior.values={"test_tiny_cnn": 1, "test_tiny_resnet": 2}')
+    assert out.returncode == 2
+    assert "has only 3 training images" in out.stderr and "ipc" in out.stderr
+
+
+def test_unrecognised_data_layout(tmp_path):
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "readme.txt").write_text("hi")
+    out = cli("run", "--preset", "tiny", "--runs-dir", str(tmp_path / "runs"),
+              "--data", str(tmp_path / "junk"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "ImageFolder" in out.stderr or "imagefolder" in out.stderr
+
+
+def test_corrupt_checkpoint_on_resume(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVDD_THREADS", "1")
+    from cvdd import pipeline
+    cfg = from_preset("tiny")
+    rd = RunDir.create(tmp_path, cfg.to_dict())
+    rd.append_event("stage_end", "squeeze", seconds=0)  # pretend: fail fast inside a stage
+    (rd.path / "checkpoints").mkdir()
+    (rd.path / "checkpoints/prior.pt").write_bytes(b"not a checkpoint")
+    # prior does not read a checkpoint; recover does: mark earlier stages done, corrupt recover's
+    (rd.path / "checkpoints/recover.pt").write_bytes(b"not a checkpoint")
+    out = cli("resume", str(rd.path))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "squeeze/members.json is missing" in out.stderr or "corrupt" in out.stderr
+
+
+def test_out_of_memory_and_full_disk_messages(tmp_path, monkeypatch):
+    import errno
+
+    import torch
+
+    from cvdd import pipeline
+    for exc, needle in ((torch.OutOfMemoryError("CUDA out of memory"), "groups_per_step"),
+                        (OSError(errno.ENOSPC, "No space left on device"), "disk is full")):
+        rd = RunDir.create(tmp_path, from_preset("tiny").to_dict())
+
+        def boom(ctx, h, exc=exc):
+            raise exc
+
+        monkeypatch.setattr(pipeline, "_stage_fn", lambda stage: boom)
+        with pytest.raises(CvddError, match=needle):
+            pipeline.run_pipeline(rd.path)
+        end = read_events(rd.path)[-1]
+        assert end["kind"] == "run_end" and end["status"] == "failed" and needle in end["error"]
+
+
+def test_nan_loss_stops_with_advice(tmp_path, monkeypatch):
+    import torch
+
+    from cvdd import pipeline, recover
+    monkeypatch.setenv("CVDD_THREADS", "1")
+    rd = RunDir.create(tmp_path, from_preset("tiny").to_dict())
+    real_bn = recover.bn_matching_loss
+    monkeypatch.setattr(recover, "bn_matching_loss",
+                        lambda *a, **k: real_bn(*a, **k) * torch.tensor(float("nan")))
+    with pytest.raises(CvddError, match="lower recover.lr"):
+        pipeline.run_pipeline(rd.path)
+    assert (rd.path / "squeeze/members.json").is_file()  # earlier stages' results are kept
+    assert run_status(rd.path)["status"] == "failed"
