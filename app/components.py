@@ -19,7 +19,7 @@ def guard(what: str):
     """Show a warning instead of a traceback when a panel meets a file it cannot read."""
     try:
         yield
-    except Exception as e:  # st.rerun/st.stop are BaseException, they pass through
+    except Exception as e:  # noqa: BLE001 -- st.rerun/st.stop are BaseException
         st.warning(f"Could not show {what}: {type(e).__name__}: {e}. The run directory may be "
                    "partial, from another version, or damaged.")
 

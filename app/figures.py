@@ -13,8 +13,8 @@ MODE_COLORS = {"bssl": "#e4572e", "eval": "#2e86ab"}
 
 
 def _tidy(fig: go.Figure, height: int = 320) -> go.Figure:
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10),
-                      legend=dict(orientation="h", y=-0.2))
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      legend={"orientation": "h", "y": -0.2})
     return fig
 
 
@@ -26,7 +26,7 @@ def loss_curves(df: pd.DataFrame, log_y: bool = False) -> go.Figure:
                                       ("bn", "#2e86ab")), start=1):
         if col in df:
             fig.add_trace(go.Scatter(x=df["step"], y=df[col], name=col, mode="lines",
-                                     line=dict(color=color)), row=1, col=i)
+                                     line={"color": color}), row=1, col=i)
         fig.update_xaxes(title_text="step", row=1, col=i)
         if log_y:
             fig.update_yaxes(type="log", row=1, col=i)
@@ -49,7 +49,7 @@ def committee_heatmap(mat: pd.DataFrame) -> go.Figure:
     text = np.where(np.isnan(z), "", np.vectorize(lambda v: f"{v:.2f}")(np.nan_to_num(z)))
     fig = go.Figure(go.Heatmap(z=z, x=list(mat.columns), y=list(mat.index), text=text,
                                texttemplate="%{text}", colorscale="Oranges", zmin=0, zmax=1,
-                               hoverongaps=False, colorbar=dict(title="weight")))
+                               hoverongaps=False, colorbar={"title": "weight"}))
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(title="Who votes for each IPC index, and with which weight softmax(α/T)")
     return _tidy(fig, max(260, 28 * len(mat) + 120))
@@ -91,7 +91,7 @@ def bn_scatter(df: pd.DataFrame, stat: str, sources: list[str]) -> go.Figure:
         lo = float(min(d[x].min(), d[y].min()))
         hi = float(max(d[x].max(), d[y].max()))
         fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x",
-                                 line=dict(color="black", dash="dot")))
+                                 line={"color": "black", "dash": "dot"}))
     fig.update_layout(title=f"per-channel {stat}: batch vs running")
     return _tidy(fig, 380)
 

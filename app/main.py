@@ -10,12 +10,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # `from app import ...` and `import cvdd` from any folder
 
-import streamlit as st  # noqa: E402
+import streamlit as st
 
 st.set_page_config(page_title="cvdd · committee voting distillation", page_icon=":material/how_to_vote:",
                    layout="wide")
 nav = st.navigation({
-    "Runs": [
+    "Start & watch": [
         st.Page("views/new_run.py", title="New run", icon=":material/add_circle:", url_path="new", default=True),
         st.Page("views/runs.py", title="Runs", icon=":material/list:", url_path="runs"),
         st.Page("views/live.py", title="Live run", icon=":material/monitoring:", url_path="live"),

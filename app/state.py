@@ -53,7 +53,7 @@ def _npz(path: str, size: int, mtime: int) -> dict | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except Exception:  # truncated zip, bad header, pickled object: treat as absent
+    except Exception:  # noqa: BLE001 -- truncated zip, bad header, pickle: absent
         return None
 
 
@@ -62,7 +62,7 @@ def _png(path: str, size: int, mtime: int) -> np.ndarray | None:
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"))
-    except Exception:
+    except Exception:  # noqa: BLE001 -- a torn or foreign file reads as absent
         return None
 
 
@@ -155,6 +155,20 @@ def resolve(rid: str) -> Path:
     return p
 
 
-__all__ = ["runs_root", "events", "status", "run_config", "class_names", "read_json_file",
-           "read_jsonl_file", "read_npz_file", "read_png_file", "current_run_id", "set_run",
-           "resolve", "all_runs", "worker_log", "CvddError"]
+__all__ = [
+    "CvddError",
+    "all_runs",
+    "class_names",
+    "current_run_id",
+    "events",
+    "read_json_file",
+    "read_jsonl_file",
+    "read_npz_file",
+    "read_png_file",
+    "resolve",
+    "run_config",
+    "runs_root",
+    "set_run",
+    "status",
+    "worker_log",
+]

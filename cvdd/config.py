@@ -56,6 +56,7 @@ class SqueezeConfig:
     weight_decay: float = 1e-4
     max_train_images: int = 0  # 0 = all; a class-balanced cap for CPU presets
     weights: dict = field(default_factory=dict)  # member -> local weights file (skips training)
+    seed: int = 0  # committee seed, apart from the run seed, so runs share the cached committee
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class RunConfig:
     ipc: int = 10  # images per class
     seed: int = 0  # drives every stage through explicit generators
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # torch CPU threads in the worker; 0 = all cores (<= 8)
+    threads: int = 0  # torch CPU threads in the worker; 0 = cores - 1 (1..8)
     cache_dir: str = ""  # committee cache; "" = <runs dir>/_cache
     data: DataConfig = DataConfig()
     squeeze: SqueezeConfig = SqueezeConfig()

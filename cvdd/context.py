@@ -29,13 +29,14 @@ class Context:
         return self.stop
 
     # -- randomness: one seed drives every stage through named generators --------------------
-    def seed_for(self, *keys) -> int:
-        h = hashlib.sha256(json.dumps([self.cfg.seed, *map(str, keys)]).encode()).hexdigest()
+    def seed_for(self, *keys, seed: int | None = None) -> int:
+        base = self.cfg.seed if seed is None else seed
+        h = hashlib.sha256(json.dumps([base, *map(str, keys)]).encode()).hexdigest()
         return int(h[:15], 16)
 
-    def gen(self, *keys) -> torch.Generator:
+    def gen(self, *keys, seed: int | None = None) -> torch.Generator:
         g = torch.Generator()
-        g.manual_seed(self.seed_for(*keys))
+        g.manual_seed(self.seed_for(*keys, seed=seed))
         return g
 
     # -- data helpers --------------------------------------------------------------------------

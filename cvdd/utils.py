@@ -100,14 +100,15 @@ def resolve_device(name: str = "auto") -> str:
 
 
 def set_threads(n: int = 0) -> int:
-    """Set torch intra-op threads deliberately (0 = all cores, at most 8).
+    """Set torch intra-op threads deliberately (0 = all cores but one, at least 1, at most 8).
 
-    On small machines oversubscription (server + worker both using every core) costs several x,
-    so the worker sets this once, before any tensor work.
+    On small machines oversubscription (the UI server or a second job competing with a worker
+    whose OpenMP threads spin-wait) costs several x; measured here on 2 cores. The worker sets
+    this once, before any tensor work.
     """
     import torch
 
-    n = n or min(8, os.cpu_count() or 1)
+    n = n or max(1, min(8, (os.cpu_count() or 1) - 1))
     torch.set_num_threads(n)
     return n
 

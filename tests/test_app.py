@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from cvdd import jobs, runs  # noqa: E402
+from cvdd import jobs, runs
 
 APP = str(ROOT / "app" / "main.py")
 PAGES = ["new_run", "runs", "live", "bn", "soft_labels", "diversity", "compare"]

@@ -40,7 +40,7 @@ def server(tmp_path):
     port, runs_dir = _free_port(), tmp_path / "runs"
     env = dict(os.environ, CVDD_RUNS_DIR=str(runs_dir), CVDD_THREADS="1",
                PYTHONPATH=str(ROOT))
-    log = open(tmp_path / "server.log", "wb")
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 -- closed in finally
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1",

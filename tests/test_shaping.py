@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -10,12 +11,13 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app import shaping  # noqa: E402
+from app import shaping
 
 
-def test_shaping_does_not_import_streamlit():
-    src = Path(shaping.__file__).read_text()
-    assert "import streamlit" not in src and "import torch" not in src
+def test_shaping_does_not_import_streamlit_or_torch():
+    for f in Path(shaping.__file__).parent.glob("*.py"):
+        bad = re.findall(r"^\s*(?:import|from)\s+(streamlit|torch|cvdd)\b", f.read_text(), re.M)
+        assert not bad, f"{f.name} imports {bad}"
 
 
 @pytest.mark.parametrize("s,txt", [(None, "?"), (float("nan"), "?"), (0, "0s"), (59.4, "59s"),

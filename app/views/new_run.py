@@ -30,7 +30,7 @@ SCHEDULES = {"auto": "auto (by IPC, as in the paper)", "fixed": "fixed: the same
              "random": "random: a random subset per IPC index",
              "per_iteration": "per_iteration: redraw the subset every step"}
 DEVICES = ["auto", "cpu", "cuda"]
-P = dict(persist_state="session")  # keep the form when the user visits another page
+P = {"persist_state": "session"}  # keep the form when the user visits another page
 
 
 def _fill(cfg: dict, preset: str) -> None:
@@ -81,10 +81,9 @@ slots: dict = {}  # field -> placeholder for its error
 
 with form:
     if ss.get("nr_base"):
-        c1, c2 = st.columns([4, 1], vertical_alignment="center")
-        c1.info(f"Cloned from run **{ss['nr_loaded'].split(':', 1)[1]}**: the form holds its "
+        st.info(f"Cloned from run **{ss['nr_loaded'].split(':', 1)[1]}**: the form holds its "
                 "settings (including the ones not shown here). Edit and Start.")
-        c2.button("Use a preset instead", on_click=_unclone, key="nr_unclone")
+        st.button("Start from a preset instead", on_click=_unclone, key="nr_unclone")
     c1, c2 = st.columns([2, 3])
     c1.selectbox("Preset", list(PRESETS), key="nr_preset", on_change=_on_preset,
                  disabled=bool(ss.get("nr_base")), **P)
@@ -103,12 +102,10 @@ with form:
 
     c1, c2, c3 = st.columns(3)
     c1.number_input("Images per class (IPC)", 1, 1000, key="nr_ipc", **P)
-    slots["ipc"] = c1.empty()
     c2.number_input("Recover iterations", 1, 100000, step=50, key="nr_iterations", **P,
                     help="Pixel-optimisation steps per image group.")
-    slots["iterations"] = c2.empty()
     c3.number_input("Seed", 0, 2**31 - 1, key="nr_seed", **P)
-    slots["seed"] = c3.empty()
+    slots.update(dict.fromkeys(("ipc", "iterations", "seed"), st.empty()))
 
     opts = list(dict.fromkeys(ALL_MEMBERS + list(ss.get("nr_members") or [])))
     st.multiselect("Committee members", opts, key="nr_members", **P,
@@ -118,24 +115,21 @@ with form:
     c1, c2, c3 = st.columns(3)
     c1.number_input("Experts per image N", 1, 10, key="nr_num_experts", **P,
                     help="How many members vote on one IPC index.")
-    slots["num_experts"] = c1.empty()
     c2.number_input("Temperature T", 0.1, 1000.0, step=0.5, key="nr_temperature", **P,
                     help="Weights are softmax(α/T): small T favours the best prior.")
-    slots["temperature"] = c2.empty()
     c3.selectbox("Voter", list(VOTERS), format_func=VOTERS.get, key="nr_voter", **P)
-    slots["voter"] = c3.empty()
+    slots.update(dict.fromkeys(("num_experts", "temperature", "voter"), st.empty()))
 
     c1, c2, c3 = st.columns(3)
     c1.selectbox("Committee schedule", list(SCHEDULES), format_func=SCHEDULES.get,
                  key="nr_schedule", **P)
-    slots["schedule"] = c1.empty()
     devices = list(dict.fromkeys(DEVICES + [ss.get("nr_device") or "auto"]))
     c2.selectbox("Device", devices, key="nr_device", **P,
                  help="auto = the GPU when the worker sees one, else CPU.")
-    slots["device"] = c2.empty()
     c3.toggle("BSSL soft labels", key="nr_bssl", **P,
               help="On: the teacher's BN uses each synthetic batch's statistics (CV-DD). "
                    "Off: eval mode, the stored running statistics.")
+    slots.update(dict.fromkeys(("schedule", "device"), st.empty()))
 
     with st.expander("More settings"):
         teachers = list(ss.get("nr_members") or []) + ["committee"]
@@ -175,8 +169,12 @@ except CvddError as e:
     errors.setdefault(shaping.field_for_error(str(e)) or "general", str(e))
 if cfg is not None and not cfg.data.dataset and "dataset" not in errors:
     errors["dataset"] = "This preset needs a data set path."
+shown: set = set()
 for field, msg in errors.items():
-    (slots.get(field) or form).error(msg)
+    slot = slots.get(field) or form
+    if id(slot) not in shown:  # one message per row
+        shown.add(id(slot))
+        slot.error(msg)
 
 with form:
     c1, c2 = st.columns([1, 3], vertical_alignment="center")
@@ -209,9 +207,8 @@ if start and cfg is not None and not errors:
         st.switch_page(C.LIVE, query_params={"run": run_dir.name})
 ss["nr_token"] = True
 
-with teach:
-    with st.container(border=True):
-        st.markdown("""
+with teach, st.container(border=True):
+    st.markdown("""
 #### What happens in each stage
 1. **squeeze** — train every committee member on the real images. Their weights and the
    running mean / variance stored in each BatchNorm layer are all that later stages know about
@@ -232,6 +229,6 @@ with teach:
 6. **validate** — train a fresh student only on the distilled images and soft labels, and
    report its top-1 on the real test set, next to a baseline with as many random real images.
 """)
-        st.caption("Each run is its own process writing to its run folder: reload the page, "
-                   "open a second tab or restart the server — nothing is lost. Stop saves a "
-                   "checkpoint; Resume continues from it.")
+    st.caption("Each run is its own process writing to its run folder: reload the page, "
+               "open a second tab or restart the server — nothing is lost. Stop saves a "
+               "checkpoint; Resume continues from it.")

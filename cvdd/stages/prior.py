@@ -64,6 +64,18 @@ class _Quiet:
         pass
 
 
+def _sub_configs(cfg):
+    """Recover / validate settings of an SRe2L++-alone run: only what changes alpha remains."""
+    p = cfg.prior
+    rcfg = dataclasses.replace(cfg.recover, iterations=p.recover_iterations, num_experts=1,
+                               schedule="fixed", voter="equal", temperature=1.0,
+                               fixed_members=(), groups_per_step=0, snapshot_every=0,
+                               checkpoint_every=0)
+    vcfg = dataclasses.replace(cfg.validate, epochs=p.validate_epochs, compare_eval_labels=False,
+                               random_real=False, eval_every=max(p.validate_epochs, 1))
+    return rcfg, vcfg
+
+
 def _alpha(ctx: Context, name: str, k: int, offset: int, total: int) -> float:
     from ..models import create_model
 
@@ -71,22 +83,18 @@ def _alpha(ctx: Context, name: str, k: int, offset: int, total: int) -> float:
     train = ctx.data.train if k == ctx.data.num_classes else _Subset(ctx.data.train, k)
     test = ctx.data.test if k == ctx.data.num_classes else _Subset(ctx.data.test, k)
     model = ctx.load_member(name)
-    gen = ctx.gen(STAGE, name)
+    gen = ctx.gen(STAGE, name, seed=ctx.cfg.squeeze.seed)
     images = torch.cat([select_patches(train, c, model, p.ipc, cfg.init.factor,
                                        cfg.init.candidates, cfg.init.num_crops, ctx.mean, ctx.std,
                                        gen, ctx.device) for c in range(k)])
-    rcfg = dataclasses.replace(cfg.recover, iterations=p.recover_iterations, num_experts=1,
-                               schedule="fixed", voter="equal", snapshot_every=0,
-                               checkpoint_every=0)
+    rcfg, vcfg = _sub_configs(cfg)
     groups = make_groups(k, p.ipc, rcfg.classes_per_group)
     x = recover_images(ctx.normalize(images.to(ctx.device)), groups, [[name]] * len(groups),
                        [[1.0]] * len(groups), {name: model}, rcfg, ctx.mean, ctx.std, gen,
                        _Quiet(ctx, name, offset, total))
     teacher_name = cfg.relabel.teacher if cfg.relabel.teacher in cfg.squeeze.members else name
     teacher = Teacher([ctx.load_member(teacher_name)], [1.0], "bssl")
-    vcfg = dataclasses.replace(cfg.validate, epochs=p.validate_epochs,
-                               eval_every=max(p.validate_epochs, 1))
-    torch.manual_seed(ctx.seed_for(STAGE, name, "student"))
+    torch.manual_seed(ctx.seed_for(STAGE, name, "student", seed=ctx.cfg.squeeze.seed))
     student = create_model(vcfg.student, ctx.data.num_classes, ctx.data.in_channels,
                            width=vcfg.width).to(ctx.device)
     res = train_student(student, ctx.denormalize(x), teacher, test, vcfg, ctx.mean, ctx.std, gen,
@@ -117,9 +125,9 @@ def run_prior(ctx: Context, cfg_hash: str) -> dict:
                 raise StopRequested
             member_file = next(x["file"] for x in ctx.members() if x["name"] == m)
             key = hashlib.sha256(json.dumps(
-                [member_file, k, dataclasses.asdict(p), dataclasses.asdict(cfg.recover),
-                 dataclasses.asdict(cfg.init), dataclasses.asdict(cfg.validate),
-                 cfg.relabel.teacher, cfg.seed], sort_keys=True).encode()).hexdigest()[:16]
+                [member_file, k, dataclasses.asdict(p), *map(dataclasses.asdict, _sub_configs(cfg)),
+                 dataclasses.asdict(cfg.init),
+                 cfg.relabel.teacher, cfg.squeeze.seed], sort_keys=True).encode()).hexdigest()[:16]
             cache_file = ctx.cache_dir / "prior" / f"{ctx.data.name}-{m}-{key}.json"
             hit = partial.get(m) or read_json(cache_file)
             if hit is None:

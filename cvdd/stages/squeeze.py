@@ -32,7 +32,7 @@ def data_fingerprint(ctx: Context) -> str:
 def member_key(ctx: Context, name: str) -> str:
     s = ctx.cfg.squeeze
     blob = json.dumps([data_fingerprint(ctx), name, s.width, s.epochs, s.batch_size, s.optimizer,
-                       s.lr, s.momentum, s.weight_decay, s.max_train_images, ctx.cfg.seed])
+                       s.lr, s.momentum, s.weight_decay, s.max_train_images, s.seed])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -41,7 +41,7 @@ def _train_indices(ctx: Context) -> torch.Tensor:
     if not cap:
         return torch.arange(len(ctx.data.train))
     per = max(1, cap // ctx.data.num_classes)  # class-balanced cap
-    g = ctx.gen(STAGE, "subset")
+    g = ctx.gen(STAGE, "subset", seed=ctx.cfg.squeeze.seed)
     return torch.cat([ix[torch.randperm(len(ix), generator=g)[:per]]
                       for ix in (ctx.data.train.class_indices(c) for c in range(ctx.data.num_classes))])
 
@@ -50,14 +50,14 @@ def _train_member(ctx: Context, name: str, idx: torch.Tensor, cfg_hash: str, sta
     from ..models import create_model
 
     s, dev = ctx.cfg.squeeze, ctx.device
-    torch.manual_seed(ctx.seed_for(STAGE, name, "init"))
+    torch.manual_seed(ctx.seed_for(STAGE, name, "init", seed=ctx.cfg.squeeze.seed))
     model = create_model(name, ctx.data.num_classes, ctx.data.in_channels, width=s.width).to(dev)
     if s.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum,
                               weight_decay=s.weight_decay)
-    gen = ctx.gen(STAGE, name)
+    gen = ctx.gen(STAGE, name, seed=ctx.cfg.squeeze.seed)
     epoch0 = 0
     if state is not None and state.get("member") == name:
         model.load_state_dict(state["model"])

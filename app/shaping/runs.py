@@ -1,8 +1,7 @@
-"""Pure data shaping for the UI: run-dir contents -> DataFrames, arrays and short texts.
+"""Runs, events, status texts, the recover trace and committee, tables and the new-run form.
 
-No streamlit import here (tests/test_shaping.py runs these without a server). Inputs are the
-parsed files of docs/rundir.md; every function tolerates missing keys, because a run that is
-still going, crashed or came from an older version may lack any of them.
+Inputs are the parsed files of docs/rundir.md; every function tolerates missing keys, because a
+run that is still going, crashed or came from an older version may lack any of them.
 """
 from __future__ import annotations
 
@@ -11,8 +10,9 @@ import json
 import math
 import time
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,7 @@ def fmt_duration(s: float | None) -> str:
     """12 -> '12s', 95 -> '1m35s', 4000 -> '1h06m'; None -> '?'."""
     if s is None or not math.isfinite(s):
         return "?"
-    s = max(0, int(round(s)))
+    s = max(0, round(s))
     if s < 60:
         return f"{s}s"
     if s < 3600:
@@ -235,169 +235,6 @@ def member_usage(committee: dict) -> pd.DataFrame:
                          "groups": [count.get(m, 0) for m in names],
                          "mean_weight": [wsum[m] / count[m] if count.get(m) else np.nan
                                          for m in names]})
-
-
-# ---------------------------------------------------------------------------------------------
-# images
-
-def grid_cell_origin(size: int, n: int, cell: int, pad: int) -> int:
-    """Offset of the first cell along one axis, whether or not the grid has an outer border."""
-    inner = n * cell + max(n - 1, 0) * pad
-    return max(0, (size - inner) // 2)
-
-
-def crop_grid_row(grid: np.ndarray, r: int, n_rows: int, cell: int, pad: int) -> np.ndarray:
-    """Row `r` (one class) of a snapshot grid (H, W[, C]) as an image strip."""
-    if not 0 <= r < n_rows:
-        raise IndexError(f"row {r} outside 0..{n_rows - 1}")
-    y = grid_cell_origin(grid.shape[0], n_rows, cell, pad) + r * (cell + pad)
-    return grid[y:y + cell]
-
-
-def crop_grid_cell(grid: np.ndarray, r: int, c: int, n_rows: int, n_cols: int, cell: int,
-                   pad: int) -> np.ndarray:
-    row = crop_grid_row(grid, r, n_rows, cell, pad)
-    if not 0 <= c < n_cols:
-        raise IndexError(f"column {c} outside 0..{n_cols - 1}")
-    x = grid_cell_origin(grid.shape[1], n_cols, cell, pad) + c * (cell + pad)
-    return row[:, x:x + cell]
-
-
-def to_display(img: np.ndarray, min_side: int = 96) -> np.ndarray:
-    """One uint8 image (C, H, W) or (H, W[, C]) -> (H, W) or (H, W, 3), upscaled by an integer
-    factor (nearest neighbour) so that small images are visible."""
-    a = np.asarray(img)
-    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
-        a = np.transpose(a, (1, 2, 0))
-    if a.ndim == 3 and a.shape[-1] == 1:
-        a = a[..., 0]
-    if a.dtype != np.uint8:
-        a = np.clip(a, 0, 255).astype(np.uint8)
-    f = max(1, int(math.ceil(min_side / max(1, min(a.shape[:2])))))
-    if f > 1:
-        a = a.repeat(f, axis=0).repeat(f, axis=1)
-    return a
-
-
-def image_index(targets: np.ndarray, ipc_idx: np.ndarray | None, cls: int, k: int) -> int | None:
-    """Row of (class, IPC index) in an images.npz / soft_labels.npz (class-major order)."""
-    t = np.asarray(targets)
-    if ipc_idx is not None and len(ipc_idx) == len(t):
-        hit = np.where((t == cls) & (np.asarray(ipc_idx) == k))[0]
-    else:
-        hit = np.where(t == cls)[0]
-        hit = hit[k:k + 1]
-    return int(hit[0]) if len(hit) else None
-
-
-def class_indices(targets: np.ndarray, cls: int) -> list[int]:
-    return [int(i) for i in np.where(np.asarray(targets) == cls)[0]]
-
-
-# ---------------------------------------------------------------------------------------------
-# BN statistics (paper Fig. 5)
-
-def bn_gap_df(bn: dict) -> pd.DataFrame:
-    """Long table: layer index, name, source, mean_gap, var_gap."""
-    rows = []
-    for layer in bn.get("layers") or []:
-        for src, v in (layer.get("sources") or {}).items():
-            rows.append({"layer": layer.get("index"), "name": layer.get("name", ""),
-                         "label": f"{layer.get('index')}: {layer.get('name', '')}",
-                         "source": src, "mean_gap": v.get("mean_gap"), "var_gap": v.get("var_gap")})
-    return pd.DataFrame(rows, columns=["layer", "name", "label", "source", "mean_gap", "var_gap"])
-
-
-def bn_channels_df(layer: dict) -> pd.DataFrame:
-    """Per channel and source: running mean/var vs the batch mean/var of that source."""
-    rm, rv = layer.get("running_mean") or [], layer.get("running_var") or []
-    rows = []
-    for src, v in (layer.get("sources") or {}).items():
-        for c, (m, s) in enumerate(zip(v.get("mean") or [], v.get("var") or [])):
-            if c < len(rm) and c < len(rv):
-                rows.append({"channel": c, "source": src, "running_mean": rm[c],
-                             "batch_mean": m, "running_var": rv[c], "batch_var": s})
-    return pd.DataFrame(rows, columns=["channel", "source", "running_mean", "batch_mean",
-                                       "running_var", "batch_var"])
-
-
-# ---------------------------------------------------------------------------------------------
-# soft labels (paper §3.7)
-
-def entropy(p: np.ndarray) -> np.ndarray:
-    """Shannon entropy in nats of each row of a probability matrix."""
-    p = np.asarray(p, dtype=np.float64)
-    return -(p * np.log(np.clip(p, 1e-12, None))).sum(axis=-1)
-
-
-def kl_div(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """KL(p || q) per row, in nats."""
-    p = np.clip(np.asarray(p, np.float64), 1e-12, None)
-    q = np.clip(np.asarray(q, np.float64), 1e-12, None)
-    return (p * (np.log(p) - np.log(q))).sum(axis=-1)
-
-
-def topk_df(probs: dict[str, np.ndarray], k: int, class_names: list[str]) -> pd.DataFrame:
-    """Top-k classes of one image for each labelling mode (union of their top-k classes)."""
-    keep: list[int] = []
-    for p in probs.values():
-        for c in np.argsort(-np.asarray(p))[:k]:
-            if int(c) not in keep:
-                keep.append(int(c))
-    rows = []
-    for mode, p in probs.items():
-        for c in keep:
-            rows.append({"mode": mode, "class": c, "name": class_name(class_names, c),
-                         "prob": float(p[c])})
-    return pd.DataFrame(rows, columns=["mode", "class", "name", "prob"])
-
-
-def soft_label_stats(pb: np.ndarray, pe: np.ndarray, targets: np.ndarray) -> dict:
-    """Agreement of the argmax, mean KL(bssl||eval), mean entropies and label accuracy."""
-    pb, pe, t = np.asarray(pb), np.asarray(pe), np.asarray(targets)
-    return {"agreement": float((pb.argmax(1) == pe.argmax(1)).mean()) if len(pb) else float("nan"),
-            "kl_mean": float(kl_div(pb, pe).mean()) if len(pb) else float("nan"),
-            "entropy_bssl": float(entropy(pb).mean()) if len(pb) else float("nan"),
-            "entropy_eval": float(entropy(pe).mean()) if len(pe) else float("nan"),
-            "acc_bssl": float((pb.argmax(1) == t).mean()) if len(pb) else float("nan"),
-            "acc_eval": float((pe.argmax(1) == t).mean()) if len(pe) else float("nan")}
-
-
-def class_name(names: list[str] | None, c: int) -> str:
-    return str(names[c]) if names and 0 <= c < len(names) else f"class {c}"
-
-
-def students_df(students: dict) -> pd.DataFrame:
-    rows = [{"key": k, "data": v.get("data"), "labels": v.get("labels"), "top1": v.get("top1"),
-             "top5": v.get("top5"), "seconds": v.get("seconds")}
-            for k, v in ((students or {}).get("students") or {}).items() if isinstance(v, dict)]
-    return pd.DataFrame(rows, columns=["key", "data", "labels", "top1", "top5", "seconds"])
-
-
-def curves_df(students: dict) -> pd.DataFrame:
-    rows = []
-    for k, v in ((students or {}).get("students") or {}).items():
-        for pt in (v.get("curve") or []) if isinstance(v, dict) else []:
-            if isinstance(pt, (list, tuple)) and len(pt) >= 2:
-                rows.append({"student": k, "epoch": pt[0], "top1": pt[1]})
-    return pd.DataFrame(rows, columns=["student", "epoch", "top1"])
-
-
-# ---------------------------------------------------------------------------------------------
-# diversity (paper Fig. 4)
-
-def diversity_df(div: dict, names: list[str] | None = None) -> pd.DataFrame:
-    """Long table: class, name, source, cosine (mean pairwise cosine similarity in the class)."""
-    names = names or div.get("class_names") or []
-    rows = []
-    for src, v in (div.get("sources") or {}).items():
-        for c, x in enumerate(v.get("per_class") or []):
-            rows.append({"class": c, "name": class_name(names, c), "source": src, "cosine": x})
-    return pd.DataFrame(rows, columns=["class", "name", "source", "cosine"])
-
-
-def diversity_means(div: dict) -> dict:
-    return {src: v.get("mean") for src, v in (div.get("sources") or {}).items()}
 
 
 # ---------------------------------------------------------------------------------------------

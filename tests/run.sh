@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install everything the tests need, then run them (the README's test command; CI runs this).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x /usr/bin/chromium ]; then  # real-browser end-to-end test (Debian's Chromium, offline)
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  fi
+fi
+python -m pip install -q -r requirements.txt
+set +e
+python -m pytest "$@"
+rc=$?
+set -e
+[ "$rc" = 5 ] && { echo "no tests collected"; exit 1; }
+exit "$rc"
