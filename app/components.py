@@ -88,7 +88,7 @@ def status_line(stat: dict) -> None:
         st.info(text, icon=icon)
 
 
-def stage_progress(evs: list[dict], stat: dict) -> None:
+def stage_progress(evs: list[dict], stat: dict, members: list[str] | None = None) -> None:
     marks = {"pending": "·", "running": "▶", "done": "✓", "interrupted": "‖"}
     for r in shaping.stage_rows(evs, stat.get("status", "running")):
         text = f"{marks[r['state']]} **{r['stage']}**"
@@ -97,7 +97,8 @@ def stage_progress(evs: list[dict], stat: dict) -> None:
         elif r["total"]:
             text += f" — {r['step']}/{r['total']}"
             if r["label"]:
-                text += f" ({r['label']})"
+                k = members.index(r["label"]) + 1 if members and r["label"] in members else 0
+                text += f" ({r['label']}" + (f", member {k}/{len(members)})" if k else ")")
             if r["state"] == "running" and r["eta_s"] is not None:
                 text += f" · ETA {shaping.fmt_duration(r['eta_s'])}"
         elif r["state"] != "pending":
@@ -196,9 +197,10 @@ def committee_panel(run_dir: Path) -> None:
     pri = state.read_json_file(run_dir / "prior/priors.json") or {}
     if not isinstance(com, dict):
         st.info("The committee is chosen when **recover** starts (recover/committee.json).")
-        if pri.get("values"):
+        if isinstance(pri.get("values"), dict):
             st.caption("Priors α so far: " + ", ".join(f"{m} {v:.1f}" for m, v in
                                                        pri["values"].items()))
+        squeeze_table(run_dir)
         return
     T = float(com.get("temperature") or 1.0)
     priors = com.get("priors") or pri.get("values") or {}
@@ -222,3 +224,14 @@ def committee_panel(run_dir: Path) -> None:
         if src:
             st.caption(f"priors from **{src}**" + (f" — {pri['note']}" if pri.get("note") else ""))
     st.dataframe(shaping.member_usage(com), hide_index=True)
+    squeeze_table(run_dir)
+
+
+def squeeze_table(run_dir: Path) -> None:
+    doc = state.read_json_file(run_dir / "squeeze/members.json")
+    if isinstance(doc, dict) and isinstance(doc.get("members"), list):
+        st.caption("The committee after **squeeze** (accuracy of each member itself on the "
+                   "real test set; α above measures something else: how well it distils)")
+        cols = ["name", "test_top1", "train_top1", "params", "epochs", "cached", "seconds"]
+        st.dataframe([{k: m.get(k) for k in cols} for m in doc["members"] if isinstance(m, dict)],
+                     hide_index=True)

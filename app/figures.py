@@ -76,9 +76,11 @@ def bn_gaps(df: pd.DataFrame) -> go.Figure:
                              legendgroup=src), row=1, col=1)
         fig.add_trace(go.Bar(x=d["label"], y=d["var_gap"], name=src, marker_color=color,
                              legendgroup=src, showlegend=False), row=1, col=2)
-    fig.update_layout(barmode="group")
-    fig.update_xaxes(tickangle=-45)
-    return _tidy(fig, 380)
+    fig.update_xaxes(tickangle=-60, tickfont={"size": 10})
+    _tidy(fig, 440)
+    fig.update_layout(barmode="group", legend={"orientation": "h", "y": 1.18},
+                      margin={"t": 80})
+    return fig
 
 
 def bn_scatter(df: pd.DataFrame, stat: str, sources: list[str]) -> go.Figure:
@@ -86,7 +88,8 @@ def bn_scatter(df: pd.DataFrame, stat: str, sources: list[str]) -> go.Figure:
     d = df[df["source"].isin(sources)]
     x, y = f"running_{stat}", f"batch_{stat}"
     fig = px.scatter(d, x=x, y=y, color="source", hover_data=["channel"],
-                     color_discrete_map=SOURCE_COLORS)
+                     color_discrete_map=SOURCE_COLORS,
+                     labels={x: f"running {stat} (stored in the model)", y: f"batch {stat}"})
     if len(d):
         lo = float(min(d[x].min(), d[y].min()))
         hi = float(max(d[x].max(), d[y].max()))
@@ -135,9 +138,11 @@ def diversity_bars(df: pd.DataFrame, title: str) -> go.Figure:
     return _tidy(fig, 360)
 
 
-def similarity_heatmap(mat: np.ndarray, title: str) -> go.Figure:
+def similarity_heatmap(mat: np.ndarray, title: str, zmin: float | None = None) -> go.Figure:
+    """Pairwise cosine similarity of one class's images; share `zmin` to compare sources."""
     m = np.asarray(mat, dtype=float)
-    fig = go.Figure(go.Heatmap(z=m, colorscale="Viridis", zmin=-1 if m.min() < 0 else 0, zmax=1,
+    zmin = float(np.nanmin(m)) if zmin is None else zmin
+    fig = go.Figure(go.Heatmap(z=m, colorscale="Viridis", zmin=min(zmin, 0.999), zmax=1,
                                x=[f"#{i}" for i in range(m.shape[1])],
                                y=[f"#{i}" for i in range(m.shape[0])]))
     fig.update_yaxes(autorange="reversed")

@@ -201,6 +201,24 @@ def test_corrupt_and_partial_runs_give_messages(damaged_root, page):
             assert metrics(at)["student top-1"] == "—" and at.image  # no result.json yet
 
 
+def test_failed_run_shows_error_and_offers_resume(tmp_path, tiny_run_dir, monkeypatch):
+    monkeypatch.setenv("CVDD_RUNS_DIR", str(tmp_path))
+    d = tmp_path / "20260101-000002-builtin-ipc2-f00d"
+    shutil.copytree(tiny_run_dir, d, ignore=shutil.ignore_patterns("checkpoints", "export"))
+    evs = runs.read_events(d)
+    cut = next(i for i, e in enumerate(evs) if e["kind"] == "stage_start"
+               and e.get("stage") == "relabel")
+    evs = evs[:cut] + [{"seq": cut, "t": evs[cut]["t"], "kind": "run_end", "status": "failed",
+                        "error": "teacher exploded; lower relabel.batch_size",
+                        "traceback": "Traceback (most recent call last): ..."}]
+    (d / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in evs))
+    at = ok(render("live", run=d.name))
+    assert any("teacher exploded" in e.value for e in at.error)
+    assert metrics(at)["status"] == "failed" and not at.button(key="resume").disabled
+    assert any("Traceback" in c.value for c in at.code)
+    assert at.image  # the snapshots written before the failure still show
+
+
 def test_empty_runs_root(tmp_path, monkeypatch):
     monkeypatch.setenv("CVDD_RUNS_DIR", str(tmp_path / "none"))
     for page in PAGES:

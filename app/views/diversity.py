@@ -59,15 +59,18 @@ with C.guard("the similarity matrices"):
     else:
         cls = st.selectbox("Class", range(n), key="div_cls",
                            format_func=lambda k: shaping.class_name(names, k))
+        mats = {s: np.asarray(v["matrices"][cls], dtype=float) for s, v in srcs.items()
+                if cls < len(v["matrices"])}
+        lo = min((float(np.nanmin(m)) for m in mats.values() if m.size), default=0.0)
         cols = st.columns(max(1, len(srcs)))
         files = {"synthetic": "recover/images.npz", "init": "init/images.npz",
                  "random_real": "init/random_real.npz"}
         for col, (src, v) in zip(cols, srcs.items()):
             with col:
-                if cls < len(v["matrices"]):
-                    m = np.asarray(v["matrices"][cls], dtype=float)
+                if src in mats and mats[src].size:
                     st.plotly_chart(figures.similarity_heatmap(
-                        m, f"{src}: {shaping.class_name(names, cls)}"), key=f"div_m_{src}")
+                        mats[src], f"{src}: {shaping.class_name(names, cls)}", lo),
+                        key=f"div_m_{src}")
                 z = state.read_npz_file(run_dir / files.get(src, "-"))
                 if z is not None and "images" in z and "targets" in z:
                     idx = shaping.class_indices(z["targets"], cls)[:10]

@@ -66,7 +66,8 @@ def progress_panel() -> None:
     with C.guard("the stage progress"):
         left, right = st.columns([3, 2])
         with left:
-            C.stage_progress(evs, stat)
+            doc = state.run_config(run_dir) or {}
+            C.stage_progress(evs, stat, shaping.config_summary(doc.get("config") or {})["members"])
         with right:
             res = state.read_json_file(run_dir / "result.json")
             m = st.columns(2)

@@ -115,7 +115,7 @@ with form:
     c1, c2, c3 = st.columns(3)
     c1.number_input("Experts per image N", 1, 10, key="nr_num_experts", **P,
                     help="How many members vote on one IPC index.")
-    c2.number_input("Temperature T", 0.1, 1000.0, step=0.5, key="nr_temperature", **P,
+    c2.number_input("Temperature T", 0.01, 1000.0, step=0.5, key="nr_temperature", **P,
                     help="Weights are softmax(α/T): small T favours the best prior.")
     c3.selectbox("Voter", list(VOTERS), format_func=VOTERS.get, key="nr_voter", **P)
     slots.update(dict.fromkeys(("num_experts", "temperature", "voter"), st.empty()))

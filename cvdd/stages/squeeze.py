@@ -31,9 +31,13 @@ def data_fingerprint(ctx: Context) -> str:
 
 def member_key(ctx: Context, name: str) -> str:
     s = ctx.cfg.squeeze
-    blob = json.dumps([data_fingerprint(ctx), name, s.width, s.epochs, s.batch_size, s.optimizer,
+    blob = json.dumps([data_fingerprint(ctx), name, member_width(s, name), s.epochs, s.batch_size, s.optimizer,
                        s.lr, s.momentum, s.weight_decay, s.max_train_images, s.seed])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def member_width(s, name: str) -> float:
+    return float(s.widths.get(name, s.width))
 
 
 def _train_indices(ctx: Context) -> torch.Tensor:
@@ -51,7 +55,8 @@ def _train_member(ctx: Context, name: str, idx: torch.Tensor, cfg_hash: str, sta
 
     s, dev = ctx.cfg.squeeze, ctx.device
     torch.manual_seed(ctx.seed_for(STAGE, name, "init", seed=ctx.cfg.squeeze.seed))
-    model = create_model(name, ctx.data.num_classes, ctx.data.in_channels, width=s.width).to(dev)
+    model = create_model(name, ctx.data.num_classes, ctx.data.in_channels,
+                         width=member_width(s, name)).to(dev)
     if s.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     else:
@@ -120,7 +125,8 @@ def run_squeeze(ctx: Context, cfg_hash: str) -> dict:
         if name in s.weights:  # user-supplied local weights: evaluate only
             try:
                 model = create_model(name, ctx.data.num_classes, ctx.data.in_channels,
-                                     width=s.width, weights=s.weights[name]).to(ctx.device)
+                                     width=member_width(s, name),
+                                     weights=s.weights[name]).to(ctx.device)
             except ValueError as e:  # missing / corrupt / mismatched file: the message names it
                 raise CvddError(f"{e}; fix squeeze.weights.{name}") from e
             rel = f"squeeze/{ctx.data.name}-{name}-user-{hashlib.sha256(str(s.weights[name]).encode()).hexdigest()[:12]}.pt"
@@ -146,7 +152,7 @@ def run_squeeze(ctx: Context, cfg_hash: str) -> dict:
         rec = {"name": name, "test_top1": top1, "train_top1": train_top1, "params": params,
                "epochs": s.epochs}
         buf = io.BytesIO()
-        torch.save({**rec, "width": s.width, "state_dict": model.state_dict()}, buf)
+        torch.save({**rec, "width": member_width(s, name), "state_dict": model.state_dict()}, buf)
         atomic_write_bytes(path, buf.getvalue())
         out.append({**rec, "file": rel, "cached": cached, "seconds": round(time.time() - t0, 2)})
         ctx.rd.log(f"{name}: test top-1 {top1:.2f}% ({params / 1e6:.2f}M params)", stage=STAGE)
