@@ -47,7 +47,7 @@ def run_header(page_key: str, title: str, show_status: bool = True) -> Path | No
             st.info("Choose a run above, or open one from the **Runs** page.")
         else:
             st.info(f"No runs yet in `{state.runs_root()}`. Start one on the **New run** page.")
-            st.page_link(NEW_RUN, label="New run", icon="➕")
+            st.page_link(NEW_RUN, label="New run", icon=":material/add_circle:")
         return None
     try:
         run_dir = state.resolve(rid)
@@ -141,7 +141,7 @@ def snapshot_viewer(run_dir: Path, evs: list[dict], live: bool) -> None:
     left, right = st.columns([3, 2], gap="large")
     with left:
         f = max(1, round(560 / max(grid.shape[:2])))  # nearest-neighbour zoom, no blur
-        st.image(grid.repeat(f, 0).repeat(f, 1),
+        st.image(grid.repeat(f, 0).repeat(f, 1), width=min(640, grid.shape[1] * f),
                  caption=f"step {step} · rows = classes {rows} · columns = IPC indices {cols}")
         st.caption(f"{len(steps)} snapshots saved, latest step {steps[-1]}" +
                    (" · live" if live else ""))
@@ -153,8 +153,8 @@ def snapshot_viewer(run_dir: Path, evs: list[dict], live: bool) -> None:
                             format_func=lambda r: shaping.class_name(names, rows[r]))
         try:
             strip = shaping.crop_grid_row(grid, pick, len(rows), int(cell), int(pad or 0))
-            z = max(1, 320 // max(1, strip.shape[1]))
-            st.image(strip.repeat(z, 0).repeat(z, 1),
+            z = max(1, min(320 // max(1, strip.shape[1]), 96 // max(1, strip.shape[0])))
+            st.image(strip.repeat(z, 0).repeat(z, 1), width=strip.shape[1] * z,
                      caption=f"{shaping.class_name(names, rows[pick])} at step {step}")
         except (IndexError, ValueError) as e:
             st.warning(f"Could not crop the class row: {e}")

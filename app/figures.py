@@ -58,7 +58,8 @@ def committee_heatmap(mat: pd.DataFrame) -> go.Figure:
 def prior_bars(priors: dict, weights: dict, temperature: float) -> go.Figure:
     ms = list(priors)
     fig = make_subplots(rows=1, cols=2, subplot_titles=(
-        "prior α (student top-1 %, SRe²L++ alone)", f"softmax(α/T), T={temperature:g}, all members"))
+        "prior α (student top-1 %, SRe²L++ alone)",
+        f"softmax(α/T), T={temperature:g}, all members"))
     fig.add_trace(go.Bar(x=ms, y=[priors[m] for m in ms], marker_color="#2e86ab"), row=1, col=1)
     fig.add_trace(go.Bar(x=ms, y=[weights.get(m, 0) for m in ms], marker_color="#e4572e"),
                   row=1, col=2)

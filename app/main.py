@@ -6,25 +6,31 @@ imports torch. Pages live in app/views/ (not pages/, which Streamlit would auto-
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # `from app import ...` and `import cvdd` from any folder
-
 import streamlit as st
 
-st.set_page_config(page_title="cvdd · committee voting distillation", page_icon=":material/how_to_vote:",
-                   layout="wide")
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # the pages' `from app import ...` / `import cvdd`, any cwd
+
+st.set_page_config(page_title="cvdd · committee voting distillation",
+                   page_icon=":material/how_to_vote:", layout="wide")
+
+
+def page(file: str, title: str, icon: str, **kw) -> st.Page:
+    return st.Page(f"views/{file}.py", title=title, icon=f":material/{icon}:", **kw)
+
+
 nav = st.navigation({
     "Start & watch": [
-        st.Page("views/new_run.py", title="New run", icon=":material/add_circle:", url_path="new", default=True),
-        st.Page("views/runs.py", title="Runs", icon=":material/list:", url_path="runs"),
-        st.Page("views/live.py", title="Live run", icon=":material/monitoring:", url_path="live"),
+        page("new_run", "New run", "add_circle", url_path="new", default=True),
+        page("runs", "Runs", "list", url_path="runs"),
+        page("live", "Live run", "monitoring", url_path="live"),
     ],
     "Analysis": [
-        st.Page("views/bn.py", title="BN discrepancy", icon=":material/bar_chart:", url_path="bn"),
-        st.Page("views/soft_labels.py", title="Soft labels", icon=":material/label:", url_path="soft_labels"),
-        st.Page("views/diversity.py", title="Diversity", icon=":material/scatter_plot:", url_path="diversity"),
-        st.Page("views/compare.py", title="Compare & export", icon=":material/compare_arrows:", url_path="compare"),
+        page("bn", "BN discrepancy", "bar_chart", url_path="bn"),
+        page("soft_labels", "Soft labels", "label", url_path="soft_labels"),
+        page("diversity", "Diversity", "scatter_plot", url_path="diversity"),
+        page("compare", "Compare & export", "compare_arrows", url_path="compare"),
     ],
 })
 st.sidebar.caption("CV-DD: a committee of models votes, weighted by prior performance, on "

@@ -42,8 +42,9 @@ class BNStatsCollector:
         n, c = x.shape[:2]
         g = self.groups
         x = x.reshape(g, n // g, c, -1).float()  # (G, B, C, H*W): stats in fp32 even under bf16
-        self.means.append(x.mean(dim=(1, 3)))
-        self.vars.append(x.var(dim=(1, 3), unbiased=False))
+        var, mean = torch.var_mean(x, dim=(1, 3), unbiased=False)  # one fused reduction
+        self.means.append(mean)
+        self.vars.append(var)
 
     def reset(self, groups: int = 1) -> None:
         self.groups = groups

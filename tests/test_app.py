@@ -6,7 +6,9 @@ never an exception; the job buttons start, stop and resume a real worker process
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -145,6 +147,25 @@ def test_clone_prefills_the_form(root, tiny_run_dir):
     assert at.number_input(key="nr_ipc").value == 2
     assert at.multiselect(key="nr_members").value == ["test_tiny_cnn", "test_tiny_resnet"]
     assert not at.button(key="start").disabled
+
+
+def test_the_ui_process_never_imports_torch(root, tiny_run_dir):
+    code = (
+        "import sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        f"for page in {PAGES!r}:\n"
+        f"    at = AppTest.from_file({APP!r}, default_timeout=60)\n"
+        f"    at.query_params['run'] = {tiny_run_dir.name!r}\n"
+        "    if page != 'new_run':\n"
+        "        at.switch_page(f'views/{page}.py')\n"
+        "    at.run()\n"
+        "    assert not at.exception, (page, [e.value for e in at.exception])\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=False, cwd=ROOT, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 # -- bad run ids and damaged run folders -----------------------------------------------------

@@ -139,7 +139,8 @@ def log_messages(events: list[dict], n: int = 30) -> list[str]:
             out.append(f"[{e.get('stage') or 'run'}] {e.get('level', 'info')}: {e.get('msg', '')}")
         elif e.get("kind") in ("run_start", "run_end"):
             extra = e.get("status") or f"attempt {e.get('attempt', '?')} on {e.get('device', '?')}"
-            out.append(f"[run] {e['kind']}: {extra}" + (f" — {e['error']}" if e.get("error") else ""))
+            err = f" — {e['error']}" if e.get("error") else ""
+            out.append(f"[run] {e['kind']}: {extra}{err}")
     return out[-n:]
 
 
@@ -247,7 +248,8 @@ def runs_table(rows: list[dict], now: float | None = None) -> pd.DataFrame:
         ds = r.get("dataset") or ""
         out.append({"run": r.get("run_id"),
                     "status": r.get("status"),
-                    "stage": r.get("stage") or "", "preset": r.get("preset") or "",
+                    "stage": "" if r.get("status") == "done" else r.get("stage") or "",
+                    "preset": r.get("preset") or "",
                     "dataset": Path(str(ds)).name if ds else "", "ipc": r.get("ipc"),
                     "members": len(r.get("members") or []) or None,
                     "top1": r.get("student_top1"),

@@ -45,8 +45,9 @@ with C.guard("the comparison run"):
         except CvddError as e:
             d2, _ = None, st.error(str(e))
         if isinstance(d2, dict) and d2.get("sources"):
-            st.plotly_chart(figures.diversity_bars(shaping.diversity_df(d2, names),
-                                                   f"{other} ({d2.get('model')})"), key="div_other_fig")
+            fig = figures.diversity_bars(shaping.diversity_df(d2, names),
+                                         f"{other} ({d2.get('model')})")
+            st.plotly_chart(fig, key="div_other_fig")
         else:
             st.info(f"{other} has no analysis/diversity.json yet.")
 

@@ -18,8 +18,8 @@ from cvdd.config import COMMITTEE, PRESET_NOTES, PRESETS, RunConfig, from_preset
 from cvdd.utils import CvddError
 
 ss = st.session_state
-ALL_MEMBERS = list(dict.fromkeys(
-    list(COMMITTEE) + [m for p in PRESETS.values() for m in p.get("squeeze", {}).get("members", ())]))
+ALL_MEMBERS = list(dict.fromkeys(list(COMMITTEE) + [
+    m for p in PRESETS.values() for m in p.get("squeeze", {}).get("members", ())]))
 DATA_KINDS = {"builtin": "Built-in (Fashion-MNIST subset, offline)",
               "cifar": "CIFAR folder (or .tar.gz)",
               "folder": "ImageFolder path (also Tiny-ImageNet, IDX)"}
@@ -178,8 +178,8 @@ for field, msg in errors.items():
 
 with form:
     c1, c2 = st.columns([1, 3], vertical_alignment="center")
-    start = c1.button("Start", icon=":material/play_arrow:", type="primary", key="start", disabled=bool(errors),
-                      width="stretch")
+    start = c1.button("Start", icon=":material/play_arrow:", type="primary", key="start",
+                      disabled=bool(errors), width="stretch")
     busy = [r for r in state.all_runs(str(state.runs_root())) if r["status"] == "running"]
     if busy:
         c2.caption(f"{len(busy)} run(s) already running (e.g. {busy[0]['run_id']}); a new one "

@@ -11,7 +11,7 @@ root = state.runs_root()
 rows = state.all_runs(str(root))
 if not rows:
     st.info(f"No runs yet in `{root}`. Start one on the **New run** page.")
-    st.page_link(C.NEW_RUN, label="New run", icon="➕")
+    st.page_link(C.NEW_RUN, label="New run", icon=":material/add_circle:")
     st.stop()
 
 
