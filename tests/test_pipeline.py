@@ -175,18 +175,43 @@ def test_unrecognised_data_layout(tmp_path):
 
 
 def test_corrupt_checkpoint_on_resume(tmp_path, monkeypatch):
+    """A stopped run whose recover checkpoint got corrupted: resume names the file and the fix."""
     monkeypatch.setenv("CVDD_THREADS", "1")
-    from cvdd import pipeline
-    cfg = from_preset("tiny")
-    rd = RunDir.create(tmp_path, cfg.to_dict())
-    rd.append_event("stage_end", "squeeze", seconds=0)  # pretend: fail fast inside a stage
-    (rd.path / "checkpoints").mkdir()
-    (rd.path / "checkpoints/prior.pt").write_bytes(b"not a checkpoint")
-    # prior does not read a checkpoint; recover does: mark earlier stages done, corrupt recover's
-    (rd.path / "checkpoints/recover.pt").write_bytes(b"not a checkpoint")
+    from cvdd import context, pipeline, runs
+
+    rd = RunDir.create(tmp_path, from_preset("tiny", ["recover.iterations=8"]).to_dict())
+    orig = runs.RunDir.progress
+
+    def progress(self, stage, step, total, metrics=None, force=False, label=""):
+        orig(self, stage, step, total, metrics, force, label)
+        self._stop_now = stage == "recover" and step >= 2
+
+    monkeypatch.setattr(runs.RunDir, "progress", progress)
+    monkeypatch.setattr(context.Context, "should_stop", lambda self: getattr(self.rd, "_stop_now", False))
+    with pytest.raises(StopRequested):
+        pipeline.run_pipeline(rd.path)
+    ck = rd.path / "checkpoints/recover.pt"
+    ck.write_bytes(ck.read_bytes()[:100])  # truncated, as by a full disk or a crash
+    before = (rd.path / "recover/committee.json").read_bytes()
     out = cli("resume", str(rd.path))
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "squeeze/members.json is missing" in out.stderr or "corrupt" in out.stderr
+    assert "recover.pt is corrupt" in out.stderr and "delete it" in out.stderr
+    assert (rd.path / "recover/committee.json").read_bytes() == before
+    ck.unlink()  # the named fix works: the stage restarts from its beginning
+    assert cli("resume", str(rd.path)).returncode == 0
+
+
+def test_corrupt_cached_member_is_retrained_and_bad_weights_file_is_named(tiny_run_dir, tmp_path):
+    cache = tiny_run_dir.parent / "_cache" / "squeeze"
+    victim = sorted(cache.glob("*test_tiny_cnn*.pt"))[0]
+    victim.write_bytes(b"garbage")
+    out = cli("run", "--preset", "tiny", "--runs-dir", str(tiny_run_dir.parent))
+    assert out.returncode == 0 and "corrupt; retraining" in out.stdout
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"nope")
+    out = cli("run", "--preset", "tiny", "--runs-dir", str(tmp_path / "runs"), "--set",
+              'squeeze.weights={"test_tiny_cnn": "%s"}' % bad)
+    assert out.returncode == 2 and str(bad) in out.stderr and "Traceback" not in out.stderr
 
 
 def test_out_of_memory_and_full_disk_messages(tmp_path, monkeypatch):
