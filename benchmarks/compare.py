@@ -9,6 +9,7 @@ The committee (squeeze) and the priors are cached by data + architecture + sched
 are trained once and shared by all variants and seeds; the seed changes init, recover,
 relabelling and the student. Results go to benchmarks/out/<suite>.json and .md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,36 +27,63 @@ CIFAR10 = ROOT.parent / "shared" / "data" / "cifar10"
 # the variants of one seed: name -> --set overrides
 VARIANTS = {
     "cvdd": ["validate.compare_eval_labels=true", "validate.random_real=true"],
-    "cvdd_equal": ["recover.voter=equal", "validate.compare_eval_labels=false",
-                   "validate.random_real=false"],
-    "sre2l": ["squeeze.members=resnet18", "recover.num_experts=1", "relabel.teacher=resnet18",
-              "validate.compare_eval_labels=true", "validate.random_real=false"],
+    "cvdd_equal": [
+        "recover.voter=equal",
+        "validate.compare_eval_labels=false",
+        "validate.random_real=false",
+    ],
+    "sre2l": [
+        "squeeze.members=resnet18",
+        "recover.num_experts=1",
+        "relabel.teacher=resnet18",
+        "validate.compare_eval_labels=true",
+        "validate.random_real=false",
+    ],
 }
 SUITES = {
     "quick": dict(preset="quick", data="builtin", extra=[]),
     # CIFAR-10 on CPU: the quick preset's narrow committee and short schedules on 32 px RGB
     # (a 10k-image class-balanced subset for the committee), sized for ~30 CPU minutes.
-    "cifar10": dict(preset="quick", data=str(CIFAR10),
-                    extra=["squeeze.max_train_images=5000", "prior.validate_epochs=20",
-                           "recover.jitter=4"]),
+    "cifar10": dict(
+        preset="quick",
+        data=str(CIFAR10),
+        extra=["squeeze.max_train_images=5000", "prior.validate_epochs=20", "recover.jitter=4"],
+    ),
 }
 
 
 def run_one(suite: dict, overrides: list[str], seed: int, runs_dir: Path) -> dict:
-    cmd = [sys.executable, "-m", "cvdd", "run", "--preset", suite["preset"], "--data",
-           suite["data"], "--runs-dir", str(runs_dir), "--seed", str(seed)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cvdd",
+        "run",
+        "--preset",
+        suite["preset"],
+        "--data",
+        suite["data"],
+        "--runs-dir",
+        str(runs_dir),
+        "--seed",
+        str(seed),
+    ]
     for o in suite["extra"] + overrides:
         cmd += ["--set", o]
     t0 = time.time()
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    out = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT))
+    )
     if out.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{out.stderr[-2000:]}")
     run_dir = Path(out.stdout.strip().splitlines()[-1])
     res = json.loads((run_dir / "result.json").read_text())
     students = json.loads((run_dir / "validate/students.json").read_text())["students"]
-    return {"run_dir": str(run_dir), "seconds": round(time.time() - t0, 1), "result": res,
-            "students": {k: v["top1"] for k, v in students.items()}}
+    return {
+        "run_dir": str(run_dir),
+        "seconds": round(time.time() - t0, 1),
+        "result": res,
+        "students": {k: v["top1"] for k, v in students.items()},
+    }
 
 
 def rows_of(records: dict) -> list[tuple[str, list[float]]]:
@@ -84,8 +112,9 @@ def main() -> None:
     ap.add_argument("--suite", choices=SUITES, default="quick")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--runs-dir", default=str(ROOT / "benchmarks" / "out" / "runs"))
-    ap.add_argument("--set", dest="extra", action="append", default=[],
-                    help="extra overrides for every run")
+    ap.add_argument(
+        "--set", dest="extra", action="append", default=[], help="extra overrides for every run"
+    )
     args = ap.parse_args()
     suite = dict(SUITES[args.suite])
     suite["extra"] = suite["extra"] + args.extra
@@ -100,9 +129,13 @@ def main() -> None:
             r = run_one(suite, overrides, seed, Path(args.runs_dir))
             records.setdefault(name, []).append(r)
             print(f"seed {seed} {name:11s} {r['seconds']:7.1f}s  {r['students']}", flush=True)
-    lines = [f"suite {args.suite}, seeds {args.seeds}, {time.time() - t0:.0f} s in all, "
-             f"device {records['cvdd'][0]['result']['device']}", "",
-             "| variant | student top-1 % (mean ± std) | n |", "|---|---|---|"]
+    lines = [
+        f"suite {args.suite}, seeds {args.seeds}, {time.time() - t0:.0f} s in all, "
+        f"device {records['cvdd'][0]['result']['device']}",
+        "",
+        "| variant | student top-1 % (mean ± std) | n |",
+        "|---|---|---|",
+    ]
     lines += [f"| {name} | {fmt(v)} | {len(v)} |" for name, v in rows_of(records)]
     text = "\n".join(lines)
     print(text)

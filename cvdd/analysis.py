@@ -1,6 +1,7 @@
 """Analysis data for the explorer: BN discrepancy (paper Fig. 5), intra-class diversity (Fig. 4),
 and soft labels with vs without BSSL. Pure tensor code; the stages write the results as JSON.
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,8 +13,9 @@ __all__ = ["bn_discrepancy", "class_similarity", "soft_label_stats"]
 
 
 @torch.no_grad()
-def bn_discrepancy(model: nn.Module, sources: dict[str, torch.Tensor], batch_size: int,
-                   gen: torch.Generator) -> dict:
+def bn_discrepancy(
+    model: nn.Module, sources: dict[str, torch.Tensor], batch_size: int, gen: torch.Generator
+) -> dict:
     """Per BN layer: batch mean/var of each source vs the layer's running stats.
 
     sources: name -> normalised inputs (N, C, H, W). Batches are random (seeded) slices of each
@@ -22,10 +24,17 @@ def bn_discrepancy(model: nn.Module, sources: dict[str, torch.Tensor], batch_siz
     """
     model.eval()
     col = BNStatsCollector(model)
-    layers = [{"index": i, "name": name, "channels": bn.num_features,
-               "running_mean": bn.running_mean.float().cpu().tolist(),
-               "running_var": bn.running_var.float().cpu().tolist(), "sources": {}}
-              for i, (name, bn) in enumerate(col.layers)]
+    layers = [
+        {
+            "index": i,
+            "name": name,
+            "channels": bn.num_features,
+            "running_mean": bn.running_mean.float().cpu().tolist(),
+            "running_var": bn.running_var.float().cpu().tolist(),
+            "sources": {},
+        }
+        for i, (name, bn) in enumerate(col.layers)
+    ]
     num_batches = {}
     try:
         for src, x in sources.items():
@@ -43,16 +52,25 @@ def bn_discrepancy(model: nn.Module, sources: dict[str, torch.Tensor], batch_siz
                     a["mean_gap"] += float((m - bn.running_mean.float().cpu()).norm()) / len(chunks)
                     a["var_gap"] += float((v - bn.running_var.float().cpu()).norm()) / len(chunks)
             for layer, a in zip(layers, acc):
-                layer["sources"][src] = {"mean": a["mean"].tolist(), "var": a["var"].tolist(),
-                                         "mean_gap": a["mean_gap"], "var_gap": a["var_gap"]}
+                layer["sources"][src] = {
+                    "mean": a["mean"].tolist(),
+                    "var": a["var"].tolist(),
+                    "mean_gap": a["mean_gap"],
+                    "var_gap": a["var_gap"],
+                }
     finally:
         col.remove()
     return {"batch_size": batch_size, "num_batches": num_batches, "layers": layers}
 
 
 @torch.no_grad()
-def class_similarity(model: nn.Module, x: torch.Tensor, targets: torch.Tensor,
-                     num_classes: int, keep_matrices: int = 10) -> dict:
+def class_similarity(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    num_classes: int,
+    keep_matrices: int = 10,
+) -> dict:
     """Mean pairwise cosine similarity of penultimate features within each class (lower = more
     diverse), plus the similarity matrices of the first `keep_matrices` classes."""
     model.eval()
@@ -68,16 +86,20 @@ def class_similarity(model: nn.Module, x: torch.Tensor, targets: torch.Tensor,
         if c < keep_matrices:
             matrices.append(sim.tolist())
     vals = [v for v in per_class if v is not None]
-    return {"per_class": per_class, "mean": sum(vals) / len(vals) if vals else None,
-            "matrices": matrices}
+    return {
+        "per_class": per_class,
+        "mean": sum(vals) / len(vals) if vals else None,
+        "matrices": matrices,
+    }
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:
     return -(p * p.clamp_min(1e-12).log()).sum(1)
 
 
-def soft_label_stats(p_bssl: torch.Tensor, p_eval: torch.Tensor, targets: torch.Tensor,
-                     class_names: list[str]) -> dict:
+def soft_label_stats(
+    p_bssl: torch.Tensor, p_eval: torch.Tensor, targets: torch.Tensor, class_names: list[str]
+) -> dict:
     """Entropy, agreement, KL(bssl || eval) per image and per class, and label accuracy."""
     ent_b, ent_e = _entropy(p_bssl), _entropy(p_eval)
     kl = (p_bssl * (p_bssl.clamp_min(1e-12).log() - p_eval.clamp_min(1e-12).log())).sum(1)
@@ -88,12 +110,25 @@ def soft_label_stats(p_bssl: torch.Tensor, p_eval: torch.Tensor, targets: torch.
         m = targets == c
         if not m.any():
             continue
-        per_class.append({
-            "class": c, "name": name, "agreement": float(agree[m].float().mean()),
-            "kl": float(kl[m].mean()), "entropy_bssl": float(ent_b[m].mean()),
-            "entropy_eval": float(ent_e[m].mean()), "acc_bssl": float(acc_b[m].float().mean()),
-            "acc_eval": float(acc_e[m].float().mean())})
-    return {"agreement": float(agree.float().mean()), "kl_mean": float(kl.mean()),
-            "entropy_bssl": ent_b.tolist(), "entropy_eval": ent_e.tolist(), "kl": kl.tolist(),
-            "label_acc_bssl": float(acc_b.float().mean()), "label_acc_eval": float(acc_e.float().mean()),
-            "per_class": per_class}
+        per_class.append(
+            {
+                "class": c,
+                "name": name,
+                "agreement": float(agree[m].float().mean()),
+                "kl": float(kl[m].mean()),
+                "entropy_bssl": float(ent_b[m].mean()),
+                "entropy_eval": float(ent_e[m].mean()),
+                "acc_bssl": float(acc_b[m].float().mean()),
+                "acc_eval": float(acc_e[m].float().mean()),
+            }
+        )
+    return {
+        "agreement": float(agree.float().mean()),
+        "kl_mean": float(kl.mean()),
+        "entropy_bssl": ent_b.tolist(),
+        "entropy_eval": ent_e.tolist(),
+        "kl": kl.tolist(),
+        "label_acc_bssl": float(acc_b.float().mean()),
+        "label_acc_eval": float(acc_e.float().mean()),
+        "per_class": per_class,
+    }

@@ -5,6 +5,7 @@
 - `rrc_flip`: per-image RandomResizedCrop + flip, batched with grid_sample (student, §7.2).
 - `cutmix`: one box and one permutation per batch, lambda ~ Beta(1, 1) (relabel/student, §6.1).
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,9 @@ def pad_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int) -> torch.Tens
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-def rrc_params(gen: torch.Generator, h: int, w: int, scale=(0.08, 1.0),
-               ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+def rrc_params(
+    gen: torch.Generator, h: int, w: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+) -> tuple[int, int, int, int]:
     """(top, left, height, width) like torchvision's RandomResizedCrop.get_params, seeded."""
     area = h * w
     log_r = (math.log(ratio[0]), math.log(ratio[1]))
@@ -57,7 +59,7 @@ def shared_crop_flip_roll(x: torch.Tensor, gen: torch.Generator, jitter: int) ->
     """One crop, one flip and one circular shift for the whole tensor (a group), differentiable."""
     _, _, h, w = x.shape
     top, left, ch, cw = rrc_params(gen, h, w)
-    out = x[:, :, top:top + ch, left:left + cw]
+    out = x[:, :, top : top + ch, left : left + cw]
     if (ch, cw) != (h, w):
         out = F.interpolate(out, size=(h, w), mode="bilinear", align_corners=False)
     if _rand(gen, 1).item() < 0.5:
@@ -68,8 +70,9 @@ def shared_crop_flip_roll(x: torch.Tensor, gen: torch.Generator, jitter: int) ->
     return out
 
 
-def rrc_flip(x: torch.Tensor, gen: torch.Generator, scale=(0.08, 1.0),
-             ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
+def rrc_flip(
+    x: torch.Tensor, gen: torch.Generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+) -> torch.Tensor:
     """Per-image RandomResizedCrop (output = input size) + flip, in one grid_sample call."""
     n, _, h, w = x.shape
     u = _rand(gen, n, 5)

@@ -4,6 +4,7 @@ The collector hooks every `nn.BatchNorm2d` in `model.modules()` order and measur
 per-channel mean and *biased* variance. It works on a batch made of G groups of equal size, each
 group with its own statistics, so many groups of images can share one forward pass.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,8 +31,10 @@ class BNStatsCollector:
     def __init__(self, model: nn.Module):
         self.layers = bn_layers(model)
         if not self.layers:
-            raise ValueError(f"{type(model).__name__} has no BatchNorm2d layer; BN matching "
-                             "and BSSL need a model with batch normalisation")
+            raise ValueError(
+                f"{type(model).__name__} has no BatchNorm2d layer; BN matching "
+                "and BSSL need a model with batch normalisation"
+            )
         self.groups = 1
         self.means: list[torch.Tensor] = []
         self.vars: list[torch.Tensor] = []
@@ -79,8 +82,14 @@ def bn_batch_stats_frozen(model: nn.Module) -> Iterator[nn.Module]:
     saved_modes = {m: m.training for m in model.modules()}
     saved = []
     for _, bn in bn_layers(model):
-        saved.append((bn, bn.running_mean.clone(), bn.running_var.clone(),
-                      bn.num_batches_tracked.clone() if bn.num_batches_tracked is not None else None))
+        saved.append(
+            (
+                bn,
+                bn.running_mean.clone(),
+                bn.running_var.clone(),
+                bn.num_batches_tracked.clone() if bn.num_batches_tracked is not None else None,
+            )
+        )
     model.eval()
     for bn, *_ in saved:
         bn.train()

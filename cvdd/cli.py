@@ -3,6 +3,7 @@
 Progress goes to stdout as fixed-column rows; on success the last line is the run directory.
 Errors print one message that names the fix and exit with code 2 (--debug shows tracebacks).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,14 +22,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="start a new run from a preset")
-    r.add_argument("--preset", default="quick", help=f"one of: {', '.join(PRESETS)} (default: quick)")
-    r.add_argument("--data", help="data set: 'builtin' or a local path (CIFAR, ImageFolder, "
-                                  "Tiny-ImageNet, IDX)")
-    r.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="where run folders go (default: runs)")
+    r.add_argument(
+        "--preset", default="quick", help=f"one of: {', '.join(PRESETS)} (default: quick)"
+    )
+    r.add_argument(
+        "--data",
+        help="data set: 'builtin' or a local path (CIFAR, ImageFolder, Tiny-ImageNet, IDX)",
+    )
+    r.add_argument(
+        "--runs-dir", default=DEFAULT_RUNS_DIR, help="where run folders go (default: runs)"
+    )
     r.add_argument("--seed", type=int, help="random seed (default: the preset's, 0)")
     r.add_argument("--device", help="auto | cpu | cuda | cuda:N")
-    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override any config value, e.g. --set recover.iterations=200 (repeatable)")
+    r.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any config value, e.g. --set recover.iterations=200 (repeatable)",
+    )
     r.add_argument("--debug", action="store_true", help="show tracebacks")
     s = sub.add_parser("resume", help="continue a stopped or crashed run")
     s.add_argument("run_dir")
@@ -60,11 +73,15 @@ def main(argv: list[str] | None = None) -> int:
                 overrides.insert(0, f"device={args.device}")
             cfg = from_preset(args.preset, overrides)
             if not cfg.data.dataset:
-                raise CvddError(f"preset {args.preset!r} needs a data set: pass --data PATH "
-                                "(a local CIFAR/ImageFolder/Tiny-ImageNet folder)")
+                raise CvddError(
+                    f"preset {args.preset!r} needs a data set: pass --data PATH "
+                    "(a local CIFAR/ImageFolder/Tiny-ImageNet folder)"
+                )
             if cfg.data.dataset != "builtin" and not Path(cfg.data.dataset).exists():
-                raise CvddError(f"data path {cfg.data.dataset} does not exist; pass --data with "
-                                "an existing folder, or --data builtin for the embedded set")
+                raise CvddError(
+                    f"data path {cfg.data.dataset} does not exist; pass --data with "
+                    "an existing folder, or --data builtin for the embedded set"
+                )
             rd = RunDir.create(args.runs_dir, cfg.to_dict(), meta={"launched_by": "cli"})
             run_dir = rd.path
         else:
@@ -75,8 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         res = run_pipeline(run_dir, echo=True)
         top1 = res.get("student_top1")
         base = res.get("baselines", {}).get("random_real", {}).get("student_top1")
-        print(f"student top-1: {top1:.2f}%" if top1 is not None else "student top-1: n/a"
-              + (f"   random-real baseline: {base:.2f}%" if base is not None else ""))
+        print(
+            f"student top-1: {top1:.2f}%"
+            if top1 is not None
+            else "student top-1: n/a"
+            + (f"   random-real baseline: {base:.2f}%" if base is not None else "")
+        )
         if top1 is not None and base is not None:
             print(f"random-real baseline top-1: {base:.2f}%")
         print(run_dir.resolve(), flush=True)
@@ -92,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug: still one line, the traceback is in events.jsonl
         if args.debug:
             raise
-        print(f"error: unexpected {type(e).__name__}: {e}. Rerun with --debug for the traceback "
-              "(also stored in the run's events.jsonl), and please report it", file=sys.stderr)
+        print(
+            f"error: unexpected {type(e).__name__}: {e}. Rerun with --debug for the traceback "
+            "(also stored in the run's events.jsonl), and please report it",
+            file=sys.stderr,
+        )
         return 1

@@ -3,6 +3,7 @@
 Defaults follow `cvdd-spec.md` (the official CV-DD scripts); each field says its unit and source.
 Loads without torch so the UI can validate a form without importing the engine.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,9 +16,20 @@ from typing import Any, get_args, get_origin, get_type_hints
 from .utils import CvddError
 
 __all__ = [
-    "DataConfig", "SqueezeConfig", "PriorConfig", "InitConfig", "RecoverConfig", "RelabelConfig",
-    "ValidateConfig", "RunConfig", "PRESETS", "PRESET_NOTES", "COMMITTEE", "PRIOR_TABLE",
-    "from_preset", "config_hash",
+    "DataConfig",
+    "SqueezeConfig",
+    "PriorConfig",
+    "InitConfig",
+    "RecoverConfig",
+    "RelabelConfig",
+    "ValidateConfig",
+    "RunConfig",
+    "PRESETS",
+    "PRESET_NOTES",
+    "COMMITTEE",
+    "PRIOR_TABLE",
+    "from_preset",
+    "config_hash",
 ]
 
 STAGES = ("squeeze", "prior", "init", "recover", "relabel", "validate")
@@ -25,15 +37,22 @@ COMMITTEE = ("resnet18", "resnet50", "shufflenetv2", "mobilenetv2", "densenet121
 
 # Prior performance alpha (student top-1 %, spec §3 table), used when prior.source == "table".
 PRIOR_TABLE = {
-    "cifar10": dict(resnet18=63.0, resnet50=65.3, shufflenetv2=68.5, mobilenetv2=67.6, densenet121=67.4),
-    "cifar100": dict(resnet18=64.0, resnet50=60.6, shufflenetv2=51.6, mobilenetv2=59.4, densenet121=56.4),
-    "tiny_imagenet": dict(resnet18=46.5, resnet50=28.3, shufflenetv2=43.6, mobilenetv2=44.8,
-                          densenet121=41.5),
-    "imagenette": dict(resnet18=62.4, resnet50=52.0, shufflenetv2=57.2, mobilenetv2=54.0,
-                       densenet121=60.8),
+    "cifar10": dict(
+        resnet18=63.0, resnet50=65.3, shufflenetv2=68.5, mobilenetv2=67.6, densenet121=67.4
+    ),
+    "cifar100": dict(
+        resnet18=64.0, resnet50=60.6, shufflenetv2=51.6, mobilenetv2=59.4, densenet121=56.4
+    ),
+    "tiny_imagenet": dict(
+        resnet18=46.5, resnet50=28.3, shufflenetv2=43.6, mobilenetv2=44.8, densenet121=41.5
+    ),
+    "imagenette": dict(
+        resnet18=62.4, resnet50=52.0, shufflenetv2=57.2, mobilenetv2=54.0, densenet121=60.8
+    ),
     # Jan-2025 row: the one that follows the paper's definition (spec §3)
-    "imagenet1k": dict(resnet18=43.1, resnet50=41.37, shufflenetv2=43.73, mobilenetv2=39.15,
-                       densenet121=38.9),
+    "imagenet1k": dict(
+        resnet18=43.1, resnet50=41.37, shufflenetv2=43.73, mobilenetv2=39.15, densenet121=38.9
+    ),
 }
 
 
@@ -46,6 +65,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class SqueezeConfig:
     """Stage 0: train the committee on real data (spec §2: short schedules on purpose)."""
+
     members: tuple[str, ...] = COMMITTEE  # paper §3.5; one member = SRe2L++
     width: float = 1.0  # channel multiplier for the small-resolution models
     widths: dict = field(default_factory=dict)  # member -> width, overriding `width` for it
@@ -63,6 +83,7 @@ class SqueezeConfig:
 @dataclass(frozen=True)
 class PriorConfig:
     """Stage 1: prior performance alpha per member (paper §3.6, App. C; spec §3)."""
+
     source: str = "compute"  # compute (SRe2L++ alone per member) | table (spec §3) | user
     values: dict = field(default_factory=dict)  # member -> alpha in %, for source=user
     ipc: int = 50  # spec §3: IPC 50 for CIFAR, 10 elsewhere
@@ -74,6 +95,7 @@ class PriorConfig:
 @dataclass(frozen=True)
 class InitConfig:
     """Stage 2: RDED-style real-patch initialisation (spec §4)."""
+
     method: str = "rded"  # rded | real (random real images) | noise (SRe2L's Gaussian)
     candidates: int = 300  # mipc: real images scored per class
     num_crops: int = 5  # RandomResizedCrops per candidate, best (lowest CE) kept
@@ -84,6 +106,7 @@ class InitConfig:
 @dataclass(frozen=True)
 class RecoverConfig:
     """Stage 3: pixel optimisation with committee voting (spec §5)."""
+
     iterations: int = 4000  # Adam steps per image group
     lr: float = 0.25  # Adam, cosine to 0, no warm-up
     beta1: float = 0.5
@@ -107,6 +130,7 @@ class RecoverConfig:
 @dataclass(frozen=True)
 class RelabelConfig:
     """Stage 4: Batch-Specific Soft Labeling (paper §3.7, spec §6)."""
+
     teacher: str = "resnet18"  # a member name, or "committee" (prior-weighted logits)
     mode: str = "bssl"  # bssl (teacher BN uses the batch's statistics) | eval (running stats)
     committee_temperature: float = 10.0  # softmax(alpha / 10) over teachers (spec §6.3)
@@ -116,6 +140,7 @@ class RelabelConfig:
 @dataclass(frozen=True)
 class ValidateConfig:
     """Stage 5: train a student from scratch on the distilled set (spec §7)."""
+
     student: str = "resnet18"
     width: float = 1.0  # student channel multiplier
     epochs: int = 300
@@ -174,6 +199,7 @@ class RunConfig:
 # ---------------------------------------------------------------------------------------------
 # checks
 
+
 def _check(c: RunConfig) -> None:
     def need(ok: bool, msg: str) -> None:
         if not ok:
@@ -181,15 +207,21 @@ def _check(c: RunConfig) -> None:
 
     need(c.ipc >= 1, f"ipc must be >= 1 (got {c.ipc}); use --set ipc=10")
     need(len(c.squeeze.members) >= 1, "squeeze.members is empty; name at least one model")
-    need(len(set(c.squeeze.members)) == len(c.squeeze.members),
-         f"squeeze.members has duplicates: {list(c.squeeze.members)}")
+    need(
+        len(set(c.squeeze.members)) == len(c.squeeze.members),
+        f"squeeze.members has duplicates: {list(c.squeeze.members)}",
+    )
     r = c.recover
-    need(1 <= r.num_experts <= len(c.squeeze.members),
-         f"recover.num_experts={r.num_experts} but the committee has {len(c.squeeze.members)} "
-         f"member(s) {list(c.squeeze.members)}; use --set recover.num_experts="
-         f"{min(2, len(c.squeeze.members))} or add members")
+    need(
+        1 <= r.num_experts <= len(c.squeeze.members),
+        f"recover.num_experts={r.num_experts} but the committee has {len(c.squeeze.members)} "
+        f"member(s) {list(c.squeeze.members)}; use --set recover.num_experts="
+        f"{min(2, len(c.squeeze.members))} or add members",
+    )
     _choice("recover.voter", r.voter, ("prior", "equal", "random"))
-    _choice("recover.schedule", r.schedule, ("auto", "fixed", "enumerate", "random", "per_iteration"))
+    _choice(
+        "recover.schedule", r.schedule, ("auto", "fixed", "enumerate", "random", "per_iteration")
+    )
     _choice("recover.precision", r.precision, ("fp32", "bf16"))
     _choice("prior.source", c.prior.source, ("compute", "table", "user"))
     _choice("init.method", c.init.method, ("rded", "real", "noise"))
@@ -199,29 +231,43 @@ def _check(c: RunConfig) -> None:
         for f in fields(sec):
             v = getattr(sec, f.name)
             if isinstance(v, float) and not (math.isfinite(v) and v >= 0):
-                raise CvddError(f"{type(sec).__name__.replace('Config', '').lower()}.{f.name} "
-                                f"must be a finite number >= 0 (got {v})")
+                raise CvddError(
+                    f"{type(sec).__name__.replace('Config', '').lower()}.{f.name} "
+                    f"must be a finite number >= 0 (got {v})"
+                )
     need(r.lr > 0, f"recover.lr must be > 0 (got {r.lr})")
     need(r.iterations >= 1, "recover.iterations must be >= 1")
     need(r.temperature > 0, "recover.temperature must be > 0")
     need(r.classes_per_group >= 1, "recover.classes_per_group must be >= 1")
     need(c.validate.epochs >= 1 and c.squeeze.epochs >= 0, "epochs must be positive")
-    need(c.validate.batch_size >= 2 and c.relabel.batch_size >= 2,
-         "batch sizes must be >= 2 (BSSL needs batch statistics)")
-    need(c.init.factor >= 1 and c.init.candidates >= 1 and c.init.num_crops >= 1,
-         "init.factor, init.candidates and init.num_crops must be >= 1")
+    need(
+        c.validate.batch_size >= 2 and c.relabel.batch_size >= 2,
+        "batch sizes must be >= 2 (BSSL needs batch statistics)",
+    )
+    need(
+        c.init.factor >= 1 and c.init.candidates >= 1 and c.init.num_crops >= 1,
+        "init.factor, init.candidates and init.num_crops must be >= 1",
+    )
     if r.schedule == "fixed" and r.fixed_members:
-        need(len(r.fixed_members) == r.num_experts and set(r.fixed_members) <= set(c.squeeze.members),
-             f"recover.fixed_members {list(r.fixed_members)} must be {r.num_experts} of "
-             f"{list(c.squeeze.members)}")
+        need(
+            len(r.fixed_members) == r.num_experts
+            and set(r.fixed_members) <= set(c.squeeze.members),
+            f"recover.fixed_members {list(r.fixed_members)} must be {r.num_experts} of "
+            f"{list(c.squeeze.members)}",
+        )
     if c.relabel.teacher != "committee":
-        need(c.relabel.teacher in c.squeeze.members,
-             f"relabel.teacher={c.relabel.teacher!r} is not a committee member "
-             f"{list(c.squeeze.members)}; choose one of them or 'committee'")
+        need(
+            c.relabel.teacher in c.squeeze.members,
+            f"relabel.teacher={c.relabel.teacher!r} is not a committee member "
+            f"{list(c.squeeze.members)}; choose one of them or 'committee'",
+        )
     if c.prior.source == "user":
         missing = [m for m in c.squeeze.members if m not in c.prior.values]
-        need(not missing, f"prior.source=user but prior.values lacks {missing}; "
-             "e.g. --set prior.values='{\"resnet18\": 63.0}'")
+        need(
+            not missing,
+            f"prior.source=user but prior.values lacks {missing}; "
+            "e.g. --set prior.values='{\"resnet18\": 63.0}'",
+        )
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -232,6 +278,7 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 # ---------------------------------------------------------------------------------------------
 # dict <-> dataclass
 
+
 def _build(cls: type, d: dict, prefix: str) -> Any:
     if not isinstance(d, dict):
         raise CvddError(f"config section {prefix or 'root'} must be a mapping")
@@ -239,8 +286,10 @@ def _build(cls: type, d: dict, prefix: str) -> Any:
     names = {f.name for f in fields(cls)}
     unknown = set(d) - names
     if unknown:
-        raise CvddError(f"unknown config key(s) {sorted(prefix + k for k in unknown)}; "
-                        f"valid keys: {sorted(prefix + n for n in names)}")
+        raise CvddError(
+            f"unknown config key(s) {sorted(prefix + k for k in unknown)}; "
+            f"valid keys: {sorted(prefix + n for n in names)}"
+        )
     kw = {}
     for name, value in d.items():
         tp = hints[name]
@@ -288,14 +337,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 def _apply_override(d: dict, item: str) -> None:
     if "=" not in item:
-        raise CvddError(f"override {item!r} must look like section.key=value, e.g. recover.iterations=200")
+        raise CvddError(
+            f"override {item!r} must look like section.key=value, e.g. recover.iterations=200"
+        )
     key, value = item.split("=", 1)
     parts = key.strip().split(".")
     node = d
     for p in parts[:-1]:
         if p not in node or not isinstance(node[p], dict):
-            raise CvddError(f"unknown config section {p!r} in {item!r}; sections: "
-                            f"{[k for k, v in d.items() if isinstance(v, dict)]}")
+            raise CvddError(
+                f"unknown config section {p!r} in {item!r}; sections: "
+                f"{[k for k, v in d.items() if isinstance(v, dict)]}"
+            )
         node = node[p]
     if parts[-1] not in node:
         raise CvddError(f"unknown config key {key!r}; valid keys here: {sorted(node)}")
@@ -304,8 +357,11 @@ def _apply_override(d: dict, item: str) -> None:
 
 def _merge(d: dict, o: dict) -> None:
     for k, v in o.items():
-        if isinstance(v, dict) and isinstance(d.get(k), dict) and k not in ("weights", "values",
-                                                                           "widths"):
+        if (
+            isinstance(v, dict)
+            and isinstance(d.get(k), dict)
+            and k not in ("weights", "values", "widths")
+        ):
             _merge(d[k], v)
         else:
             d[k] = v
@@ -322,32 +378,60 @@ def config_hash(cfg: RunConfig, sections: tuple[str, ...] | None = None) -> str:
 # ---------------------------------------------------------------------------------------------
 # presets: nested dicts applied on top of the defaults
 
+
 def _paper(ds: str, ipc: int, size: int) -> dict:
     big = size >= 224
     small_set = ds in ("cifar10", "cifar100", "tiny_imagenet")
-    classes = {"cifar10": 10, "cifar100": 100, "tiny_imagenet": 100, "imagenette": 10,
-               "imagenet1k": 100}[ds]  # spec §5.1 batch = classes per optimisation batch
-    squeeze = {"cifar10": dict(epochs=200, batch_size=512, optimizer="adam", lr=0.001),
-               "cifar100": dict(epochs=200, batch_size=512, optimizer="adam", lr=0.001),
-               "tiny_imagenet": dict(epochs=50, batch_size=128, optimizer="sgd", lr=0.01),
-               "imagenette": dict(epochs=300, batch_size=64, optimizer="sgd", lr=0.01),
-               "imagenet1k": dict(epochs=90, batch_size=256, optimizer="sgd", lr=0.1)}[ds]
+    classes = {
+        "cifar10": 10,
+        "cifar100": 100,
+        "tiny_imagenet": 100,
+        "imagenette": 10,
+        "imagenet1k": 100,
+    }[ds]  # spec §5.1 batch = classes per optimisation batch
+    squeeze = {
+        "cifar10": dict(epochs=200, batch_size=512, optimizer="adam", lr=0.001),
+        "cifar100": dict(epochs=200, batch_size=512, optimizer="adam", lr=0.001),
+        "tiny_imagenet": dict(epochs=50, batch_size=128, optimizer="sgd", lr=0.01),
+        "imagenette": dict(epochs=300, batch_size=64, optimizer="sgd", lr=0.01),
+        "imagenet1k": dict(epochs=90, batch_size=256, optimizer="sgd", lr=0.1),
+    }[ds]
     schedule = "fixed" if ipc == 1 else ("enumerate" if ipc <= 10 else "random")
-    fixed = {"cifar10": ("mobilenetv2", "densenet121"), "imagenette": ("mobilenetv2", "densenet121"),
-             "cifar100": ("shufflenetv2", "mobilenetv2")}.get(ds, ()) if ipc == 1 else ()
+    fixed = (
+        {
+            "cifar10": ("mobilenetv2", "densenet121"),
+            "imagenette": ("mobilenetv2", "densenet121"),
+            "cifar100": ("shufflenetv2", "mobilenetv2"),
+        }.get(ds, ())
+        if ipc == 1
+        else ()
+    )
     return dict(
-        name=f"{ds}_ipc{ipc}", ipc=ipc, data=dict(dataset="", image_size=size),
+        name=f"{ds}_ipc{ipc}",
+        ipc=ipc,
+        data=dict(dataset="", image_size=size),
         squeeze=squeeze,
-        prior=dict(source="table" if ds in PRIOR_TABLE else "compute",
-                   ipc=50 if ds in ("cifar10", "cifar100") else 10),
+        prior=dict(
+            source="table" if ds in PRIOR_TABLE else "compute",
+            ipc=50 if ds in ("cifar10", "cifar100") else 10,
+        ),
         init=dict(factor=2 if big else 1),
-        recover=dict(jitter=32 if big else 4, classes_per_group=classes, schedule=schedule,
-                     fixed_members=fixed),
+        recover=dict(
+            jitter=32 if big else 4,
+            classes_per_group=classes,
+            schedule=schedule,
+            fixed_members=fixed,
+        ),
         relabel=dict(batch_size=10 if ds == "imagenette" else 16),
-        validate=dict(batch_size=10 if (ipc == 1 and ds in ("cifar10", "imagenette")) else 16,
-                      eta=2.0 if (ds == "cifar100" and ipc == 10) or (ds == "imagenet1k" and ipc < 50)
-                      or (ds == "tiny_imagenet" and ipc != 10) else 1.0,
-                      random_real=small_set),
+        validate=dict(
+            batch_size=10 if (ipc == 1 and ds in ("cifar10", "imagenette")) else 16,
+            eta=2.0
+            if (ds == "cifar100" and ipc == 10)
+            or (ds == "imagenet1k" and ipc < 50)
+            or (ds == "tiny_imagenet" and ipc != 10)
+            else 1.0,
+            random_real=small_set,
+        ),
     )
 
 
@@ -355,44 +439,74 @@ PRESETS: dict[str, dict] = {
     # Embedded Fashion-MNIST subset on 2 CPU cores in a few minutes: every stage runs, with
     # narrow models and short schedules (the numbers are labelled as a CPU demo, not the paper's).
     "quick": dict(
-        name="quick", ipc=10, device="auto",
+        name="quick",
+        ipc=10,
+        device="auto",
         data=dict(dataset="builtin"),
         # ShuffleNetV2 at 1/8 width has too few channels to learn in 3 epochs: 1/2 for it
-        squeeze=dict(width=0.125, widths={"shufflenetv2": 0.5}, epochs=3, batch_size=64, lr=0.01,
-                     max_train_images=2000),
+        squeeze=dict(
+            width=0.125,
+            widths={"shufflenetv2": 0.5},
+            epochs=3,
+            batch_size=64,
+            lr=0.01,
+            max_train_images=2000,
+        ),
         prior=dict(source="compute", ipc=1, recover_iterations=30, validate_epochs=30),
         init=dict(candidates=40, num_crops=3),
         # 80 steps instead of 4000: lr 0.05 (not 0.25) so the few steps refine the real patches
         # instead of leaving them half-way in noise (measured: 0.25 gave noisy images, -12 points)
-        recover=dict(iterations=80, lr=0.05, jitter=2, classes_per_group=10, snapshot_every=5,
-                     checkpoint_every=20),
+        recover=dict(
+            iterations=80,
+            lr=0.05,
+            jitter=2,
+            classes_per_group=10,
+            snapshot_every=5,
+            checkpoint_every=20,
+        ),
         validate=dict(width=0.25, epochs=40, lr=0.002, eval_every=10, compare_eval_labels=True),
     ),
     # Seconds, for tests and smoke checks: two tiny test models.
     "tiny": dict(
-        name="tiny", ipc=2, device="cpu",
+        name="tiny",
+        ipc=2,
+        device="cpu",
         data=dict(dataset="builtin"),
-        squeeze=dict(members=("test_tiny_cnn", "test_tiny_resnet"), width=1.0, epochs=1,
-                     batch_size=64, max_train_images=300),
+        squeeze=dict(
+            members=("test_tiny_cnn", "test_tiny_resnet"),
+            width=1.0,
+            epochs=1,
+            batch_size=64,
+            max_train_images=300,
+        ),
         prior=dict(source="compute", ipc=1, recover_iterations=3, validate_epochs=1, max_classes=2),
         init=dict(candidates=4, num_crops=2, observer=""),
-        recover=dict(iterations=6, jitter=2, classes_per_group=10, snapshot_every=2,
-                     checkpoint_every=3),
+        recover=dict(
+            iterations=6, jitter=2, classes_per_group=10, snapshot_every=2, checkpoint_every=3
+        ),
         relabel=dict(teacher="test_tiny_cnn"),
         validate=dict(student="test_tiny_cnn", epochs=2, eval_every=1, compare_eval_labels=True),
     ),
 }
-for _ds, _size in (("cifar10", 32), ("cifar100", 32), ("tiny_imagenet", 64), ("imagenette", 224),
-                   ("imagenet1k", 224)):
+for _ds, _size in (
+    ("cifar10", 32),
+    ("cifar100", 32),
+    ("tiny_imagenet", 64),
+    ("imagenette", 224),
+    ("imagenet1k", 224),
+):
     for _ipc in (1, 10, 50):
         PRESETS[f"{_ds}_ipc{_ipc}"] = _paper(_ds, _ipc, _size)
 for _k in [k for k in PRESETS if k.startswith(("imagenette", "imagenet1k"))]:
     # torchvision 224-px committee (spec §8.2)
-    PRESETS[_k]["squeeze"]["members"] = tuple("tv_" + m for m in (
-        "resnet18", "resnet50", "shufflenet_v2_x1_0", "mobilenet_v2", "densenet121"))
+    PRESETS[_k]["squeeze"]["members"] = tuple(
+        "tv_" + m
+        for m in ("resnet18", "resnet50", "shufflenet_v2_x1_0", "mobilenet_v2", "densenet121")
+    )
     PRESETS[_k]["recover"]["fixed_members"] = tuple(
         {"mobilenetv2": "tv_mobilenet_v2", "densenet121": "tv_densenet121"}[m]
-        for m in PRESETS[_k]["recover"]["fixed_members"])
+        for m in PRESETS[_k]["recover"]["fixed_members"]
+    )
     PRESETS[_k]["relabel"]["teacher"] = "tv_resnet18"
     PRESETS[_k]["validate"]["student"] = "tv_resnet18"
     PRESETS[_k]["prior"]["source"] = "compute"  # table keys are small-res names; compute or set
@@ -400,7 +514,7 @@ for _k in [k for k in PRESETS if k.startswith(("imagenette", "imagenet1k"))]:
 PRESET_NOTES = {
     "quick": "embedded Fashion-MNIST subset, CPU, IPC 10, narrow 5-model committee, all stages",
     "tiny": "seconds: two tiny test models, IPC 2 (tests, smoke checks)",
-    **{k: f"paper defaults (spec §5.1), needs --data PATH" for k in PRESETS if "_ipc" in k},
+    **{k: "paper defaults (spec §5.1), needs --data PATH" for k in PRESETS if "_ipc" in k},
 }
 
 

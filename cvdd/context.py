@@ -1,5 +1,6 @@
 """What every stage gets: config, run dir, device, data set, seeded generators, and readers for
 the files earlier stages wrote (stages talk to each other only through the run dir)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,9 +20,14 @@ __all__ = ["Context", "images_to_png_grid"]
 
 
 class Context:
-    def __init__(self, cfg: RunConfig, rd: RunDir, device: torch.device, dataset,
-                 cache_dir: Path):
-        self.cfg, self.rd, self.device, self.data, self.cache_dir = cfg, rd, device, dataset, cache_dir
+    def __init__(self, cfg: RunConfig, rd: RunDir, device: torch.device, dataset, cache_dir: Path):
+        self.cfg, self.rd, self.device, self.data, self.cache_dir = (
+            cfg,
+            rd,
+            device,
+            dataset,
+            cache_dir,
+        )
         self.stop = False  # set by the SIGTERM/SIGINT handler; stages poll should_stop()
         self._models: dict[str, nn.Module] = {}
 
@@ -62,8 +68,12 @@ class Context:
     def save_images(self, rel: str, images: torch.Tensor, ipc: int) -> None:
         n = images.shape[0]
         buf = io.BytesIO()
-        np.savez(buf, images=images.cpu().numpy(),
-                 targets=np.repeat(np.arange(n // ipc), ipc), ipc_idx=np.tile(np.arange(ipc), n // ipc))
+        np.savez(
+            buf,
+            images=images.cpu().numpy(),
+            targets=np.repeat(np.arange(n // ipc), ipc),
+            ipc_idx=np.tile(np.arange(ipc), n // ipc),
+        )
         self.rd.write_bytes(rel, buf.getvalue())
 
     def load_images(self, rel: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,8 +82,10 @@ class Context:
             with np.load(p) as z:
                 return torch.from_numpy(z["images"]), torch.from_numpy(z["targets"]).long()
         except (OSError, KeyError, ValueError) as e:
-            raise CvddError(f"{p} is missing or corrupt ({type(e).__name__}); this run cannot "
-                            "continue, start a new run (earlier runs are untouched)") from e
+            raise CvddError(
+                f"{p} is missing or corrupt ({type(e).__name__}); this run cannot "
+                "continue, start a new run (earlier runs are untouched)"
+            ) from e
 
     # -- committee -----------------------------------------------------------------------------
     def members(self) -> list[dict]:
@@ -101,19 +113,31 @@ class Context:
                 path = self.cache_dir / path
             try:
                 ck = torch.load(path, map_location="cpu", weights_only=True)
-                model = create_model(name, self.data.num_classes, self.data.in_channels,
-                                     width=ck.get("width", self.cfg.squeeze.width))
+                model = create_model(
+                    name,
+                    self.data.num_classes,
+                    self.data.in_channels,
+                    width=ck.get("width", self.cfg.squeeze.width),
+                )
                 model.load_state_dict(ck["state_dict"])
             except (OSError, RuntimeError, KeyError, ValueError) as e:
-                raise CvddError(f"committee checkpoint {path} is missing, corrupt or does not "
-                                f"match {name}; delete it and resume (squeeze retrains it)") from e
+                raise CvddError(
+                    f"committee checkpoint {path} is missing, corrupt or does not "
+                    f"match {name}; delete it and resume (squeeze retrains it)"
+                ) from e
             model.to(self.device).eval().requires_grad_(False)
             self._models[name] = model
         return self._models[name]
 
 
-def images_to_png_grid(images: torch.Tensor, num_classes: int, ipc: int, max_rows: int = 10,
-                       max_cols: int = 10, pad: int = 2) -> tuple[bytes, dict]:
+def images_to_png_grid(
+    images: torch.Tensor,
+    num_classes: int,
+    ipc: int,
+    max_rows: int = 10,
+    max_cols: int = 10,
+    pad: int = 2,
+) -> tuple[bytes, dict]:
     """Class-major uint8 images -> one PNG grid (rows = classes, cols = IPC index) + its layout."""
     from PIL import Image
 
@@ -124,7 +148,7 @@ def images_to_png_grid(images: torch.Tensor, num_classes: int, ipc: int, max_row
     for r in rows:
         for q in cols:
             y, x = pad + r * (h + pad), pad + q * (w + pad)
-            grid[y:y + h, x:x + w] = arr[r * ipc + q]
+            grid[y : y + h, x : x + w] = arr[r * ipc + q]
     img = Image.fromarray(grid[..., 0] if c == 1 else grid, "L" if c == 1 else "RGB")
     buf = io.BytesIO()
     img.save(buf, format="PNG")

@@ -4,6 +4,7 @@ Used by the UI; never imports torch or streamlit. A worker holds `worker.lock` f
 life, so duplicates are refused even across server restarts, and a dead worker (even after
 kill -9) is detected because the kernel drops the lock.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,9 +32,13 @@ def _spawn(run_dir: Path, env_extra: dict | None = None) -> int:
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cvdd", "resume", str(run_dir)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,  # survives a Streamlit restart; own process group for stop
-            cwd=str(_PKG_ROOT), env=env)
+            cwd=str(_PKG_ROOT),
+            env=env,
+        )
     finally:
         log.close()
     return proc.pid

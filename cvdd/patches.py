@@ -5,6 +5,7 @@ score every crop with an observer model (CE to the true class, lower = more conf
 image's best crop, rank images by it, and stitch the top `ipc * factor**2` patches into `ipc`
 images (factor x factor mosaics, row-major; factor 1 = one patch per image).
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,8 +24,10 @@ def check_ipc(trainset, class_names: list[str], need: int, what: str = "IPC") ->
     short = [(class_names[c], int(n)) for c, n in enumerate(counts) if n < need]
     if short:
         name, n = min(short, key=lambda t: t[1])
-        raise CvddError(f"class {name!r} has only {n} training images but {what} needs {need} "
-                        f"per class; lower ipc (--set ipc={max(1, n)}) or use more data")
+        raise CvddError(
+            f"class {name!r} has only {n} training images but {what} needs {need} "
+            f"per class; lower ipc (--set ipc={max(1, n)}) or use more data"
+        )
 
 
 def _normalize(x01: torch.Tensor, mean, std) -> torch.Tensor:
@@ -34,9 +37,19 @@ def _normalize(x01: torch.Tensor, mean, std) -> torch.Tensor:
 
 
 @torch.no_grad()
-def select_patches(trainset, class_idx: int, observer: nn.Module, ipc: int, factor: int,
-                   candidates: int, num_crops: int, mean, std, gen: torch.Generator,
-                   device: torch.device) -> torch.Tensor:
+def select_patches(
+    trainset,
+    class_idx: int,
+    observer: nn.Module,
+    ipc: int,
+    factor: int,
+    candidates: int,
+    num_crops: int,
+    mean,
+    std,
+    gen: torch.Generator,
+    device: torch.device,
+) -> torch.Tensor:
     """The `ipc` initial images of one class, uint8 (ipc, C, H, W)."""
     pool = trainset.class_indices(class_idx)
     need = ipc * factor * factor
@@ -49,9 +62,13 @@ def select_patches(trainset, class_idx: int, observer: nn.Module, ipc: int, fact
     for i in range(k):
         for j in range(num_crops):
             top, left, ch, cw = rrc_params(gen, h, w, ratio=(1.0, 1.0))  # square crops (RDED)
-            crops[i, j] = F.interpolate(imgs[i:i + 1, :, top:top + ch, left:left + cw],
-                                        size=(cell, cell), mode="bilinear", antialias=True,
-                                        align_corners=False)[0]
+            crops[i, j] = F.interpolate(
+                imgs[i : i + 1, :, top : top + ch, left : left + cw],
+                size=(cell, cell),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )[0]
     x = _normalize(crops.flatten(0, 1), mean, std)
     if factor > 1:  # the observer sees each patch centred on a zero (= mean) canvas
         pad_l = (w - cell) // 2
@@ -59,8 +76,12 @@ def select_patches(trainset, class_idx: int, observer: nn.Module, ipc: int, fact
         x = F.pad(x, (pad_l, w - cell - pad_l, pad_t, h - cell - pad_t))
     observer.eval()
     y = torch.full((x.shape[0],), class_idx, dtype=torch.long)
-    ce = torch.cat([F.cross_entropy(observer(xb.to(device)), yb.to(device), reduction="none").cpu()
-                    for xb, yb in zip(x.split(256), y.split(256))]).view(k, num_crops)
+    ce = torch.cat(
+        [
+            F.cross_entropy(observer(xb.to(device)), yb.to(device), reduction="none").cpu()
+            for xb, yb in zip(x.split(256), y.split(256))
+        ]
+    ).view(k, num_crops)
     best_ce, best_j = ce.min(1)
     order = best_ce.argsort()[:need]  # most confident images first
     patches = crops[order, best_j[order]]  # (need, C, cell, cell)
@@ -70,7 +91,7 @@ def select_patches(trainset, class_idx: int, observer: nn.Module, ipc: int, fact
         r, q = divmod(cell_id, factor)
         y0, y1, x0, x1 = bounds[r], bounds[r + 1], bounds[q], bounds[q + 1]
         for i in range(ipc):
-            p = patches[cell_id * ipc + i: cell_id * ipc + i + 1]
+            p = patches[cell_id * ipc + i : cell_id * ipc + i + 1]
             out[i, :, y0:y1, x0:x1] = F.interpolate(p, size=(y1 - y0, x1 - x0), mode="nearest")[0]
     return (out * 255).round().clamp(0, 255).to(torch.uint8)
 

@@ -3,6 +3,7 @@
 SIGTERM / SIGINT set a flag; the running stage saves a checkpoint at its next step and the run
 ends with `run_end stopped`. Errors end with `run_end failed` and a message naming the fix.
 """
+
 from __future__ import annotations
 
 import errno
@@ -22,9 +23,14 @@ __all__ = ["run_pipeline", "STAGES"]
 def _stage_fn(stage: str):
     from .stages import init, prior, recover, relabel, squeeze, validate
 
-    return {"squeeze": squeeze.run_squeeze, "prior": prior.run_prior, "init": init.run_init,
-            "recover": recover.run_recover, "relabel": relabel.run_relabel,
-            "validate": validate.run_validate}[stage]
+    return {
+        "squeeze": squeeze.run_squeeze,
+        "prior": prior.run_prior,
+        "init": init.run_init,
+        "recover": recover.run_recover,
+        "relabel": relabel.run_relabel,
+        "validate": validate.run_validate,
+    }[stage]
 
 
 def _check_names(cfg: RunConfig) -> None:
@@ -48,13 +54,22 @@ def _write_result(rd: RunDir, cfg: RunConfig, device: str) -> dict:
     mode = cfg.relabel.mode
     head = students.get(f"distilled_{mode}", {})
     res = {
-        "student_top1": head.get("top1"), "student_top5": head.get("top5"),
-        "method": cfg.method, "ipc": cfg.ipc, "dataset": cfg.data.dataset, "preset": cfg.name,
-        "members": list(cfg.squeeze.members), "voter": cfg.recover.voter, "relabel_mode": mode,
+        "student_top1": head.get("top1"),
+        "student_top5": head.get("top5"),
+        "method": cfg.method,
+        "ipc": cfg.ipc,
+        "dataset": cfg.data.dataset,
+        "preset": cfg.name,
+        "members": list(cfg.squeeze.members),
+        "voter": cfg.recover.voter,
+        "relabel_mode": mode,
         "labels": {s["labels"]: s["top1"] for s in students.values() if s["data"] == "distilled"},
         "baselines": {"random_real": {"student_top1": students[f"random_real_{mode}"]["top1"]}}
-        if f"random_real_{mode}" in students else {},
-        "stage_seconds": secs, "total_seconds": round(sum(secs.values()), 2), "device": device,
+        if f"random_real_{mode}" in students
+        else {},
+        "stage_seconds": secs,
+        "total_seconds": round(sum(secs.values()), 2),
+        "device": device,
     }
     rd.write_json("result.json", res)
     return res
@@ -93,13 +108,24 @@ def run_pipeline(run_dir: str | Path, echo: bool = False) -> dict:
         except DataError as e:
             raise CvddError(str(e)) from e
         cache_dir = Path(cfg.cache_dir or (rd.path.parent / "_cache"))
-        rd.update_meta(cvdd_version=__import__("cvdd").__version__, torch_version=torch.__version__,
-                       device=device, class_names=dataset.class_names, dataset=dict(
-                           name=dataset.name, layout=dataset.layout, source=dataset.source,
-                           num_classes=dataset.num_classes, image_size=dataset.image_size,
-                           in_channels=dataset.in_channels, mean=list(dataset.mean),
-                           std=list(dataset.std), train_size=len(dataset.train),
-                           test_size=len(dataset.test)))
+        rd.update_meta(
+            cvdd_version=__import__("cvdd").__version__,
+            torch_version=torch.__version__,
+            device=device,
+            class_names=dataset.class_names,
+            dataset=dict(
+                name=dataset.name,
+                layout=dataset.layout,
+                source=dataset.source,
+                num_classes=dataset.num_classes,
+                image_size=dataset.image_size,
+                in_channels=dataset.in_channels,
+                mean=list(dataset.mean),
+                std=list(dataset.std),
+                train_size=len(dataset.train),
+                test_size=len(dataset.test),
+            ),
+        )
         ctx = Context(cfg, rd, torch.device(device), dataset, cache_dir)
         ctx.stop = bool(pending)
         h = config_hash(cfg)
@@ -140,12 +166,16 @@ def _explain(e: BaseException) -> str:
 
     text = str(e).lower()
     if isinstance(e, torch.OutOfMemoryError) or "out of memory" in text:
-        return ("out of memory; lower recover.groups_per_step (e.g. --set recover.groups_per_step=1), "
-                "recover.classes_per_group, validate.batch_size or the model width, or use "
-                "--set device=cpu; then resume the run")
+        return (
+            "out of memory; lower recover.groups_per_step (e.g. --set recover.groups_per_step=1), "
+            "recover.classes_per_group, validate.batch_size or the model width, or use "
+            "--set device=cpu; then resume the run"
+        )
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-        return ("the disk is full; free space (e.g. delete old runs or the runs/_cache folder), "
-                "then resume this run: finished stages and checkpoints are kept")
+        return (
+            "the disk is full; free space (e.g. delete old runs or the runs/_cache folder), "
+            "then resume this run: finished stages and checkpoints are kept"
+        )
     if isinstance(e, KeyboardInterrupt):
         return "interrupted"
     return repr(e)

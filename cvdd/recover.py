@@ -6,6 +6,7 @@ the unit that the official code optimises as one batch. Here several groups of e
 one forward pass per committee member (a "wave"); the BN hook measures statistics per group, the
 loss is summed over groups, so each group's gradient is exactly what it would get alone.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -50,8 +51,9 @@ def make_groups(num_classes: int, ipc: int, classes_per_group: int) -> list[Grou
     return out
 
 
-def voter_weights(priors: list[float], voter: str, temperature: float,
-                  gen: torch.Generator) -> list[float]:
+def voter_weights(
+    priors: list[float], voter: str, temperature: float, gen: torch.Generator
+) -> list[float]:
     """prior: softmax(alpha / T) (Eq. 5); equal: 1/N; random: u / sum(u) (spec §5.4)."""
     if voter == "prior":
         return torch.softmax(torch.tensor(priors, dtype=torch.float64) / temperature, 0).tolist()
@@ -61,9 +63,15 @@ def voter_weights(priors: list[float], voter: str, temperature: float,
     return (u / u.sum()).tolist()
 
 
-def plan_committee(members: list[str], priors: dict[str, float], ipc: int, num_experts: int,
-                   schedule: str, fixed_members: tuple[str, ...],
-                   gen: torch.Generator) -> list[list[str]]:
+def plan_committee(
+    members: list[str],
+    priors: dict[str, float],
+    ipc: int,
+    num_experts: int,
+    schedule: str,
+    fixed_members: tuple[str, ...],
+    gen: torch.Generator,
+) -> list[list[str]]:
     """Which N members vote for each IPC index ("switch per IPC", spec §5.4).
 
     auto: fixed top-N pair for IPC 1, every N-subset in turn while IPC <= C(M, N), random beyond.
@@ -94,14 +102,22 @@ def _waves(groups: list[Group], per_step: int) -> list[list[Group]]:
     out = []
     for gs in by_size.values():
         n = per_step or len(gs)
-        out += [gs[i:i + n] for i in range(0, len(gs), n)]
+        out += [gs[i : i + n] for i in range(0, len(gs), n)]
     return out
 
 
 def recover_images(
-    x_init: torch.Tensor, groups: list[Group], committee: list[list[str]],
-    weights: list[list[float]], models: dict[str, nn.Module], cfg: RecoverConfig,
-    mean, std, gen: torch.Generator, hooks: Hooks, state: dict | None = None,
+    x_init: torch.Tensor,
+    groups: list[Group],
+    committee: list[list[str]],
+    weights: list[list[float]],
+    models: dict[str, nn.Module],
+    cfg: RecoverConfig,
+    mean,
+    std,
+    gen: torch.Generator,
+    hooks: Hooks,
+    state: dict | None = None,
     priors: dict[str, float] | None = None,
 ) -> torch.Tensor:
     """Optimise `x_init` ((N, C, H, W), normalised) in place of a copy; returns the final x.
@@ -138,28 +154,47 @@ def recover_images(
             for step in range(start, cfg.iterations):
                 if hooks.should_stop():
                     x_all[rows] = x.detach()
-                    hooks.checkpoint(dict(x_all=x_all.cpu(), wave=w_idx, step=step,
-                                          opt=opt.state_dict(), gen=gen.get_state()))
+                    hooks.checkpoint(
+                        dict(
+                            x_all=x_all.cpu(),
+                            wave=w_idx,
+                            step=step,
+                            opt=opt.state_dict(),
+                            gen=gen.get_state(),
+                        )
+                    )
                     raise StopRequested
-                lr = 0.5 * (1 + math.cos(math.pi * step / cfg.iterations)) * cfg.lr  # cosine, no warm-up
+                lr = (
+                    0.5 * (1 + math.cos(math.pi * step / cfg.iterations)) * cfg.lr
+                )  # cosine, no warm-up
                 for pg in opt.param_groups:
                     pg["lr"] = lr
                 # committee of each group in this wave (redrawn per step for per_iteration)
                 if cfg.schedule == "per_iteration":
                     members_g, weights_g = [], []
                     for _ in wave:
-                        sub = torch.randperm(len(member_names), generator=gen)[:cfg.num_experts]
+                        sub = torch.randperm(len(member_names), generator=gen)[: cfg.num_experts]
                         ms = [member_names[i] for i in sorted(sub.tolist())]
                         members_g.append(ms)
-                        weights_g.append(voter_weights([(priors or {}).get(m, 0.0) for m in ms],
-                                                       cfg.voter, cfg.temperature, gen))
+                        weights_g.append(
+                            voter_weights(
+                                [(priors or {}).get(m, 0.0) for m in ms],
+                                cfg.voter,
+                                cfg.temperature,
+                                gen,
+                            )
+                        )
                 else:
                     members_g = [committee[g.group] for g in wave]
                     weights_g = [weights[g.group] for g in wave]
                 # one shared crop/flip/roll per group (spec §5.3), drawn in group order
                 xv = x.view(len(wave), b, *x.shape[1:])
-                xa = torch.stack([shared_crop_flip_roll(xv[i], gen, cfg.jitter) if cfg.augment
-                                  else xv[i] for i in range(len(wave))])
+                xa = torch.stack(
+                    [
+                        shared_crop_flip_roll(xv[i], gen, cfg.jitter) if cfg.augment else xv[i]
+                        for i in range(len(wave))
+                    ]
+                )
                 loss = x.new_zeros(())
                 parts = {"ce": 0.0, "bn": 0.0}
                 per_member = {}
@@ -167,35 +202,53 @@ def recover_images(
                     sel = [i for i, ms in enumerate(members_g) if m in ms]
                     if not sel:
                         continue
-                    w = torch.tensor([weights_g[i][members_g[i].index(m)] for i in sel],
-                                     device=device)
+                    w = torch.tensor(
+                        [weights_g[i][members_g[i].index(m)] for i in sel], device=device
+                    )
                     col = collectors[m]
                     col.reset(len(sel))
                     inp = xa[sel].flatten(0, 1)
                     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                         logits = models[m](inp)
-                    ce = F.cross_entropy(logits.float(), targets.view(len(wave), b)[sel].flatten(),
-                                         reduction="none").view(len(sel), b).mean(1)
+                    ce = (
+                        F.cross_entropy(
+                            logits.float(),
+                            targets.view(len(wave), b)[sel].flatten(),
+                            reduction="none",
+                        )
+                        .view(len(sel), b)
+                        .mean(1)
+                    )
                     bn = bn_matching_loss(col, cfg.first_bn_multiplier)
                     loss = loss + (w * (ce + cfg.bn_loss_weight * bn)).sum()
                     parts["ce"] += (w * ce).sum().item()
                     parts["bn"] += (w * bn).sum().item()
-                    per_member[m] = {"ce": ce.mean().item(), "bn": bn.mean().item(),
-                                     "weight": w.mean().item(), "groups": len(sel)}
+                    per_member[m] = {
+                        "ce": ce.mean().item(),
+                        "bn": bn.mean().item(),
+                        "weight": w.mean().item(),
+                        "groups": len(sel),
+                    }
                 if not torch.isfinite(loss):
                     raise CvddError(
                         f"recover loss became {loss.item()} at step {step}; lower recover.lr "
                         f"(now {cfg.lr}) or recover.bn_loss_weight (now {cfg.bn_loss_weight}), "
-                        "then resume or start a new run")
+                        "then resume or start a new run"
+                    )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 with torch.no_grad():
                     x.data = torch.maximum(torch.minimum(x.data, hi), lo)  # valid pixel range
                 n_g = len(wave)
-                rec = {"step": w_idx * cfg.iterations + step + 1, "lr": lr,
-                       "loss": loss.item() / n_g, "ce": parts["ce"] / n_g, "bn": parts["bn"] / n_g,
-                       "members": per_member}
+                rec = {
+                    "step": w_idx * cfg.iterations + step + 1,
+                    "lr": lr,
+                    "loss": loss.item() / n_g,
+                    "ce": parts["ce"] / n_g,
+                    "bn": parts["bn"] / n_g,
+                    "members": per_member,
+                }
                 hooks.trace(rec)
                 done = w_idx * cfg.iterations + step + 1
                 hooks.progress(done, total, {k: rec[k] for k in ("loss", "ce", "bn", "lr")})
@@ -204,8 +257,15 @@ def recover_images(
                     hooks.snapshot(done, x_all)
                 if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
                     x_all[rows] = x.detach()
-                    hooks.checkpoint(dict(x_all=x_all.cpu(), wave=w_idx, step=step + 1,
-                                          opt=opt.state_dict(), gen=gen.get_state()))
+                    hooks.checkpoint(
+                        dict(
+                            x_all=x_all.cpu(),
+                            wave=w_idx,
+                            step=step + 1,
+                            opt=opt.state_dict(),
+                            gen=gen.get_state(),
+                        )
+                    )
             x_all[rows] = x.detach()
             opt_state = None
     finally:
@@ -214,12 +274,28 @@ def recover_images(
     return x_all
 
 
-def describe_plan(groups: list[Group], committee: list[list[str]], weights: list[list[float]],
-                  priors: dict[str, float], cfg: RecoverConfig) -> dict[str, Any]:
+def describe_plan(
+    groups: list[Group],
+    committee: list[list[str]],
+    weights: list[list[float]],
+    priors: dict[str, float],
+    cfg: RecoverConfig,
+) -> dict[str, Any]:
     """The content of recover/committee.json."""
     return {
-        "voter": cfg.voter, "temperature": cfg.temperature, "schedule": cfg.schedule,
-        "num_experts": cfg.num_experts, "priors": priors,
-        "groups": [{"group": g.group, "ipc_idx": g.ipc_idx, "classes": g.classes,
-                    "members": committee[g.group], "weights": weights[g.group]} for g in groups],
+        "voter": cfg.voter,
+        "temperature": cfg.temperature,
+        "schedule": cfg.schedule,
+        "num_experts": cfg.num_experts,
+        "priors": priors,
+        "groups": [
+            {
+                "group": g.group,
+                "ipc_idx": g.ipc_idx,
+                "classes": g.classes,
+                "members": committee[g.group],
+                "weights": weights[g.group],
+            }
+            for g in groups
+        ],
     }

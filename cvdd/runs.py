@@ -11,6 +11,7 @@ Layout of `runs/<run_id>/` (see docs/rundir.md for every file):
 Rules: write the file (tmp + os.replace), then append the event that names it; status is
 derived from events + lock, never stored. Loads without torch (checkpoints import it lazily).
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -26,8 +27,16 @@ from typing import Any, Iterator
 
 from .utils import CvddError, atomic_write_bytes, atomic_write_json, read_json
 
-__all__ = ["RunDir", "read_events", "run_status", "list_runs", "is_alive", "resolve_run",
-           "SCHEMA_VERSION", "STATUSES"]
+__all__ = [
+    "RunDir",
+    "read_events",
+    "run_status",
+    "list_runs",
+    "is_alive",
+    "resolve_run",
+    "SCHEMA_VERSION",
+    "STATUSES",
+]
 
 SCHEMA_VERSION = 1
 STATUSES = ("created", "running", "done", "failed", "stopped", "crashed")
@@ -60,8 +69,10 @@ class RunDir:
         ds = Path(str(config.get("data", {}).get("dataset", "data"))).name or "data"
         ds = re.sub(r"[^A-Za-z0-9]+", "", ds)[:20] or "data"
         for _ in range(100):
-            run_id = (f"{time.strftime('%Y%m%d-%H%M%S')}-{ds}-ipc{config.get('ipc', 0)}-"
-                      f"{secrets.token_hex(2)}")
+            run_id = (
+                f"{time.strftime('%Y%m%d-%H%M%S')}-{ds}-ipc{config.get('ipc', 0)}-"
+                f"{secrets.token_hex(2)}"
+            )
             try:
                 (root / run_id).mkdir()  # atomic: fails if another process took the name
                 break
@@ -70,17 +81,26 @@ class RunDir:
         else:
             raise CvddError(f"could not find a free run id in {root}")
         rd = cls(root / run_id)
-        atomic_write_json(rd.path / "config.json", {
-            "schema_version": SCHEMA_VERSION, "run_id": run_id, "created_t": time.time(),
-            "config": config, "meta": meta or {}})
+        atomic_write_json(
+            rd.path / "config.json",
+            {
+                "schema_version": SCHEMA_VERSION,
+                "run_id": run_id,
+                "created_t": time.time(),
+                "config": config,
+                "meta": meta or {},
+            },
+        )
         return rd
 
     @classmethod
     def open(cls, path: str | Path) -> "RunDir":
         p = Path(path)
         if not (p / "config.json").is_file():
-            raise CvddError(f"{p} is not a run directory (no config.json); "
-                            "pass a folder printed by 'python -m cvdd run'")
+            raise CvddError(
+                f"{p} is not a run directory (no config.json); "
+                "pass a folder printed by 'python -m cvdd run'"
+            )
         return cls(p)
 
     @property
@@ -90,8 +110,10 @@ class RunDir:
     def read_config(self) -> dict:
         doc = read_json(self.path / "config.json")
         if not isinstance(doc, dict) or "config" not in doc:
-            raise CvddError(f"{self.path / 'config.json'} is missing or corrupt; "
-                            "this run cannot be resumed, start a new one")
+            raise CvddError(
+                f"{self.path / 'config.json'} is missing or corrupt; "
+                "this run cannot be resumed, start a new one"
+            )
         return doc
 
     def update_meta(self, **meta: Any) -> None:
@@ -107,12 +129,20 @@ class RunDir:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise CvddError(f"run {self.run_id} is already running in another process; "
-                            "stop it first or wait for it to end") from None
+            raise CvddError(
+                f"run {self.run_id} is already running in another process; "
+                "stop it first or wait for it to end"
+            ) from None
         self._lock_fd = fd
-        atomic_write_json(self.path / "job.json", {
-            "pid": os.getpid(), "argv": sys.argv, "started_t": time.time(),
-            "host": socket.gethostname()})
+        atomic_write_json(
+            self.path / "job.json",
+            {
+                "pid": os.getpid(),
+                "argv": sys.argv,
+                "started_t": time.time(),
+                "host": socket.gethostname(),
+            },
+        )
 
     def release_lock(self) -> None:
         if self._lock_fd is not None:
@@ -153,8 +183,15 @@ class RunDir:
             short = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
             print(f"== {stage} done in {seconds:.1f}s {_fmt_metrics(short)}", flush=True)
 
-    def progress(self, stage: str, step: int, total: int, metrics: dict | None = None,
-                 force: bool = False, label: str = "") -> None:
+    def progress(
+        self,
+        stage: str,
+        step: int,
+        total: int,
+        metrics: dict | None = None,
+        force: bool = False,
+        label: str = "",
+    ) -> None:
         """Throttled progress event (+ a fixed-column row on stdout for the CLI)."""
         now = time.time()
         t0, s0 = self._stage_t0.setdefault(stage, (now, step))
@@ -171,9 +208,11 @@ class RunDir:
         self.append_event("progress", stage, **ev)
         if self.echo:
             eta_txt = f"eta {_fmt_s(eta)}" if eta is not None else ""
-            print(f"[{stage:8s}] {label + ' ' if label else ''}{step:>6d}/{total:<6d} "
-                  f"{100 * step / max(total, 1):5.1f}%  {_fmt_metrics(metrics or {})}  {eta_txt}",
-                  flush=True)
+            print(
+                f"[{stage:8s}] {label + ' ' if label else ''}{step:>6d}/{total:<6d} "
+                f"{100 * step / max(total, 1):5.1f}%  {_fmt_metrics(metrics or {})}  {eta_txt}",
+                flush=True,
+            )
 
     # -- artifacts --------------------------------------------------------------------------
     def write_json(self, rel: str, obj: Any) -> Path:
@@ -213,11 +252,15 @@ class RunDir:
         try:
             ck = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:  # truncated / garbage file
-            raise CvddError(f"checkpoint {p} is corrupt ({type(e).__name__}); delete it to redo "
-                            f"the {stage} stage from its start, then resume") from e
+            raise CvddError(
+                f"checkpoint {p} is corrupt ({type(e).__name__}); delete it to redo "
+                f"the {stage} stage from its start, then resume"
+            ) from e
         if not isinstance(ck, dict) or ck.get("config_hash") != cfg_hash:
-            raise CvddError(f"checkpoint {p} was written by a different config; delete it to redo "
-                            f"the {stage} stage, or start a new run")
+            raise CvddError(
+                f"checkpoint {p} was written by a different config; delete it to redo "
+                f"the {stage} stage, or start a new run"
+            )
         return ck
 
     def finished_stages(self) -> set[str]:
@@ -226,6 +269,7 @@ class RunDir:
 
 # ---------------------------------------------------------------------------------------------
 # readers (used by the UI; never raise on torn or partial files)
+
 
 def read_events(run_dir: str | Path) -> list[dict]:
     """All complete events; an unterminated or corrupt line is skipped."""
@@ -269,15 +313,24 @@ def run_status(run_dir: str | Path, events: list[dict] | None = None) -> dict:
     """Derived status: {status, stage, step, total, eta_s, updated_t, error, stages_done}."""
     run_dir = Path(run_dir)
     evs = read_events(run_dir) if events is None else events
-    out: dict[str, Any] = {"status": "created", "stage": None, "step": None, "total": None,
-                           "eta_s": None, "updated_t": None, "error": None, "stages_done": []}
+    out: dict[str, Any] = {
+        "status": "created",
+        "stage": None,
+        "step": None,
+        "total": None,
+        "eta_s": None,
+        "updated_t": None,
+        "error": None,
+        "stages_done": [],
+    }
     for e in evs:
         k = e["kind"]
         if k == "stage_start":
             out.update(stage=e.get("stage"), step=0, total=None, eta_s=None)
         elif k == "progress":
-            out.update(stage=e.get("stage"), step=e.get("step"), total=e.get("total"),
-                       eta_s=e.get("eta_s"))
+            out.update(
+                stage=e.get("stage"), step=e.get("step"), total=e.get("total"), eta_s=e.get("eta_s")
+            )
         elif k == "stage_end":
             out["stages_done"].append(e.get("stage"))
     if evs:
@@ -318,17 +371,25 @@ def list_runs(runs_root: str | Path) -> list[dict]:
         cfg = doc.get("config", {}) if isinstance(doc, dict) else {}
         st = run_status(p)
         res = read_json(p / "result.json") or {}
-        rows.append({
-            "run_id": p.name, "status": st["status"] if doc else "corrupt", "stage": st["stage"],
-            "preset": cfg.get("name"), "dataset": (cfg.get("data") or {}).get("dataset"),
-            "ipc": cfg.get("ipc"), "members": (cfg.get("squeeze") or {}).get("members"),
-            "student_top1": res.get("student_top1"),
-            "created_t": doc.get("created_t") if isinstance(doc, dict) else None,
-            "updated_t": st["updated_t"]})
+        rows.append(
+            {
+                "run_id": p.name,
+                "status": st["status"] if doc else "corrupt",
+                "stage": st["stage"],
+                "preset": cfg.get("name"),
+                "dataset": (cfg.get("data") or {}).get("dataset"),
+                "ipc": cfg.get("ipc"),
+                "members": (cfg.get("squeeze") or {}).get("members"),
+                "student_top1": res.get("student_top1"),
+                "created_t": doc.get("created_t") if isinstance(doc, dict) else None,
+                "updated_t": st["updated_t"],
+            }
+        )
     return rows
 
 
 # ---------------------------------------------------------------------------------------------
+
 
 def _plain(o: Any) -> Any:
     if hasattr(o, "tolist"):

@@ -5,6 +5,7 @@ the augmented, cut-mixed images the student sees (spec §7.1's online alternativ
 store). BSSL: the teacher's BN layers use that batch's statistics; its stored running statistics
 are never changed (`bn_batch_stats_frozen`).
 """
+
 from __future__ import annotations
 
 import math
@@ -58,7 +59,9 @@ def _normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, testset, mean, std, device, batch_size: int = 500) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, testset, mean, std, device, batch_size: int = 500
+) -> tuple[float, float]:
     """Top-1 / top-5 (%) on a real split (an ImageSet with .targets and .load)."""
     model.eval()
     n = len(testset)
@@ -73,8 +76,9 @@ def evaluate(model: nn.Module, testset, mean, std, device, batch_size: int = 500
 
 
 @torch.no_grad()
-def soft_labels(teacher: Teacher, images: torch.Tensor, mean, std, batch_size: int,
-                gen: torch.Generator) -> torch.Tensor:
+def soft_labels(
+    teacher: Teacher, images: torch.Tensor, mean, std, batch_size: int, gen: torch.Generator
+) -> torch.Tensor:
     """Probabilities for un-augmented images, batched in one seeded order (for export/analysis)."""
     n = images.shape[0]
     probs = torch.empty(n, 0)
@@ -88,9 +92,17 @@ def soft_labels(teacher: Teacher, images: torch.Tensor, mean, std, batch_size: i
 
 
 def train_student(
-    student: nn.Module, images: torch.Tensor, teacher: Teacher, testset, cfg: ValidateConfig,
-    mean, std, gen: torch.Generator, should_stop: Callable[[], bool],
-    progress: Callable[[int, int, dict], None], checkpoint: Callable[[dict], None],
+    student: nn.Module,
+    images: torch.Tensor,
+    teacher: Teacher,
+    testset,
+    cfg: ValidateConfig,
+    mean,
+    std,
+    gen: torch.Generator,
+    should_stop: Callable[[], bool],
+    progress: Callable[[int, int, dict], None],
+    checkpoint: Callable[[dict], None],
     state: dict | None = None,
 ) -> dict:
     """Train `student` from scratch on `images` (uint8, on its device) with KL to the teacher.
@@ -101,8 +113,13 @@ def train_student(
     device = images.device
     decay = [p for n, p in student.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in student.named_parameters() if p.ndim <= 1]  # BN affine + biases
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+    )
     n = images.shape[0]
     steps_per_epoch = len(batches(n, cfg.batch_size))
     total = cfg.epochs * steps_per_epoch
@@ -116,8 +133,15 @@ def train_student(
     loss_v = float("nan")
     for epoch in range(epoch0, cfg.epochs):
         if should_stop():
-            checkpoint(dict(model=student.state_dict(), opt=opt.state_dict(), gen=gen.get_state(),
-                            epoch=epoch, curve=curve))
+            checkpoint(
+                dict(
+                    model=student.state_dict(),
+                    opt=opt.state_dict(),
+                    gen=gen.get_state(),
+                    epoch=epoch,
+                    curve=curve,
+                )
+            )
             raise StopRequested
         lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / (cfg.epochs * cfg.eta)))
         for pg in opt.param_groups:
@@ -130,8 +154,10 @@ def train_student(
             target = F.softmax(teacher.logits(x) / t, dim=1)
             loss = F.kl_div(F.log_softmax(student(x) / t, dim=1), target, reduction="batchmean")
             if not torch.isfinite(loss):
-                raise CvddError(f"student loss became {loss.item()} in epoch {epoch}; lower "
-                                f"validate.lr (now {cfg.lr}) and start a new run")
+                raise CvddError(
+                    f"student loss became {loss.item()} in epoch {epoch}; lower "
+                    f"validate.lr (now {cfg.lr}) and start a new run"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -141,7 +167,14 @@ def train_student(
             top1, _ = evaluate(student, testset, mean, std, device)
             curve.append([epoch + 1, top1])
             progress((epoch + 1) * steps_per_epoch, total, {"loss": loss_v, "top1": top1})
-            checkpoint(dict(model=student.state_dict(), opt=opt.state_dict(),
-                            gen=gen.get_state(), epoch=epoch + 1, curve=curve))
+            checkpoint(
+                dict(
+                    model=student.state_dict(),
+                    opt=opt.state_dict(),
+                    gen=gen.get_state(),
+                    epoch=epoch + 1,
+                    curve=curve,
+                )
+            )
     top1, top5 = evaluate(student, testset, mean, std, device)
     return {"top1": top1, "top5": top5, "curve": curve, "final_loss": loss_v}

@@ -2,6 +2,7 @@
 
 Loads without torch; the few tensor helpers import it inside the function.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,16 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "CvddError", "StopRequested", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
-    "read_json", "seed_everything", "resolve_device", "set_threads", "Timer",
+    "CvddError",
+    "StopRequested",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "read_json",
+    "seed_everything",
+    "resolve_device",
+    "set_threads",
+    "Timer",
 ]
 
 
@@ -51,7 +60,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False, default=_json_default) + "\n")
+    atomic_write_text(
+        path, json.dumps(obj, indent=1, sort_keys=False, default=_json_default) + "\n"
+    )
 
 
 def _json_default(o: Any) -> Any:
@@ -93,8 +104,10 @@ def resolve_device(name: str = "auto") -> str:
         return "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise CvddError(f"device {name!r} asked for, but no CUDA GPU is visible; "
-                            "use --set device=cpu (or device=auto)")
+            raise CvddError(
+                f"device {name!r} asked for, but no CUDA GPU is visible; "
+                "use --set device=cpu (or device=auto)"
+            )
         return name
     raise CvddError(f"unknown device {name!r}; choose from auto, cpu, cuda, cuda:N")
 

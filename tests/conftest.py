@@ -1,4 +1,5 @@
 """Shared fixtures: a real run directory made by the engine on the `tiny` preset."""
+
 from __future__ import annotations
 
 import os
@@ -21,9 +22,24 @@ def tiny_run_dir(runs_root) -> Path:
     """A finished run of the real engine on the `tiny` preset (one per test session)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), CVDD_THREADS="1")
     out = subprocess.run(
-        [sys.executable, "-m", "cvdd", "run", "--preset", "tiny", "--runs-dir", str(runs_root),
-         "--seed", "0"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "cvdd",
+            "run",
+            "--preset",
+            "tiny",
+            "--runs-dir",
+            str(runs_root),
+            "--seed",
+            "0",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     run_dir = Path(out.stdout.strip().splitlines()[-1])
     assert (run_dir / "result.json").is_file()

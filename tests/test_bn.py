@@ -1,4 +1,5 @@
 """BN statistics, the recover loss against a hand computation, and the BSSL teacher context."""
+
 import torch
 import torch.nn as nn
 
@@ -10,8 +11,9 @@ torch.set_num_threads(1)
 
 def _net():
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 5, 3),
-                        nn.BatchNorm2d(5))
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.BatchNorm2d(5)
+    )
     for m in net:
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-1, 1)

@@ -1,4 +1,5 @@
 """Config: presets build, round trip, typed overrides, and errors that name the fix."""
+
 import pytest
 
 from cvdd.config import PRESETS, RunConfig, config_hash, from_preset
@@ -13,27 +14,41 @@ def test_every_preset_builds_and_round_trips(name):
 
 
 def test_overrides_are_typed():
-    cfg = from_preset("quick", ["recover.iterations=7", "recover.augment=false", "seed=3",
-                                "squeeze.members=resnet18,resnet50", "prior.values={\"a\": 1}",
-                                "recover.temperature=2.5"])
+    cfg = from_preset(
+        "quick",
+        [
+            "recover.iterations=7",
+            "recover.augment=false",
+            "seed=3",
+            "squeeze.members=resnet18,resnet50",
+            'prior.values={"a": 1}',
+            "recover.temperature=2.5",
+        ],
+    )
     assert cfg.recover.iterations == 7 and cfg.recover.augment is False and cfg.seed == 3
     assert cfg.squeeze.members == ("resnet18", "resnet50") and cfg.prior.values == {"a": 1}
     assert cfg.recover.temperature == 2.5 and cfg.method == "cvdd"
-    assert from_preset("quick", ["squeeze.members=resnet18", "recover.num_experts=1"]).method == "sre2l++"
+    assert (
+        from_preset("quick", ["squeeze.members=resnet18", "recover.num_experts=1"]).method
+        == "sre2l++"
+    )
 
 
-@pytest.mark.parametrize("overrides, needle", [
-    (["recover.foo=1"], "valid keys"),
-    (["nosection.x=1"], "unknown config"),
-    (["ipc=0"], "ipc must be >= 1"),
-    (["ipc=-3"], "ipc must be >= 1"),
-    (["recover.num_experts=9"], "num_experts"),
-    (["recover.voter=loud"], "choose from prior, equal, random"),
-    (["recover.iterations=abc"], "cannot read"),
-    (["relabel.teacher=vgg"], "not a committee member"),
-    (["prior.source=user"], "prior.values"),
-    (["justtext"], "section.key=value"),
-])
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        (["recover.foo=1"], "valid keys"),
+        (["nosection.x=1"], "unknown config"),
+        (["ipc=0"], "ipc must be >= 1"),
+        (["ipc=-3"], "ipc must be >= 1"),
+        (["recover.num_experts=9"], "num_experts"),
+        (["recover.voter=loud"], "choose from prior, equal, random"),
+        (["recover.iterations=abc"], "cannot read"),
+        (["relabel.teacher=vgg"], "not a committee member"),
+        (["prior.source=user"], "prior.values"),
+        (["justtext"], "section.key=value"),
+    ],
+)
 def test_bad_values_name_the_fix(overrides, needle):
     with pytest.raises(CvddError, match=needle):
         from_preset("quick", overrides)
@@ -47,6 +62,9 @@ def test_unknown_preset_lists_choices():
 def test_config_loads_without_torch():
     import subprocess
     import sys
-    code = ("import sys, cvdd.config, cvdd.runs, cvdd.jobs, cvdd.utils; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+
+    code = (
+        "import sys, cvdd.config, cvdd.runs, cvdd.jobs, cvdd.utils; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,5 @@
 """Layering: the engine never imports the UI; the UI never imports torch or the stages."""
+
 import ast
 import subprocess
 import sys
@@ -33,6 +34,8 @@ def test_app_never_imports_torch_or_engine_internals():
 
 
 def test_ui_facing_modules_load_without_torch():
-    code = ("import sys, cvdd, cvdd.config, cvdd.runs, cvdd.jobs, cvdd.utils; "
-            "assert 'torch' not in sys.modules")
+    code = (
+        "import sys, cvdd, cvdd.config, cvdd.runs, cvdd.jobs, cvdd.utils; "
+        "assert 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -1,5 +1,6 @@
 """End to end on the `tiny` preset: every stage writes its outputs; stop + resume equals an
 uninterrupted run; bad input ends with one clear message and leaves earlier runs alone."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,18 +22,38 @@ ENV = dict(os.environ, PYTHONPATH=str(ROOT), CVDD_THREADS="1")
 
 
 def cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "cvdd", *args], cwd=cwd, env=ENV,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "cvdd", *args],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_every_stage_writes_its_outputs(tiny_run_dir):
     d = tiny_run_dir
-    for rel in ("config.json", "events.jsonl", "squeeze/members.json", "prior/priors.json",
-                "init/images.npz", "init/random_real.npz", "recover/committee.json",
-                "recover/trace.jsonl", "recover/images.npz", "relabel/soft_labels.npz",
-                "analysis/soft_labels.json", "analysis/bn_stats.json", "analysis/diversity.json",
-                "validate/students.json", "export/labels.csv", "export/soft_labels.npz",
-                "export/config.json", "result.json"):
+    for rel in (
+        "config.json",
+        "events.jsonl",
+        "squeeze/members.json",
+        "prior/priors.json",
+        "init/images.npz",
+        "init/random_real.npz",
+        "recover/committee.json",
+        "recover/trace.jsonl",
+        "recover/images.npz",
+        "relabel/soft_labels.npz",
+        "analysis/soft_labels.json",
+        "analysis/bn_stats.json",
+        "analysis/diversity.json",
+        "validate/students.json",
+        "export/labels.csv",
+        "export/soft_labels.npz",
+        "export/config.json",
+        "result.json",
+    ):
         assert (d / rel).is_file(), rel
     evs = read_events(d)
     ends = [e["stage"] for e in evs if e["kind"] == "stage_end"]
@@ -49,6 +70,7 @@ def test_every_stage_writes_its_outputs(tiny_run_dir):
     assert len(pngs) == 10 * 2  # 10 classes x IPC 2, lossless
     with np.load(d / "recover/images.npz") as z:
         from PIL import Image
+
         first = np.asarray(Image.open(d / "export/images/000_T-shirt_top/000.png"))
         assert np.array_equal(first, z["images"][0, 0])
     committee = json.loads((d / "recover/committee.json").read_text())
@@ -66,10 +88,13 @@ def test_recover_lowers_bn_loss_in_a_real_run(tiny_run_dir):
     rows = [json.loads(l) for l in (tiny_run_dir / "recover/trace.jsonl").read_text().splitlines()]
     assert len(rows) == 6
     bn = json.loads((tiny_run_dir / "analysis/bn_stats.json").read_text())
-    syn = sum(l["sources"]["synthetic"]["mean_gap"] + l["sources"]["synthetic"]["var_gap"]
-              for l in bn["layers"])
-    init = sum(l["sources"]["init"]["mean_gap"] + l["sources"]["init"]["var_gap"]
-               for l in bn["layers"])
+    syn = sum(
+        l["sources"]["synthetic"]["mean_gap"] + l["sources"]["synthetic"]["var_gap"]
+        for l in bn["layers"]
+    )
+    init = sum(
+        l["sources"]["init"]["mean_gap"] + l["sources"]["init"]["var_gap"] for l in bn["layers"]
+    )
     assert syn < init  # recover pulled the synthetic batch statistics towards the running ones
 
 
@@ -77,8 +102,9 @@ def _run_in_process(runs_root: Path, stop_at: int | None, monkeypatch) -> Path:
     """Run the tiny preset in-process; with stop_at, request a stop at that recover step."""
     from cvdd import context, pipeline, runs
 
-    cfg = from_preset("tiny", ["recover.iterations=8", "recover.checkpoint_every=100",
-                               "recover.snapshot_every=4"])
+    cfg = from_preset(
+        "tiny", ["recover.iterations=8", "recover.checkpoint_every=100", "recover.snapshot_every=4"]
+    )
     rd = RunDir.create(runs_root, cfg.to_dict())
     if stop_at is not None:
         orig = runs.RunDir.progress
@@ -89,8 +115,9 @@ def _run_in_process(runs_root: Path, stop_at: int | None, monkeypatch) -> Path:
                 self._stop_now = True
 
         monkeypatch.setattr(runs.RunDir, "progress", progress)
-        monkeypatch.setattr(context.Context, "should_stop",
-                            lambda self: getattr(self.rd, "_stop_now", False))
+        monkeypatch.setattr(
+            context.Context, "should_stop", lambda self: getattr(self.rd, "_stop_now", False)
+        )
         with pytest.raises(StopRequested):
             pipeline.run_pipeline(rd.path)
         monkeypatch.undo()
@@ -125,26 +152,33 @@ def _tree_digest(path: Path) -> str:
 
 def _make_imagefolder(root: Path, per_class: int) -> Path:
     from PIL import Image
+
     rng = np.random.default_rng(0)
     for split in ("train", "test"):
         for c in ("cat", "dog"):
             (root / split / c).mkdir(parents=True)
             for i in range(per_class):
                 Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
-                    root / split / c / f"{i}.png")
+                    root / split / c / f"{i}.png"
+                )
     return root
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--data", "/no/such/folder"], "does not exist"),
-    (["--set", "ipc=0"], "ipc must be >= 1"),
-    (["--set", "recover.num_experts=5"], "num_experts"),
-    (["--set", "squeeze.members=resnet18,nosuchnet", "--set", "relabel.teacher=resnet18"],
-     "unknown model 'nosuchnet'"),
-    (["--preset", "nosuchpreset"], "unknown preset"),
-    (["--preset", "cifar10_ipc10"], "needs a data set"),
-    (["--set", "recover.lr=nan"], "finite number"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--data", "/no/such/folder"], "does not exist"),
+        (["--set", "ipc=0"], "ipc must be >= 1"),
+        (["--set", "recover.num_experts=5"], "num_experts"),
+        (
+            ["--set", "squeeze.members=resnet18,nosuchnet", "--set", "relabel.teacher=resnet18"],
+            "unknown model 'nosuchnet'",
+        ),
+        (["--preset", "nosuchpreset"], "unknown preset"),
+        (["--preset", "cifar10_ipc10"], "needs a data set"),
+        (["--set", "recover.lr=nan"], "finite number"),
+    ],
+)
 def test_bad_input_fails_cleanly(tiny_run_dir, tmp_path, args, needle):
     before = _tree_digest(tiny_run_dir)
     argv = ["run", "--preset", "tiny", "--runs-dir", str(tiny_run_dir.parent)]
@@ -158,9 +192,21 @@ def test_bad_input_fails_cleanly(tiny_run_dir, tmp_path, args, needle):
 
 def test_ipc_larger_than_class(tmp_path):
     data = _make_imagefolder(tmp_path / "data", per_class=3)
-    out = cli("run", "--preset", "tiny", "--runs-dir", str(tmp_path / "runs"), "--data", str(data),
-              "--set", "ipc=5", "--set", "prior.source=user",
-              "--set", 'prior.values={"test_tiny_cnn": 1, "test_tiny_resnet": 2}')
+    out = cli(
+        "run",
+        "--preset",
+        "tiny",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--data",
+        str(data),
+        "--set",
+        "ipc=5",
+        "--set",
+        "prior.source=user",
+        "--set",
+        'prior.values={"test_tiny_cnn": 1, "test_tiny_resnet": 2}',
+    )
     assert out.returncode == 2
     assert "has only 3 training images" in out.stderr and "ipc" in out.stderr
 
@@ -168,8 +214,15 @@ def test_ipc_larger_than_class(tmp_path):
 def test_unrecognised_data_layout(tmp_path):
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "readme.txt").write_text("hi")
-    out = cli("run", "--preset", "tiny", "--runs-dir", str(tmp_path / "runs"),
-              "--data", str(tmp_path / "junk"))
+    out = cli(
+        "run",
+        "--preset",
+        "tiny",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--data",
+        str(tmp_path / "junk"),
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "ImageFolder" in out.stderr or "imagefolder" in out.stderr
 
@@ -187,7 +240,9 @@ def test_corrupt_checkpoint_on_resume(tmp_path, monkeypatch):
         self._stop_now = stage == "recover" and step >= 2
 
     monkeypatch.setattr(runs.RunDir, "progress", progress)
-    monkeypatch.setattr(context.Context, "should_stop", lambda self: getattr(self.rd, "_stop_now", False))
+    monkeypatch.setattr(
+        context.Context, "should_stop", lambda self: getattr(self.rd, "_stop_now", False)
+    )
     with pytest.raises(StopRequested):
         pipeline.run_pipeline(rd.path)
     ck = rd.path / "checkpoints/recover.pt"
@@ -209,8 +264,15 @@ def test_corrupt_cached_member_is_retrained_and_bad_weights_file_is_named(tiny_r
     assert out.returncode == 0 and "corrupt; retraining" in out.stdout
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"nope")
-    out = cli("run", "--preset", "tiny", "--runs-dir", str(tmp_path / "runs"), "--set",
-              'squeeze.weights={"test_tiny_cnn": "%s"}' % bad)
+    out = cli(
+        "run",
+        "--preset",
+        "tiny",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--set",
+        'squeeze.weights={"test_tiny_cnn": "%s"}' % bad,
+    )
     assert out.returncode == 2 and str(bad) in out.stderr and "Traceback" not in out.stderr
 
 
@@ -220,8 +282,11 @@ def test_out_of_memory_and_full_disk_messages(tmp_path, monkeypatch):
     import torch
 
     from cvdd import pipeline
-    for exc, needle in ((torch.OutOfMemoryError("CUDA out of memory"), "groups_per_step"),
-                        (OSError(errno.ENOSPC, "No space left on device"), "disk is full")):
+
+    for exc, needle in (
+        (torch.OutOfMemoryError("CUDA out of memory"), "groups_per_step"),
+        (OSError(errno.ENOSPC, "No space left on device"), "disk is full"),
+    ):
         rd = RunDir.create(tmp_path, from_preset("tiny").to_dict())
 
         def boom(ctx, h, exc=exc):
@@ -238,11 +303,13 @@ def test_nan_loss_stops_with_advice(tmp_path, monkeypatch):
     import torch
 
     from cvdd import pipeline, recover
+
     monkeypatch.setenv("CVDD_THREADS", "1")
     rd = RunDir.create(tmp_path, from_preset("tiny").to_dict())
     real_bn = recover.bn_matching_loss
-    monkeypatch.setattr(recover, "bn_matching_loss",
-                        lambda *a, **k: real_bn(*a, **k) * torch.tensor(float("nan")))
+    monkeypatch.setattr(
+        recover, "bn_matching_loss", lambda *a, **k: real_bn(*a, **k) * torch.tensor(float("nan"))
+    )
     with pytest.raises(CvddError, match="lower recover.lr"):
         pipeline.run_pipeline(rd.path)
     assert (rd.path / "squeeze/members.json").is_file()  # earlier stages' results are kept
@@ -254,14 +321,37 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
     import signal
     import time
 
-    sets = ["--set", "recover.iterations=60", "--set", "recover.checkpoint_every=5",
-            "--set", "validate.compare_eval_labels=false", "--set", "validate.random_real=false"]
+    sets = [
+        "--set",
+        "recover.iterations=60",
+        "--set",
+        "recover.checkpoint_every=5",
+        "--set",
+        "validate.compare_eval_labels=false",
+        "--set",
+        "validate.random_real=false",
+    ]
     full = cli("run", "--preset", "tiny", "--runs-dir", str(tmp_path), *sets)
     assert full.returncode == 0, full.stderr[-2000:]
     a = Path(full.stdout.strip().splitlines()[-1])
-    proc = subprocess.Popen([sys.executable, "-m", "cvdd", "run", "--preset", "tiny", "--runs-dir",
-                             str(tmp_path), *sets], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cvdd",
+            "run",
+            "--preset",
+            "tiny",
+            "--runs-dir",
+            str(tmp_path),
+            *sets,
+        ],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     b = Path(proc.stdout.readline().split("run dir:", 1)[1].strip())
     deadline = time.time() + 120
     while time.time() < deadline:  # wait for a recover checkpoint, then kill without warning

@@ -1,4 +1,5 @@
 """Committee voting: weights, schedules, and the recover loop lowers the BN loss."""
+
 import dataclasses
 import math
 
@@ -23,7 +24,10 @@ def test_prior_voter_is_softmax_over_temperature():
     r = voter_weights([1.0, 2.0, 3.0], "random", 5.0, g)
     assert sum(r) == pytest.approx(1.0) and len(set(r)) == 3
     # a lower temperature sharpens the vote
-    assert voter_weights([60.0, 65.0], "prior", 1.0, g)[1] > voter_weights([60.0, 65.0], "prior", 10.0, g)[1]
+    assert (
+        voter_weights([60.0, 65.0], "prior", 1.0, g)[1]
+        > voter_weights([60.0, 65.0], "prior", 10.0, g)[1]
+    )
 
 
 def test_schedules_follow_spec():
@@ -70,13 +74,30 @@ def test_recover_lowers_bn_loss_and_stays_in_pixel_range(schedule):
         models[name] = m.eval().requires_grad_(False)
     groups = make_groups(4, 2, 4)
     plan = [["test_tiny_cnn", "test_tiny_resnet"]] * 2
-    cfg = dataclasses.replace(RecoverConfig(), iterations=60, lr=0.1, augment=False, schedule=schedule,
-                              snapshot_every=0, checkpoint_every=0)
+    cfg = dataclasses.replace(
+        RecoverConfig(),
+        iterations=60,
+        lr=0.1,
+        augment=False,
+        schedule=schedule,
+        snapshot_every=0,
+        checkpoint_every=0,
+    )
     x0 = torch.randn(8, 1, 12, 12) * 2
     hooks = _Hooks()
-    x = recover_images(x0, groups, plan, [[0.5, 0.5]] * 2, models, cfg, (0.5,), (0.25,),
-                       torch.Generator().manual_seed(1), hooks,
-                       priors={"test_tiny_cnn": 1.0, "test_tiny_resnet": 2.0})
+    x = recover_images(
+        x0,
+        groups,
+        plan,
+        [[0.5, 0.5]] * 2,
+        models,
+        cfg,
+        (0.5,),
+        (0.25,),
+        torch.Generator().manual_seed(1),
+        hooks,
+        priors={"test_tiny_cnn": 1.0, "test_tiny_resnet": 2.0},
+    )
     bn = [r["bn"] for r in hooks.trace_rows]
     assert sum(bn[-5:]) / 5 < 0.7 * sum(bn[:5]) / 5
     lo, hi = (0 - 0.5) / 0.25, (1 - 0.5) / 0.25

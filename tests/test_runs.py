@@ -1,4 +1,5 @@
 """Run directory: events round trip, torn lines, derived status, lock, safe run ids."""
+
 import json
 
 import pytest

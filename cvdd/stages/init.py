@@ -1,6 +1,7 @@
 """Stage 2, init: the starting images, RDED-style real patches (spec §4), plus the random-real
 baseline images (same number per class) that the analysis and validate stages compare against.
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,24 +15,41 @@ STAGE = "init"
 def run_init(ctx: Context, cfg_hash: str) -> dict:
     cfg, d = ctx.cfg, ctx.data
     ic = cfg.init
-    check_ipc(d.train, d.class_names, cfg.ipc * (ic.factor ** 2 if ic.method == "rded" else 1))
+    check_ipc(d.train, d.class_names, cfg.ipc * (ic.factor**2 if ic.method == "rded" else 1))
     gen = ctx.gen(STAGE)
     if ic.method == "rded":
         observer = ctx.load_member(ic.observer or cfg.squeeze.members[0])
         parts = []
         for c in range(d.num_classes):
-            parts.append(select_patches(d.train, c, observer, cfg.ipc, ic.factor, ic.candidates,
-                                        ic.num_crops, ctx.mean, ctx.std, gen, ctx.device))
+            parts.append(
+                select_patches(
+                    d.train,
+                    c,
+                    observer,
+                    cfg.ipc,
+                    ic.factor,
+                    ic.candidates,
+                    ic.num_crops,
+                    ctx.mean,
+                    ctx.std,
+                    gen,
+                    ctx.device,
+                )
+            )
             ctx.rd.progress(STAGE, c + 1, d.num_classes, label=d.class_names[c])
         images = torch.cat(parts)
     elif ic.method == "real":
         images = random_real(d.train, d.num_classes, cfg.ipc, gen)
     else:  # SRe2L's Gaussian start, in normalised space
-        x = torch.randn(d.num_classes * cfg.ipc, d.in_channels, d.image_size, d.image_size,
-                        generator=gen)
+        x = torch.randn(
+            d.num_classes * cfg.ipc, d.in_channels, d.image_size, d.image_size, generator=gen
+        )
         images = ctx.denormalize(x)
     ctx.save_images("init/images.npz", images, cfg.ipc)
     # the baseline draws from its own generator, so it does not depend on init.method
-    ctx.save_images("init/random_real.npz", random_real(d.train, d.num_classes, cfg.ipc,
-                                                        ctx.gen("random_real")), cfg.ipc)
+    ctx.save_images(
+        "init/random_real.npz",
+        random_real(d.train, d.num_classes, cfg.ipc, ctx.gen("random_real")),
+        cfg.ipc,
+    )
     return {"num_images": int(images.shape[0])}

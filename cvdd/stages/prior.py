@@ -6,6 +6,7 @@ scratch). `prior.source=table` takes the spec §3 values, `user` takes `prior.va
 values are cached per data set + member weights + settings; CPU presets use cheaper settings
 (fewer classes / steps / epochs), recorded in priors.json.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -67,12 +68,25 @@ class _Quiet:
 def _sub_configs(cfg):
     """Recover / validate settings of an SRe2L++-alone run: only what changes alpha remains."""
     p = cfg.prior
-    rcfg = dataclasses.replace(cfg.recover, iterations=p.recover_iterations, num_experts=1,
-                               schedule="fixed", voter="equal", temperature=1.0,
-                               fixed_members=(), groups_per_step=0, snapshot_every=0,
-                               checkpoint_every=0)
-    vcfg = dataclasses.replace(cfg.validate, epochs=p.validate_epochs, compare_eval_labels=False,
-                               random_real=False, eval_every=max(p.validate_epochs, 1))
+    rcfg = dataclasses.replace(
+        cfg.recover,
+        iterations=p.recover_iterations,
+        num_experts=1,
+        schedule="fixed",
+        voter="equal",
+        temperature=1.0,
+        fixed_members=(),
+        groups_per_step=0,
+        snapshot_every=0,
+        checkpoint_every=0,
+    )
+    vcfg = dataclasses.replace(
+        cfg.validate,
+        epochs=p.validate_epochs,
+        compare_eval_labels=False,
+        random_real=False,
+        eval_every=max(p.validate_epochs, 1),
+    )
     return rcfg, vcfg
 
 
@@ -84,21 +98,57 @@ def _alpha(ctx: Context, name: str, k: int, offset: int, total: int) -> float:
     test = ctx.data.test if k == ctx.data.num_classes else _Subset(ctx.data.test, k)
     model = ctx.load_member(name)
     gen = ctx.gen(STAGE, name, seed=ctx.cfg.squeeze.seed)
-    images = torch.cat([select_patches(train, c, model, p.ipc, cfg.init.factor,
-                                       cfg.init.candidates, cfg.init.num_crops, ctx.mean, ctx.std,
-                                       gen, ctx.device) for c in range(k)])
+    images = torch.cat(
+        [
+            select_patches(
+                train,
+                c,
+                model,
+                p.ipc,
+                cfg.init.factor,
+                cfg.init.candidates,
+                cfg.init.num_crops,
+                ctx.mean,
+                ctx.std,
+                gen,
+                ctx.device,
+            )
+            for c in range(k)
+        ]
+    )
     rcfg, vcfg = _sub_configs(cfg)
     groups = make_groups(k, p.ipc, rcfg.classes_per_group)
-    x = recover_images(ctx.normalize(images.to(ctx.device)), groups, [[name]] * len(groups),
-                       [[1.0]] * len(groups), {name: model}, rcfg, ctx.mean, ctx.std, gen,
-                       _Quiet(ctx, name, offset, total))
+    x = recover_images(
+        ctx.normalize(images.to(ctx.device)),
+        groups,
+        [[name]] * len(groups),
+        [[1.0]] * len(groups),
+        {name: model},
+        rcfg,
+        ctx.mean,
+        ctx.std,
+        gen,
+        _Quiet(ctx, name, offset, total),
+    )
     teacher_name = cfg.relabel.teacher if cfg.relabel.teacher in cfg.squeeze.members else name
     teacher = Teacher([ctx.load_member(teacher_name)], [1.0], "bssl")
     torch.manual_seed(ctx.seed_for(STAGE, name, "student", seed=ctx.cfg.squeeze.seed))
-    student = create_model(vcfg.student, ctx.data.num_classes, ctx.data.in_channels,
-                           width=vcfg.width).to(ctx.device)
-    res = train_student(student, ctx.denormalize(x), teacher, test, vcfg, ctx.mean, ctx.std, gen,
-                        lambda: False, lambda *a: None, lambda s: None)
+    student = create_model(
+        vcfg.student, ctx.data.num_classes, ctx.data.in_channels, width=vcfg.width
+    ).to(ctx.device)
+    res = train_student(
+        student,
+        ctx.denormalize(x),
+        teacher,
+        test,
+        vcfg,
+        ctx.mean,
+        ctx.std,
+        gen,
+        lambda: False,
+        lambda *a: None,
+        lambda s: None,
+    )
     return res["top1"]
 
 
@@ -110,24 +160,37 @@ def run_prior(ctx: Context, cfg_hash: str) -> dict:
     elif p.source == "table":
         table = PRIOR_TABLE.get(ctx.data.name)
         if table is None or not set(members) <= set(table):
-            raise CvddError(f"no prior table for data set {ctx.data.name!r} and members {members}; "
-                            "use --set prior.source=compute (or user with prior.values)")
+            raise CvddError(
+                f"no prior table for data set {ctx.data.name!r} and members {members}; "
+                "use --set prior.source=compute (or user with prior.values)"
+            )
         values, note, runs = {m: table[m] for m in members}, "cvdd-spec.md §3 table", {}
     else:
         k = min(p.max_classes or ctx.data.num_classes, ctx.data.num_classes)
-        check_ipc(ctx.data.train, ctx.data.class_names, p.ipc * cfg.init.factor ** 2, "prior.ipc")
+        check_ipc(ctx.data.train, ctx.data.class_names, p.ipc * cfg.init.factor**2, "prior.ipc")
         partial = read_json(ctx.rd.path / "prior/partial.json") or {}
         values, runs = {}, {}
         per = p.recover_iterations
         for i, m in enumerate(members):
             if ctx.should_stop():
                 from ..utils import StopRequested
+
                 raise StopRequested
             member_file = next(x["file"] for x in ctx.members() if x["name"] == m)
-            key = hashlib.sha256(json.dumps(
-                [member_file, k, dataclasses.asdict(p), *map(dataclasses.asdict, _sub_configs(cfg)),
-                 dataclasses.asdict(cfg.init),
-                 cfg.relabel.teacher, cfg.squeeze.seed], sort_keys=True).encode()).hexdigest()[:16]
+            key = hashlib.sha256(
+                json.dumps(
+                    [
+                        member_file,
+                        k,
+                        dataclasses.asdict(p),
+                        *map(dataclasses.asdict, _sub_configs(cfg)),
+                        dataclasses.asdict(cfg.init),
+                        cfg.relabel.teacher,
+                        cfg.squeeze.seed,
+                    ],
+                    sort_keys=True,
+                ).encode()
+            ).hexdigest()[:16]
             cache_file = ctx.cache_dir / "prior" / f"{ctx.data.name}-{m}-{key}.json"
             hit = partial.get(m) or read_json(cache_file)
             if hit is None:
@@ -139,10 +202,14 @@ def run_prior(ctx: Context, cfg_hash: str) -> dict:
             values[m], runs[m] = hit["student_top1"], hit
             partial[m] = hit
             ctx.rd.write_json("prior/partial.json", partial)
-            ctx.rd.progress(STAGE, (i + 1) * per, len(members) * per, {"alpha": values[m]},
-                            label=m, force=True)
-        note = (f"computed: SRe2L++ alone per member, IPC {p.ipc}, {k} classes, "
-                f"{p.recover_iterations} recover steps, {p.validate_epochs} student epochs")
-    ctx.rd.write_json("prior/priors.json", {"source": p.source, "values": values, "runs": runs,
-                                            "note": note})
+            ctx.rd.progress(
+                STAGE, (i + 1) * per, len(members) * per, {"alpha": values[m]}, label=m, force=True
+            )
+        note = (
+            f"computed: SRe2L++ alone per member, IPC {p.ipc}, {k} classes, "
+            f"{p.recover_iterations} recover steps, {p.validate_epochs} student epochs"
+        )
+    ctx.rd.write_json(
+        "prior/priors.json", {"source": p.source, "values": values, "runs": runs, "note": note}
+    )
     return {f"alpha_{m}": v for m, v in values.items()}

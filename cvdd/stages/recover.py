@@ -3,6 +3,7 @@
 Writes recover/committee.json (who votes for which IPC index, with what weight), a per-step
 trace, image-grid snapshots, checkpoints, and the final images (lossless uint8).
 """
+
 from __future__ import annotations
 
 import json
@@ -48,14 +49,17 @@ def run_recover(ctx: Context, cfg_hash: str) -> dict:
     priors = ctx.priors()
     members = list(cfg.squeeze.members)
     gen = ctx.gen(STAGE, "plan")
-    plan = plan_committee(members, priors, cfg.ipc, rc.num_experts, rc.schedule,
-                          rc.fixed_members, gen)
+    plan = plan_committee(
+        members, priors, cfg.ipc, rc.num_experts, rc.schedule, rc.fixed_members, gen
+    )
     groups = make_groups(d.num_classes, cfg.ipc, rc.classes_per_group)
     committee = [plan[g.ipc_idx] for g in groups]
     # weights are drawn once per IPC index (the random voter too, spec §5.4)
     w_ipc = [voter_weights([priors[m] for m in ms], rc.voter, rc.temperature, gen) for ms in plan]
     weights = [w_ipc[g.ipc_idx] for g in groups]
-    ctx.rd.write_json("recover/committee.json", describe_plan(groups, committee, weights, priors, rc))
+    ctx.rd.write_json(
+        "recover/committee.json", describe_plan(groups, committee, weights, priors, rc)
+    )
     used = members if rc.schedule == "per_iteration" else sorted({m for ms in plan for m in ms})
     models = {m: ctx.load_member(m) for m in used}
     state = ctx.rd.load_checkpoint(STAGE, cfg_hash)
@@ -64,8 +68,20 @@ def run_recover(ctx: Context, cfg_hash: str) -> dict:
     try:
         if state is None and rc.snapshot_every:
             hooks.snapshot(0, x0)
-        x = recover_images(x0, groups, committee, weights, models, rc, ctx.mean, ctx.std,
-                           ctx.gen(STAGE, "steps"), hooks, state=state, priors=priors)
+        x = recover_images(
+            x0,
+            groups,
+            committee,
+            weights,
+            models,
+            rc,
+            ctx.mean,
+            ctx.std,
+            ctx.gen(STAGE, "steps"),
+            hooks,
+            state=state,
+            priors=priors,
+        )
     finally:
         hooks.close()
     final = ctx.denormalize(x)

@@ -5,6 +5,7 @@ Trained members are cached under <cache_dir>/squeeze/ keyed by data set, archite
 schedule and seed, so later runs (and the app) reuse them. A member given as a local weights
 file (`squeeze.weights`) is evaluated, not trained.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,8 +32,21 @@ def data_fingerprint(ctx: Context) -> str:
 
 def member_key(ctx: Context, name: str) -> str:
     s = ctx.cfg.squeeze
-    blob = json.dumps([data_fingerprint(ctx), name, member_width(s, name), s.epochs, s.batch_size, s.optimizer,
-                       s.lr, s.momentum, s.weight_decay, s.max_train_images, s.seed])
+    blob = json.dumps(
+        [
+            data_fingerprint(ctx),
+            name,
+            member_width(s, name),
+            s.epochs,
+            s.batch_size,
+            s.optimizer,
+            s.lr,
+            s.momentum,
+            s.weight_decay,
+            s.max_train_images,
+            s.seed,
+        ]
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -46,8 +60,12 @@ def _train_indices(ctx: Context) -> torch.Tensor:
         return torch.arange(len(ctx.data.train))
     per = max(1, cap // ctx.data.num_classes)  # class-balanced cap
     g = ctx.gen(STAGE, "subset", seed=ctx.cfg.squeeze.seed)
-    return torch.cat([ix[torch.randperm(len(ix), generator=g)[:per]]
-                      for ix in (ctx.data.train.class_indices(c) for c in range(ctx.data.num_classes))])
+    return torch.cat(
+        [
+            ix[torch.randperm(len(ix), generator=g)[:per]]
+            for ix in (ctx.data.train.class_indices(c) for c in range(ctx.data.num_classes))
+        ]
+    )
 
 
 def _train_member(ctx: Context, name: str, idx: torch.Tensor, cfg_hash: str, state: dict | None):
@@ -55,13 +73,15 @@ def _train_member(ctx: Context, name: str, idx: torch.Tensor, cfg_hash: str, sta
 
     s, dev = ctx.cfg.squeeze, ctx.device
     torch.manual_seed(ctx.seed_for(STAGE, name, "init", seed=ctx.cfg.squeeze.seed))
-    model = create_model(name, ctx.data.num_classes, ctx.data.in_channels,
-                         width=member_width(s, name)).to(dev)
+    model = create_model(
+        name, ctx.data.num_classes, ctx.data.in_channels, width=member_width(s, name)
+    ).to(dev)
     if s.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     else:
-        opt = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum,
-                              weight_decay=s.weight_decay)
+        opt = torch.optim.SGD(
+            model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay
+        )
     gen = ctx.gen(STAGE, name, seed=ctx.cfg.squeeze.seed)
     epoch0 = 0
     if state is not None and state.get("member") == name:
@@ -75,11 +95,22 @@ def _train_member(ctx: Context, name: str, idx: torch.Tensor, cfg_hash: str, sta
     correct = seen = 0
     for epoch in range(epoch0, s.epochs):
         if ctx.should_stop():
-            ctx.rd.save_checkpoint(STAGE, dict(member=name, model=model.state_dict(),
-                                               opt=opt.state_dict(), gen=gen.get_state(),
-                                               epoch=epoch, step=epoch * steps), cfg_hash)
+            ctx.rd.save_checkpoint(
+                STAGE,
+                dict(
+                    member=name,
+                    model=model.state_dict(),
+                    opt=opt.state_dict(),
+                    gen=gen.get_state(),
+                    epoch=epoch,
+                    step=epoch * steps,
+                ),
+                cfg_hash,
+            )
             raise StopRequested
-        lr = 0.5 * (1 + math.cos(math.pi * epoch / s.epochs)) * s.lr  # cosine per epoch, T_max = epochs
+        lr = (
+            0.5 * (1 + math.cos(math.pi * epoch / s.epochs)) * s.lr
+        )  # cosine per epoch, T_max = epochs
         for pg in opt.param_groups:
             pg["lr"] = lr
         model.train()
@@ -93,19 +124,34 @@ def _train_member(ctx: Context, name: str, idx: torch.Tensor, cfg_hash: str, sta
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             if not torch.isfinite(loss):
-                raise CvddError(f"squeeze loss of {name} became {loss.item()}; lower squeeze.lr "
-                                f"(now {s.lr}) and resume")
+                raise CvddError(
+                    f"squeeze loss of {name} became {loss.item()}; lower squeeze.lr "
+                    f"(now {s.lr}) and resume"
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             correct += int((logits.argmax(1) == y).sum())
             seen += len(b)
-            ctx.rd.progress(STAGE, epoch * steps + i + 1, total,
-                            {"loss": loss.item(), "train_acc": 100 * correct / seen, "lr": lr},
-                            label=name)
-        ctx.rd.save_checkpoint(STAGE, dict(member=name, model=model.state_dict(),
-                                           opt=opt.state_dict(), gen=gen.get_state(),
-                                           epoch=epoch + 1, step=(epoch + 1) * steps), cfg_hash)
+            ctx.rd.progress(
+                STAGE,
+                epoch * steps + i + 1,
+                total,
+                {"loss": loss.item(), "train_acc": 100 * correct / seen, "lr": lr},
+                label=name,
+            )
+        ctx.rd.save_checkpoint(
+            STAGE,
+            dict(
+                member=name,
+                model=model.state_dict(),
+                opt=opt.state_dict(),
+                gen=gen.get_state(),
+                epoch=epoch + 1,
+                step=(epoch + 1) * steps,
+            ),
+            cfg_hash,
+        )
     return model, 100 * correct / max(seen, 1)
 
 
@@ -113,7 +159,6 @@ def run_squeeze(ctx: Context, cfg_hash: str) -> dict:
     from ..models import create_model
 
     s = ctx.cfg.squeeze
-    cache = ctx.cache_dir / "squeeze"
     state = ctx.rd.load_checkpoint(STAGE, cfg_hash)
     idx = _train_indices(ctx)
     out = []
@@ -124,9 +169,13 @@ def run_squeeze(ctx: Context, cfg_hash: str) -> dict:
         info = None
         if name in s.weights:  # user-supplied local weights: evaluate only
             try:
-                model = create_model(name, ctx.data.num_classes, ctx.data.in_channels,
-                                     width=member_width(s, name),
-                                     weights=s.weights[name]).to(ctx.device)
+                model = create_model(
+                    name,
+                    ctx.data.num_classes,
+                    ctx.data.in_channels,
+                    width=member_width(s, name),
+                    weights=s.weights[name],
+                ).to(ctx.device)
             except ValueError as e:  # missing / corrupt / mismatched file: the message names it
                 raise CvddError(f"{e}; fix squeeze.weights.{name}") from e
             rel = f"squeeze/{ctx.data.name}-{name}-user-{hashlib.sha256(str(s.weights[name]).encode()).hexdigest()[:12]}.pt"
@@ -136,12 +185,19 @@ def run_squeeze(ctx: Context, cfg_hash: str) -> dict:
                 info = torch.load(path, map_location="cpu", weights_only=True)
                 ctx.rd.log(f"{name}: using cached weights {rel}", stage=STAGE)
             except Exception:  # a corrupt cache entry is rebuilt, not fatal
-                ctx.rd.log(f"{name}: cached weights {rel} are corrupt; retraining", "warning", STAGE)
+                ctx.rd.log(
+                    f"{name}: cached weights {rel} are corrupt; retraining", "warning", STAGE
+                )
                 path.unlink(missing_ok=True)
         if info is not None:
-            out.append({**{k: info[k] for k in ("name", "test_top1", "train_top1", "params",
-                                                 "epochs")}, "file": rel, "cached": True,
-                        "seconds": round(time.time() - t0, 2)})
+            out.append(
+                {
+                    **{k: info[k] for k in ("name", "test_top1", "train_top1", "params", "epochs")},
+                    "file": rel,
+                    "cached": True,
+                    "seconds": round(time.time() - t0, 2),
+                }
+            )
             continue
         if name not in s.weights:
             model, train_top1 = _train_member(ctx, name, idx, cfg_hash, state)
@@ -149,8 +205,13 @@ def run_squeeze(ctx: Context, cfg_hash: str) -> dict:
         state = None
         top1, _ = evaluate(model, ctx.data.test, ctx.mean, ctx.std, ctx.device)
         params = sum(p.numel() for p in model.parameters())
-        rec = {"name": name, "test_top1": top1, "train_top1": train_top1, "params": params,
-               "epochs": s.epochs}
+        rec = {
+            "name": name,
+            "test_top1": top1,
+            "train_top1": train_top1,
+            "params": params,
+            "epochs": s.epochs,
+        }
         buf = io.BytesIO()
         torch.save({**rec, "width": member_width(s, name), "state_dict": model.state_dict()}, buf)
         atomic_write_bytes(path, buf.getvalue())

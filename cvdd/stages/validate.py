@@ -2,11 +2,11 @@
 random-real baseline with the same labelling, optionally the eval-mode (non-BSSL) labelling;
 then the export of the distilled set as a lossless PNG ImageFolder with its soft labels.
 """
+
 from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 import time
 
@@ -56,24 +56,38 @@ def _export(ctx: Context, images: torch.Tensor, targets: torch.Tensor) -> None:
     w = csv.writer(out)
     w.writerow(["file", "class_idx", "class_name", "top1_bssl", "p_top1_bssl", "top1_eval"])
     for (rel, c, name), pb, pe in zip(rows, z["probs_bssl"], z["probs_eval"]):
-        w.writerow([rel, c, name, d.class_names[int(pb.argmax())], f"{pb.max():.4f}",
-                    d.class_names[int(pe.argmax())]])
+        w.writerow(
+            [
+                rel,
+                c,
+                name,
+                d.class_names[int(pb.argmax())],
+                f"{pb.max():.4f}",
+                d.class_names[int(pe.argmax())],
+            ]
+        )
     rd.write_bytes("export/labels.csv", out.getvalue().encode())
     rd.write_json("export/config.json", {"config": ctx.cfg.to_dict(), "class_names": d.class_names})
-    rd.write_bytes("export/README.txt", (
-        f"CV-DD distilled set: {len(rows)} images, IPC {ctx.cfg.ipc}, {d.num_classes} classes.\n"
-        "images/ is an ImageFolder (folder order = class index). soft_labels.npz holds the\n"
-        "teacher's probabilities for each image with BSSL (probs_bssl) and with eval-mode BN\n"
-        "(probs_eval); `files` gives the image of each row. labels.csv summarises them.\n"
-        "config.json is the full configuration that produced the set.\n").encode())
+    rd.write_bytes(
+        "export/README.txt",
+        (
+            f"CV-DD distilled set: {len(rows)} images, IPC {ctx.cfg.ipc}, {d.num_classes} classes.\n"
+            "images/ is an ImageFolder (folder order = class index). soft_labels.npz holds the\n"
+            "teacher's probabilities for each image with BSSL (probs_bssl) and with eval-mode BN\n"
+            "(probs_eval); `files` gives the image of each row. labels.csv summarises them.\n"
+            "config.json is the full configuration that produced the set.\n"
+        ).encode(),
+    )
 
 
 def run_validate(ctx: Context, cfg_hash: str) -> dict:
     from ..models import create_model
 
-    cfg, d, v = ctx.cfg, ctx.data, ctx.cfg.validate
-    sets = {"distilled": ctx.load_images("recover/images.npz"),
-            "random_real": ctx.load_images("init/random_real.npz")}
+    d, v = ctx.data, ctx.cfg.validate
+    sets = {
+        "distilled": ctx.load_images("recover/images.npz"),
+        "random_real": ctx.load_images("init/random_real.npz"),
+    }
     doc = read_json(ctx.rd.path / "validate/students.json") or {"students": {}}
     plan = student_plan(ctx)
     for n, (key, data, labels) in enumerate(plan):
@@ -83,16 +97,32 @@ def run_validate(ctx: Context, cfg_hash: str) -> dict:
         ck_name = f"{STAGE}-{key}"
         state = ctx.rd.load_checkpoint(ck_name, cfg_hash)
         torch.manual_seed(ctx.seed_for(STAGE, key, "init"))
-        student = create_model(v.student, d.num_classes, d.in_channels, width=v.width).to(ctx.device)
+        student = create_model(v.student, d.num_classes, d.in_channels, width=v.width).to(
+            ctx.device
+        )
         # one generator per labelling data set, so BSSL and eval students see the same batches
         gen = ctx.gen(STAGE, data)
         res = train_student(
-            student, sets[data][0].to(ctx.device), make_teacher(ctx, labels), d.test, v, ctx.mean,
-            ctx.std, gen, ctx.should_stop,
+            student,
+            sets[data][0].to(ctx.device),
+            make_teacher(ctx, labels),
+            d.test,
+            v,
+            ctx.mean,
+            ctx.std,
+            gen,
+            ctx.should_stop,
             lambda s, t, m, key=key: ctx.rd.progress(STAGE, s, t, m, label=key),
-            lambda st, ck=ck_name: ctx.rd.save_checkpoint(ck, st, cfg_hash), state)
-        doc["students"][key] = {"data": data, "labels": labels, "student": v.student,
-                                **res, "seconds": round(time.time() - t0, 2)}
+            lambda st, ck=ck_name: ctx.rd.save_checkpoint(ck, st, cfg_hash),
+            state,
+        )
+        doc["students"][key] = {
+            "data": data,
+            "labels": labels,
+            "student": v.student,
+            **res,
+            "seconds": round(time.time() - t0, 2),
+        }
         ctx.rd.write_json("validate/students.json", doc)
         ctx.rd.log(f"{key}: student top-1 {res['top1']:.2f}%", stage=STAGE)
     _export(ctx, *sets["distilled"])
