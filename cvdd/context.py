@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from .config import RunConfig
+from .data import denormalize, normalize, to_float, to_uint8
 from .runs import RunDir
 from .utils import CvddError, read_json
 
@@ -55,15 +56,11 @@ class Context:
         return self.data.std
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        m = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-        s = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
-        return (images.float() / 255 - m) / s
+        return normalize(to_float(images), self.mean, self.std)
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised input -> uint8 images (the lossless form everything is saved in)."""
-        m = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        s = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        return ((x.detach() * s + m).clamp(0, 1) * 255).round().to(torch.uint8)
+        return to_uint8(denormalize(x.detach(), self.mean, self.std))
 
     def save_images(self, rel: str, images: torch.Tensor, ipc: int) -> None:
         n = images.shape[0]

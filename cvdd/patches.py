@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .augment import rrc_params
+from .data import normalize, to_float
 from .utils import CvddError
 
 __all__ = ["select_patches", "random_real", "check_ipc"]
@@ -29,11 +30,6 @@ def check_ipc(trainset, class_names: list[str], need: int, what: str = "IPC") ->
             f"per class; lower ipc (--set ipc={max(1, n)}) or use more data"
         )
 
-
-def _normalize(x01: torch.Tensor, mean, std) -> torch.Tensor:
-    m = torch.tensor(mean, device=x01.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x01.device).view(1, -1, 1, 1)
-    return (x01 - m) / s
 
 
 @torch.no_grad()
@@ -55,7 +51,7 @@ def select_patches(
     need = ipc * factor * factor
     k = min(len(pool), max(candidates, need))
     pick = pool[torch.randperm(len(pool), generator=gen)[:k]]
-    imgs = trainset.load(pick).float().div(255)  # (k, C, H, W) in [0, 1]
+    imgs = to_float(trainset.load(pick))  # (k, C, H, W) in [0, 1]
     _, c, h, w = imgs.shape
     cell = h // factor
     crops = torch.empty(k, num_crops, c, cell, cell)
@@ -69,7 +65,7 @@ def select_patches(
                 antialias=True,
                 align_corners=False,
             )[0]
-    x = _normalize(crops.flatten(0, 1), mean, std)
+    x = normalize(crops.flatten(0, 1), mean, std)
     if factor > 1:  # the observer sees each patch centred on a zero (= mean) canvas
         pad_l = (w - cell) // 2
         pad_t = (h - cell) // 2

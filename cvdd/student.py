@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from .augment import cutmix, rrc_flip
 from .bn import bn_batch_stats_frozen
 from .config import ValidateConfig
+from .data import normalize, to_float
 from .utils import CvddError, StopRequested
 
 __all__ = ["Teacher", "batches", "train_student", "evaluate", "soft_labels"]
@@ -52,11 +53,6 @@ def batches(n: int, batch_size: int, perm: torch.Tensor | None = None) -> list[t
     return out
 
 
-def _normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
-    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
-    return (images.float() / 255 - m) / s
-
 
 @torch.no_grad()
 def evaluate(
@@ -67,7 +63,7 @@ def evaluate(
     n = len(testset)
     c1 = c5 = 0
     for idx in torch.arange(n).split(batch_size):
-        x = _normalize(testset.load(idx).to(device), mean, std)
+        x = normalize(to_float(testset.load(idx).to(device)), mean, std)
         y = testset.targets[idx].to(device)
         top = model(x).topk(min(5, model.num_classes), dim=1).indices
         c1 += int((top[:, 0] == y).sum())
@@ -84,7 +80,7 @@ def soft_labels(
     probs = torch.empty(n, 0)
     out = None
     for idx in batches(n, batch_size, torch.randperm(n, generator=gen)):
-        p = torch.softmax(teacher.logits(_normalize(images[idx], mean, std)), 1).cpu()
+        p = torch.softmax(teacher.logits(normalize(to_float(images[idx]), mean, std)), 1).cpu()
         if out is None:
             out = torch.empty(n, p.shape[1])
         out[idx] = p
@@ -148,7 +144,7 @@ def train_student(
             pg["lr"] = lr
         student.train()
         for i, idx in enumerate(batches(n, cfg.batch_size, torch.randperm(n, generator=gen))):
-            x = rrc_flip(_normalize(images[idx.to(device)], mean, std), gen)
+            x = rrc_flip(normalize(to_float(images[idx.to(device)]), mean, std), gen)
             if cfg.cutmix:
                 x = cutmix(x, gen)
             target = F.softmax(teacher.logits(x) / t, dim=1)
