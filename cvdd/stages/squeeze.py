@@ -68,7 +68,15 @@ def _train_indices(ctx: Context) -> torch.Tensor:
     )
 
 
-def _train_member(ctx: Context, name: str, idx: torch.Tensor, cfg_hash: str, state: dict | None):
+def _train_member(
+    ctx: Context,
+    name: str,
+    idx: torch.Tensor,
+    cfg_hash: str,
+    state: dict | None,
+    offset: int,
+    stage_total: int,
+):
     from ..models import create_model
 
     s, dev = ctx.cfg.squeeze, ctx.device
@@ -90,7 +98,7 @@ def _train_member(ctx: Context, name: str, idx: torch.Tensor, cfg_hash: str, sta
         gen.set_state(state["gen"])
         epoch0 = state["epoch"]
     steps = math.ceil(len(idx) / s.batch_size)
-    total, pad = s.epochs * steps, max(1, ctx.data.image_size // 8)  # 4 px at 32 px (spec §2)
+    pad = max(1, ctx.data.image_size // 8)  # 4 px at 32 px (spec §2)
     labels = ctx.data.train.targets
     correct = seen = 0
     for epoch in range(epoch0, s.epochs):
@@ -133,10 +141,10 @@ def _train_member(ctx: Context, name: str, idx: torch.Tensor, cfg_hash: str, sta
             opt.step()
             correct += int((logits.argmax(1) == y).sum())
             seen += len(b)
-            ctx.rd.progress(
+            ctx.rd.progress(  # stage-wide step count, so the ETA covers every member
                 STAGE,
-                epoch * steps + i + 1,
-                total,
+                offset + epoch * steps + i + 1,
+                stage_total,
                 {"loss": loss.item(), "train_acc": 100 * correct / seen, "lr": lr},
                 label=name,
             )
@@ -162,7 +170,9 @@ def run_squeeze(ctx: Context, cfg_hash: str) -> dict:
     state = ctx.rd.load_checkpoint(STAGE, cfg_hash)
     idx = _train_indices(ctx)
     out = []
-    for name in s.members:
+    per_member = s.epochs * math.ceil(len(idx) / s.batch_size)
+    stage_total = per_member * len(s.members)
+    for k, name in enumerate(s.members):
         t0 = time.time()
         rel = f"squeeze/{ctx.data.name}-{name}-{member_key(ctx, name)}.pt"
         path = ctx.cache_dir / rel
@@ -198,9 +208,12 @@ def run_squeeze(ctx: Context, cfg_hash: str) -> dict:
                     "seconds": round(time.time() - t0, 2),
                 }
             )
+            ctx.rd.progress(STAGE, (k + 1) * per_member, stage_total, label=name, force=True)
             continue
         if name not in s.weights:
-            model, train_top1 = _train_member(ctx, name, idx, cfg_hash, state)
+            model, train_top1 = _train_member(
+                ctx, name, idx, cfg_hash, state, k * per_member, stage_total
+            )
             cached = False
         state = None
         top1, _ = evaluate(model, ctx.data.test, ctx.mean, ctx.std, ctx.device)
