@@ -20,7 +20,7 @@ from ..context import Context
 from ..patches import check_ipc, select_patches
 from ..recover import make_groups, recover_images
 from ..student import Teacher, train_student
-from ..utils import CvddError, atomic_write_json, read_json
+from ..utils import CvddError, StopRequested, atomic_write_json, read_json
 
 STAGE = "prior"
 
@@ -50,7 +50,7 @@ class _Quiet:
         self.ctx, self.label, self.offset, self.total = ctx, label, offset, total
 
     def should_stop(self) -> bool:
-        return False  # prior runs are short; a stop is honoured between members
+        return self.ctx.should_stop()  # the member in progress restarts on resume
 
     def progress(self, step: int, total: int, metrics: dict) -> None:
         self.ctx.rd.progress(STAGE, self.offset + step, self.total, metrics, label=self.label)
@@ -145,7 +145,7 @@ def _alpha(ctx: Context, name: str, k: int, offset: int, total: int) -> float:
         ctx.mean,
         ctx.std,
         gen,
-        lambda: False,
+        ctx.should_stop,
         lambda *a: None,
         lambda s: None,
     )
@@ -173,8 +173,6 @@ def run_prior(ctx: Context, cfg_hash: str) -> dict:
         per = p.recover_iterations
         for i, m in enumerate(members):
             if ctx.should_stop():
-                from ..utils import StopRequested
-
                 raise StopRequested
             member_file = next(x["file"] for x in ctx.members() if x["name"] == m)
             key = hashlib.sha256(
