@@ -1,0 +1,272 @@
+"""Benchmark of the Streamlit app in a real browser (prints figures; it is not a test).
+
+Measures, on the quick preset with the built-in data set and a cached committee:
+  1. Start latency: click Start on the New-run page -> first synthetic image grid on Live run.
+  2. CPU time of the Streamlit server process (not the worker) while 4, 1 and 0 browser tabs
+     watch the running run's Live page (30 s each, from /proc/<pid>/stat).
+  3. Responsiveness while the run is active: sidebar click -> the other page's title.
+  4. Wall time and student top-1 of that run, started from the app.
+  5. Render time of every page on the finished run (title shown, script idle, no skeleton),
+     plus full-page screenshots of Live run and Soft labels in /tmp/app_bench_*.png.
+
+If --runs-dir holds no finished quick run, `python -m cvdd run --preset quick` runs there first
+to fill <runs-dir>/_cache (minutes). Needs /usr/bin/chromium and pip playwright. Workers get
+CVDD_THREADS=1. Run:  python benchmarks/app_bench.py [--runs-dir /work/bench_app_runs]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from cvdd import jobs
+from cvdd.runs import list_runs, read_events, run_status
+from cvdd.utils import read_json
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+        "--disable-dev-shm-usage"]
+PAGES = [("new", "New run"), ("runs", "Runs"), ("live", "Live run"), ("bn", "BN discrepancy"),
+         ("soft_labels", "Soft labels: BSSL vs eval mode"), ("diversity", "Diversity"),
+         ("compare", "Compare & export")]
+STEP = re.compile(r"step (\d+) · rows")
+TICK = os.sysconf("SC_CLK_TCK")
+VIEW = {"width": 1400, "height": 1400}
+IDLE_JS = """() => { const a = document.querySelector('[data-testid=stApp]'); return !!a &&
+  a.getAttribute('data-test-script-state') === 'notRunning' &&
+  !document.querySelector('[data-testid=stSkeleton]'); }"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ticks(pid: int) -> int:
+    """utime + stime of one process, in clock ticks (0 if it is gone)."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(f[11]) + int(f[12])
+
+
+def children(pid: int) -> dict[int, str]:
+    out = {}
+    for p in Path("/proc").glob("[0-9]*"):
+        try:
+            if int(p.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out[int(p.name)] = p.joinpath("cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def cpu_sample(server_pid: int, seconds: float) -> tuple[float, float]:
+    """% of one core used by the server (+ non-worker children) and by the cvdd worker(s)."""
+    def snap():
+        kids = children(server_pid)
+        work = [k for k, c in kids.items() if "cvdd" in c and "resume" in c]
+        serv = [server_pid] + [k for k in kids if k not in work]
+        return {k: ticks(k) for k in serv}, {k: ticks(k) for k in work}
+    s0, w0 = snap()
+    t0 = time.time()
+    time.sleep(seconds)
+    s1, w1 = snap()
+    dt = time.time() - t0
+    return tuple(100 * sum(b[k] - a.get(k, 0) for k in b) / TICK / dt
+                 for a, b in ((s0, s1), (w0, w1)))
+
+
+def wait_ready(page, title: str, t0: float, timeout: float = 120, settle: float = 0.5):
+    """Seconds from t0 until the h1 `title` shows, and until it shows with the script idle and
+    no skeleton for `settle` s (the time reported is the start of that quiet stretch)."""
+    t_title, quiet_since = None, None
+    h1 = page.locator("h1").filter(has_text=title)
+    while time.time() - t0 < timeout:
+        shown = h1.count() > 0 and h1.first.is_visible()
+        if shown and t_title is None:
+            t_title = time.time() - t0
+        idle = page.evaluate(IDLE_JS)
+        if shown and idle:
+            quiet_since = quiet_since or time.time()
+            if time.time() - quiet_since >= settle:
+                return t_title, quiet_since - t0
+        else:
+            quiet_since = None
+        page.wait_for_timeout(50)
+    raise TimeoutError(f"page {title!r} not ready within {timeout}s")
+
+
+def new_context(pw):
+    browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+    ctx = browser.new_context(viewport=VIEW)
+    ctx.set_default_timeout(60_000)
+    return browser, ctx
+
+
+def grid_step(page) -> int:
+    caps = page.locator('[data-testid="stImageCaption"]').all_inner_texts()
+    found = [int(m.group(1)) for c in caps for m in [STEP.search(c)] if m]
+    return found[0] if found else -1
+
+
+def ensure_warm_cache(runs_dir: Path, env: dict) -> None:
+    done = [r for r in list_runs(runs_dir) if r["preset"] == "quick" and r["status"] == "done"]
+    if done:
+        print(f"cache: finished quick run {done[0]['run_id']} found in {runs_dir}, committee "
+              "and priors cached")
+        return
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    t0, cmd = time.time(), ["-m", "cvdd", "run", "--preset", "quick", "--runs-dir", str(runs_dir)]
+    with open("/tmp/app_bench_cold_run.log", "wb") as log:
+        subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env, stdout=log,
+                       stderr=subprocess.STDOUT, check=True)
+    print(f"quick run, cold cache: {time.time() - t0:.1f} s  (CLI, log /tmp/app_bench_cold_run.log)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs-dir", default="/work/bench_app_runs")
+    ap.add_argument("--sample-s", type=float, default=30.0, help="CPU sampling window")
+    a = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)
+    runs_dir = Path(a.runs_dir).resolve()
+    env = dict(os.environ, CVDD_RUNS_DIR=str(runs_dir), CVDD_THREADS="1", PYTHONPATH=str(ROOT))
+    ensure_warm_cache(runs_dir, env)
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open("/tmp/app_bench_server.log", "wb")  # noqa: SIM115 -- closed in finally
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port),
+         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    run_dir = None
+    try:
+        for _ in range(300):
+            with contextlib.suppress(OSError):
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("streamlit did not start; see /tmp/app_bench_server.log")
+        with sync_playwright() as pw:
+            # -- 1. start latency ----------------------------------------------------------------
+            browser, ctx = new_context(pw)
+            page = ctx.new_page()
+            page.goto(url)
+            wait_ready(page, "New run", time.time())
+            start = page.get_by_role("button", name=re.compile(r"Start$"))
+            t0 = time.time()
+            start.click()
+            page.wait_for_url(re.compile(r"/live\?run="), timeout=60_000)
+            t_live = time.time() - t0
+            rid = re.search(r"run=([^&]+)", page.url).group(1)
+            run_dir = runs_dir / rid
+            while grid_step(page) < 0:
+                if time.time() - t0 > 600:
+                    raise TimeoutError("no synthetic image grid within 600 s")
+                page.wait_for_timeout(100)
+            t_img = time.time() - t0
+            snap = next(e for e in read_events(run_dir) if e["kind"] == "snapshot")
+            print(f"run {rid}\nstart -> Live page: {t_live:.1f} s")
+            print(f"start -> first synthetic images: {t_img:.1f} s  (grid at step "
+                  f"{grid_step(page)}; the worker wrote its first snapshot at "
+                  f"{snap['t'] - t0:.1f} s, the Live page polls images every 5 s)")
+
+            # -- 2. server CPU with 4 / 1 / 0 tabs watching -------------------------------------
+            tabs = [page]
+            for _ in range(3):
+                p = ctx.new_page()
+                p.goto(f"{url}/live?run={rid}")
+                tabs.append(p)
+            for p in tabs:
+                p.locator('[data-testid="stImageCaption"]').filter(has_text=STEP).first.wait_for()
+
+            def sample(label: str) -> None:
+                st0 = run_status(run_dir)
+                srv, wrk = cpu_sample(server.pid, a.sample_s)
+                st1 = run_status(run_dir)
+                print(f"server CPU with {label} watching: {srv:.1f} % of one core  (worker "
+                      f"{wrk:.0f} %; run {st0['status']}/{st0['stage']} -> "
+                      f"{st1['status']}/{st1['stage']})")
+            sample("4 tabs")
+            for p in tabs[1:]:
+                p.close()
+            sample("1 tab")
+
+            # -- 3. responsiveness while the run is active ------------------------------------
+            active = run_status(run_dir)
+            for target in ("BN discrepancy", "Live run"):
+                link = page.locator('[data-testid="stSidebarNav"] a').filter(has_text=target)
+                t0 = time.time()
+                link.click()
+                t_h1, t_idle = wait_ready(page, target, t0)
+                print(f"sidebar click -> '{target}' title: {t_h1:.2f} s, page idle: "
+                      f"{t_idle:.2f} s  (run {active['status']}/{active['stage']})")
+            browser.close()
+            sample("0 tabs (browser closed)")
+
+            # -- 4. wait for the end of the run -------------------------------------------------
+            t_end = time.time() + 600
+            while run_status(run_dir)["status"] in ("running", "created"):
+                if time.time() > t_end:
+                    raise TimeoutError("the run did not finish within 10 min")
+                time.sleep(2)
+            evs = read_events(run_dir)
+            t_start = next(e["t"] for e in evs if e["kind"] == "run_start")
+            end = next(e for e in reversed(evs) if e["kind"] == "run_end")
+            res = read_json(run_dir / "result.json") or {}
+            print(f"quick run from the app with a cached committee: {end['t'] - t_start:.1f} s  "
+                  f"(status {end.get('status')}); student_top1 = {res.get('student_top1')}")
+            stages = {e["stage"]: e.get("seconds") for e in evs if e["kind"] == "stage_end"}
+            print("  stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()
+                                                  if isinstance(v, (int, float))))
+
+            # -- 5. per-page render time on the finished run -----------------------------------
+            browser, ctx = new_context(pw)
+            print(f"\n{'page':<34}{'title shown (s)':>16}{'ready (s)':>12}   (fresh tab, "
+                  f"?run={rid})")
+            for path, title in PAGES:
+                p = ctx.new_page()
+                t0 = time.time()
+                p.goto(f"{url}/{path}?run={rid}", wait_until="commit")
+                t_title, t_ready = wait_ready(p, title, t0)
+                print(f"{title:<34}{t_title:>16.2f}{t_ready:>12.2f}")
+                if path in ("live", "soft_labels"):
+                    if path == "live":
+                        p.locator('[data-testid="stImage"] img').first.wait_for()
+                    p.wait_for_timeout(1500)  # plotly and images finish drawing
+                    shot = f"/tmp/app_bench_{path}.png"
+                    p.screenshot(path=shot, full_page=True)
+                    print(f"  screenshot {shot}")
+                p.close()
+            browser.close()
+    finally:
+        if run_dir is not None and run_status(run_dir)["status"] == "running":
+            jobs.stop_job(run_dir, wait_s=20)  # an error left the worker running
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+if __name__ == "__main__":
+    main()
