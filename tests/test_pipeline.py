@@ -366,3 +366,28 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
     with np.load(a / "recover/images.npz") as za, np.load(b / "recover/images.npz") as zb:
         assert np.array_equal(za["images"], zb["images"])
     assert run_status(b)["status"] == "done"
+
+
+@pytest.mark.parametrize("overrides", [
+    ["init.method=noise", "recover.schedule=per_iteration", "recover.voter=random",
+     "relabel.teacher=committee", "relabel.mode=eval"],
+    ["init.method=real", "prior.source=user",
+     'prior.values={"test_tiny_cnn": 60, "test_tiny_resnet": 70}', "recover.schedule=fixed",
+     "recover.num_experts=1", "recover.groups_per_step=1", "recover.classes_per_group=4"],
+])
+def test_option_combinations_run_end_to_end(tmp_path, monkeypatch, overrides):
+    monkeypatch.setenv("CVDD_THREADS", "1")
+    from cvdd import pipeline
+
+    cfg = from_preset("tiny", ["validate.compare_eval_labels=false", *overrides])
+    rd = RunDir.create(tmp_path, cfg.to_dict())
+    res = pipeline.run_pipeline(rd.path)
+    assert res["student_top1"] is not None
+    committee = json.loads((rd.path / "recover/committee.json").read_text())
+    if "prior.source=user" in overrides:
+        assert json.loads((rd.path / "prior/priors.json").read_text())["values"] == {
+            "test_tiny_cnn": 60, "test_tiny_resnet": 70}
+        # fixed schedule, one expert: the member with the higher prior, weight 1
+        assert all(g["members"] == ["test_tiny_resnet"] and g["weights"] == [1.0]
+                   for g in committee["groups"])
+        assert len(committee["groups"]) == 2 * 3  # ipc 2 x ceil(10 / 4) class chunks
