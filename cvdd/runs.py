@@ -23,7 +23,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .utils import CvddError, atomic_write_bytes, atomic_write_json, read_json
 
@@ -412,21 +412,3 @@ def _fmt_metrics(m: dict) -> str:
         elif isinstance(v, int):
             parts.append(f"{k} {v}")
     return "  ".join(parts)
-
-
-def iter_new_events(run_dir: str | Path, offset: int = 0) -> Iterator[tuple[int, dict]]:
-    """Events after byte `offset` (for tailing); yields (next_offset, event)."""
-    p = Path(run_dir) / "events.jsonl"
-    try:
-        with open(p, "rb") as f:
-            f.seek(offset)
-            for line in f:
-                if not line.endswith(b"\n"):
-                    return
-                offset += len(line)
-                try:
-                    yield offset, json.loads(line)
-                except ValueError:
-                    continue
-    except OSError:
-        return
