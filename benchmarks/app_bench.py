@@ -252,6 +252,10 @@ def main() -> None:
                     if path == "live":
                         p.locator('[data-testid="stImage"] img').first.wait_for()
                     p.wait_for_timeout(1500)  # plotly and images finish drawing
+                    # Streamlit scrolls inside <main data-testid=stMain>: grow the window to it
+                    h = p.evaluate("document.querySelector('[data-testid=stMain]').scrollHeight")
+                    p.set_viewport_size({"width": VIEW["width"], "height": min(int(h), 12000)})
+                    p.wait_for_timeout(1500)
                     shot = f"/tmp/app_bench_{path}.png"
                     p.screenshot(path=shot, full_page=True)
                     print(f"  screenshot {shot}")
