@@ -140,8 +140,8 @@ def snapshot_viewer(run_dir: Path, evs: list[dict], live: bool) -> None:
     rows, cols = list(snap.get("rows") or []), list(snap.get("cols") or [])
     left, right = st.columns([3, 2], gap="large")
     with left:
-        f = max(1, round(420 / max(grid.shape[:2])))  # nearest-neighbour zoom, no blur
-        st.image(grid.repeat(f, 0).repeat(f, 1), width=min(420, grid.shape[1] * f),  # fits its column
+        f = max(1, round(520 / max(grid.shape[:2])))  # nearest-neighbour zoom, no blur
+        st.image(grid.repeat(f, 0).repeat(f, 1), width=min(520, grid.shape[1] * f),  # fits its column
                  caption=f"step {step} · rows = classes {rows} · columns = IPC indices {cols}")
         st.caption(f"{len(steps)} snapshots saved, latest step {steps[-1]}" +
                    (" · live" if live else ""))
