@@ -165,7 +165,7 @@ def _explain(e: BaseException) -> str:
     import torch
 
     text = str(e).lower()
-    if isinstance(e, torch.OutOfMemoryError) or "out of memory" in text:
+    if isinstance(e, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in text:
         return (
             "out of memory; lower recover.groups_per_step (e.g. --set recover.groups_per_step=1), "
             "recover.classes_per_group, validate.batch_size or the model width, or use "
