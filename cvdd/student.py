@@ -160,8 +160,8 @@ def train_student(
             loss_v = loss.item()
             progress(epoch * steps_per_epoch + i + 1, total, {"loss": loss_v, "lr": lr})
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            top1, _ = evaluate(student, testset, mean, std, device)
-            curve.append([epoch + 1, top1])
+            top1, top5 = evaluate(student, testset, mean, std, device)
+            curve.append([epoch + 1, top1, top5])
             progress((epoch + 1) * steps_per_epoch, total, {"loss": loss_v, "top1": top1})
             checkpoint(
                 dict(
@@ -172,5 +172,8 @@ def train_student(
                     curve=curve,
                 )
             )
-    top1, top5 = evaluate(student, testset, mean, std, device)
-    return {"top1": top1, "top5": top5, "curve": curve, "final_loss": loss_v}
+    if not curve or curve[-1][0] != cfg.epochs:  # resumed after the last evaluation
+        top1, top5 = evaluate(student, testset, mean, std, device)
+        curve.append([cfg.epochs, top1, top5])
+    _, top1, top5 = curve[-1]
+    return {"top1": top1, "top5": top5, "curve": [c[:2] for c in curve], "final_loss": loss_v}
