@@ -3,7 +3,7 @@
 Runs the CLI for every (variant, seed), then prints mean +- std of the student top-1.
 
     python benchmarks/compare.py                       # quick preset, embedded data, 3 seeds
-    python benchmarks/compare.py --suite cifar10       # ../shared/data/cifar10, ~30 CPU minutes
+    python benchmarks/compare.py --suite cifar10       # ../shared/data/cifar10, ~43 min on 2 cores
 
 The committee (squeeze) and the priors are cached by data + architecture + schedule, so they
 are trained once and shared by all variants and seeds; the seed changes init, recover,
@@ -43,7 +43,7 @@ VARIANTS = {
 SUITES = {
     "quick": dict(preset="quick", data="builtin", extra=[]),
     # CIFAR-10 on CPU: the quick preset's narrow committee and short schedules on 32 px RGB
-    # (a 10k-image class-balanced subset for the committee), sized for ~30 CPU minutes.
+    # (a 5k-image class-balanced subset for the committee); measured 43 min on 2 cores.
     "cifar10": dict(
         preset="quick",
         data=str(CIFAR10),
