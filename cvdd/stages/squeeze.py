@@ -101,24 +101,17 @@ def _train_member(
     pad = max(1, ctx.data.image_size // 8)  # 4 px at 32 px (spec §2)
     labels = ctx.data.train.targets
     correct = seen = 0
+
+    def save(epoch: int) -> None:  # member weights + optimizer + RNG at an epoch boundary
+        state = dict(member=name, model=model.state_dict(), opt=opt.state_dict(),
+                     gen=gen.get_state(), epoch=epoch, step=epoch * steps)
+        ctx.rd.save_checkpoint(STAGE, state, cfg_hash)
+
     for epoch in range(epoch0, s.epochs):
         if ctx.should_stop():
-            ctx.rd.save_checkpoint(
-                STAGE,
-                dict(
-                    member=name,
-                    model=model.state_dict(),
-                    opt=opt.state_dict(),
-                    gen=gen.get_state(),
-                    epoch=epoch,
-                    step=epoch * steps,
-                ),
-                cfg_hash,
-            )
+            save(epoch)
             raise StopRequested
-        lr = (
-            0.5 * (1 + math.cos(math.pi * epoch / s.epochs)) * s.lr
-        )  # cosine per epoch, T_max = epochs
+        lr = 0.5 * (1 + math.cos(math.pi * epoch / s.epochs)) * s.lr  # cosine, T_max = epochs
         for pg in opt.param_groups:
             pg["lr"] = lr
         model.train()
@@ -148,18 +141,7 @@ def _train_member(
                 {"loss": loss.item(), "train_acc": 100 * correct / seen, "lr": lr},
                 label=name,
             )
-        ctx.rd.save_checkpoint(
-            STAGE,
-            dict(
-                member=name,
-                model=model.state_dict(),
-                opt=opt.state_dict(),
-                gen=gen.get_state(),
-                epoch=epoch + 1,
-                step=(epoch + 1) * steps,
-            ),
-            cfg_hash,
-        )
+        save(epoch + 1)
     return model, 100 * correct / max(seen, 1)
 
 
