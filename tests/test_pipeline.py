@@ -98,26 +98,33 @@ def test_recover_lowers_bn_loss_in_a_real_run(tiny_run_dir):
     assert syn < init  # recover pulled the synthetic batch statistics towards the running ones
 
 
+def _stop_at_recover_step(monkeypatch, stop_at: int) -> None:
+    """Make the next in-process run request a stop (as SIGTERM would) at a recover step."""
+    from cvdd import context, runs
+
+    orig = runs.RunDir.progress
+
+    def progress(self, stage, step, total, metrics=None, force=False, label=""):
+        orig(self, stage, step, total, metrics, force, label)
+        if stage == "recover" and step == stop_at:
+            self._stop_now = True
+
+    monkeypatch.setattr(runs.RunDir, "progress", progress)
+    monkeypatch.setattr(
+        context.Context, "should_stop", lambda self: getattr(self.rd, "_stop_now", False)
+    )
+
+
 def _run_in_process(runs_root: Path, stop_at: int | None, monkeypatch) -> Path:
     """Run the tiny preset in-process; with stop_at, request a stop at that recover step."""
-    from cvdd import context, pipeline, runs
+    from cvdd import pipeline
 
     cfg = from_preset(
         "tiny", ["recover.iterations=8", "recover.checkpoint_every=100", "recover.snapshot_every=4"]
     )
     rd = RunDir.create(runs_root, cfg.to_dict())
     if stop_at is not None:
-        orig = runs.RunDir.progress
-
-        def progress(self, stage, step, total, metrics=None, force=False, label=""):
-            orig(self, stage, step, total, metrics, force, label)
-            if stage == "recover" and step == stop_at:
-                self._stop_now = True
-
-        monkeypatch.setattr(runs.RunDir, "progress", progress)
-        monkeypatch.setattr(
-            context.Context, "should_stop", lambda self: getattr(self.rd, "_stop_now", False)
-        )
+        _stop_at_recover_step(monkeypatch, stop_at)
         with pytest.raises(StopRequested):
             pipeline.run_pipeline(rd.path)
         monkeypatch.undo()
@@ -230,19 +237,10 @@ def test_unrecognised_data_layout(tmp_path):
 def test_corrupt_checkpoint_on_resume(tmp_path, monkeypatch):
     """A stopped run whose recover checkpoint got corrupted: resume names the file and the fix."""
     monkeypatch.setenv("CVDD_THREADS", "1")
-    from cvdd import context, pipeline, runs
+    from cvdd import pipeline
 
     rd = RunDir.create(tmp_path, from_preset("tiny", ["recover.iterations=8"]).to_dict())
-    orig = runs.RunDir.progress
-
-    def progress(self, stage, step, total, metrics=None, force=False, label=""):
-        orig(self, stage, step, total, metrics, force, label)
-        self._stop_now = stage == "recover" and step >= 2
-
-    monkeypatch.setattr(runs.RunDir, "progress", progress)
-    monkeypatch.setattr(
-        context.Context, "should_stop", lambda self: getattr(self.rd, "_stop_now", False)
-    )
+    _stop_at_recover_step(monkeypatch, 2)
     with pytest.raises(StopRequested):
         pipeline.run_pipeline(rd.path)
     ck = rd.path / "checkpoints/recover.pt"
