@@ -1,4 +1,4 @@
-"""Small helpers with no ML logic: errors, atomic files, seeding, device choice.
+"""Small helpers with no ML logic: errors, atomic files, device and thread choice.
 
 Loads without torch; the few tensor helpers import it inside the function.
 """
@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +18,8 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "read_json",
-    "seed_everything",
     "resolve_device",
     "set_threads",
-    "Timer",
 ]
 
 
@@ -84,14 +80,6 @@ def read_json(path: str | Path, default: Any = None) -> Any:
         return default
 
 
-def seed_everything(seed: int) -> None:
-    """Seed the global RNGs; stages still draw from explicit generators."""
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def resolve_device(name: str = "auto") -> str:
@@ -125,14 +113,3 @@ def set_threads(n: int = 0) -> int:
     torch.set_num_threads(n)
     return n
 
-
-class Timer:
-    """Wall-clock timer: `with Timer() as t: ...; t.seconds`."""
-
-    def __enter__(self) -> "Timer":
-        self.start = time.perf_counter()
-        self.seconds = 0.0
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.seconds = time.perf_counter() - self.start
