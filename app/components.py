@@ -9,6 +9,7 @@ import numpy as np
 import streamlit as st
 
 from app import figures, shaping, state
+from cvdd import layout
 from cvdd.utils import CvddError
 
 NEW_RUN, RUNS, LIVE = "views/new_run.py", "views/runs.py", "views/live.py"
@@ -163,8 +164,8 @@ def snapshot_viewer(run_dir: Path, evs: list[dict], live: bool) -> None:
 
 def final_images(run_dir: Path, cls: int, names: list[str]) -> None:
     """Initial vs final images of one class (all IPC indices) from the saved npz files."""
-    init = state.read_npz_file(run_dir / "init/images.npz")
-    final = state.read_npz_file(run_dir / "recover/images.npz")
+    init = state.read_npz_file(run_dir / layout.INIT_IMAGES)
+    final = state.read_npz_file(run_dir / layout.RECOVER_IMAGES)
     for label, z in (("initial (init stage, real patches)", init), ("after recover", final)):
         if z is None or "images" not in z or "targets" not in z:
             continue
@@ -175,7 +176,7 @@ def final_images(run_dir: Path, cls: int, names: list[str]) -> None:
 
 
 def loss_panel(run_dir: Path) -> None:
-    recs = state.read_jsonl_file(run_dir / "recover/trace.jsonl")
+    recs = state.read_jsonl_file(run_dir / layout.TRACE)
     df = shaping.trace_df(recs)
     if df.empty:
         st.info("No loss trace yet: recover/trace.jsonl gets one line per recover step.")
@@ -193,8 +194,8 @@ def loss_panel(run_dir: Path) -> None:
 
 
 def committee_panel(run_dir: Path) -> None:
-    com = state.read_json_file(run_dir / "recover/committee.json")
-    pri = state.read_json_file(run_dir / "prior/priors.json") or {}
+    com = state.read_json_file(run_dir / layout.COMMITTEE)
+    pri = state.read_json_file(run_dir / layout.PRIORS) or {}
     if not isinstance(com, dict):
         st.info("The committee is chosen when **recover** starts (recover/committee.json).")
         if isinstance(pri.get("values"), dict):
@@ -228,7 +229,7 @@ def committee_panel(run_dir: Path) -> None:
 
 
 def squeeze_table(run_dir: Path) -> None:
-    doc = state.read_json_file(run_dir / "squeeze/members.json")
+    doc = state.read_json_file(run_dir / layout.MEMBERS)
     if isinstance(doc, dict) and isinstance(doc.get("members"), list):
         st.caption("The committee after **squeeze** (accuracy of each member itself on the "
                    "real test set; α above measures something else: how well it distils)")

@@ -14,7 +14,7 @@ import streamlit as st
 from PIL import Image
 
 from app import shaping
-from cvdd import runs
+from cvdd import layout, runs
 from cvdd.utils import CvddError, read_json
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,11 +41,8 @@ def _json(path: str, size: int, mtime: int):
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _jsonl(path: str, size: int, mtime: int) -> list[dict]:
-    try:
-        return shaping.parse_jsonl(Path(path).read_bytes())
-    except OSError:
-        return []
+def _jsonl(path: str, size: int, mtime: int, require: str | None = None) -> list[dict]:
+    return layout.read_jsonl(path, require)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -71,9 +68,9 @@ def read_json_file(path: Path):
     return _json(*k) if k else None
 
 
-def read_jsonl_file(path: Path) -> list[dict]:
+def read_jsonl_file(path: Path, require: str | None = None) -> list[dict]:
     k = _stat(path)
-    return _jsonl(*k) if k else []
+    return _jsonl(*k, require) if k else []
 
 
 def read_npz_file(path: Path) -> dict | None:
@@ -87,7 +84,7 @@ def read_png_file(path: Path) -> np.ndarray | None:
 
 
 def events(run_dir: Path) -> list[dict]:
-    return read_jsonl_file(run_dir / "events.jsonl")
+    return read_jsonl_file(run_dir / layout.EVENTS, require="kind")
 
 
 def status(run_dir: Path) -> dict:
@@ -96,7 +93,7 @@ def status(run_dir: Path) -> dict:
 
 
 def run_config(run_dir: Path) -> dict | None:
-    doc = read_json_file(run_dir / "config.json")
+    doc = read_json_file(run_dir / layout.CONFIG)
     return doc if isinstance(doc, dict) and isinstance(doc.get("config"), dict) else None
 
 
@@ -104,15 +101,15 @@ def class_names(run_dir: Path) -> list[str]:
     doc = run_config(run_dir) or {}
     names = (doc.get("meta") or {}).get("class_names")
     if not names:
-        div = read_json_file(run_dir / "analysis/diversity.json") or {}
+        div = read_json_file(run_dir / layout.DIVERSITY) or {}
         names = div.get("class_names")
     return [str(n) for n in names] if isinstance(names, list) else []
 
 
 def worker_log(run_dir: Path, n: int = 40) -> str:
     try:
-        with open(run_dir / "worker.log", "rb") as f:
-            f.seek(max(0, os.path.getsize(run_dir / "worker.log") - 20000))
+        with open(run_dir / layout.WORKER_LOG, "rb") as f:
+            f.seek(max(0, os.path.getsize(run_dir / layout.WORKER_LOG) - 20000))
             return shaping.tail_lines(f.read(), n)
     except OSError:
         return ""

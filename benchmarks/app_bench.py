@@ -12,6 +12,9 @@ Measures, on the quick preset with the built-in data set and a cached committee:
 If --runs-dir holds no finished quick run, `python -m cvdd run --preset quick` runs there first
 to fill <runs-dir>/_cache (minutes). Needs /usr/bin/chromium and pip playwright. Workers get
 CVDD_THREADS=1. Run:  python benchmarks/app_bench.py [--runs-dir /work/bench_app_runs]
+
+Server CPU only, N tabs watching a long `tiny` run started from the CLI (about 2 min):
+  python benchmarks/app_bench.py --tabs 4 --seconds 60 --runs-dir /tmp/app_bench_cpu
 """
 from __future__ import annotations
 
@@ -138,14 +141,109 @@ def ensure_warm_cache(runs_dir: Path, env: dict) -> None:
     print(f"quick run, cold cache: {time.time() - t0:.1f} s  (CLI, log /tmp/app_bench_cold_run.log)")
 
 
+@contextlib.contextmanager
+def serve(env: dict, log_path: str = "/tmp/app_bench_server.log"):
+    """`streamlit run app/main.py` on a free port; yields (process, url) once it is healthy."""
+    url = f"http://127.0.0.1:{free_port()}"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless",
+             "true", "--server.address", "127.0.0.1", "--server.port", url.rsplit(":", 1)[1],
+             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            for _ in range(300):
+                with contextlib.suppress(OSError):
+                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                        break
+                time.sleep(0.2)
+            else:
+                raise RuntimeError(f"streamlit did not start; see {log_path}")
+            yield server, url
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+def start_cli_run(a, env: dict, runs_dir: Path) -> tuple[subprocess.Popen, Path]:
+    """A CLI worker on a long recover (not a child of the server, so not in its CPU)."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "cvdd", "run", "--preset", a.preset, "--runs-dir",
+           str(runs_dir), "--set", f"recover.iterations={a.iterations}",
+           "--set", f"recover.snapshot_every={a.snapshot_every}",
+           "--set", f"recover.checkpoint_every={a.snapshot_every * 5}"]
+    log_path = runs_dir / "_bench_worker.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    t_end = time.time() + 300
+    while time.time() < t_end:  # the CLI prints "run dir: <path>" first
+        m = re.search(r"run dir: (\S+)", log_path.read_text(errors="replace"))
+        if m:
+            run_dir = Path(m.group(1))
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        raise TimeoutError(f"no run dir from the worker; see {log_path}")
+    while not any(e["kind"] == "snapshot" and e.get("stage") == "recover"
+                  for e in read_events(run_dir)):  # watch recover, the stage with images
+        if proc.poll() is not None or time.time() > t_end:
+            raise RuntimeError(f"the worker did not reach recover; see {log_path}")
+        time.sleep(0.5)
+    return proc, run_dir
+
+
+def watch_cpu(a, env: dict, runs_dir: Path) -> None:
+    """CPU-seconds used by the server process per wall-second while `a.tabs` browser tabs
+    watch a running run's Live page. CPU time (utime + stime from /proc/<pid>/stat) does not
+    grow when other processes load the machine, so the figure holds on a shared box."""
+    worker, run_dir = start_cli_run(a, env, runs_dir)
+    try:
+        with serve(env) as (server, url), sync_playwright() as pw:
+            browser, ctx = new_context(pw)
+            for _ in range(a.tabs):
+                p = ctx.new_page()
+                p.goto(f"{url}/live?run={run_dir.name}")
+                p.locator('[data-testid="stImageCaption"]').filter(has_text=STEP).first.wait_for()
+            time.sleep(a.warmup)  # page loads and first fragment runs are not the steady state
+            st0, c0, t0 = run_status(run_dir), ticks(server.pid), time.time()
+            time.sleep(a.seconds)
+            c1, t1, st1 = ticks(server.pid), time.time(), run_status(run_dir)
+            browser.close()
+        cpu_s, wall = (c1 - c0) / TICK, t1 - t0
+        ok = st0["status"] == st1["status"] == "running" and st1["stage"] == "recover"
+        print(f"{ROOT}: {a.tabs} tab(s) on /live for {wall:.1f} s: server used {cpu_s:.2f} "
+              f"CPU-s = {cpu_s / wall:.3f} CPU-s per wall-s  (run {st0['status']}/{st0['stage']}"
+              f" step {st0['step']} -> {st1['status']}/{st1['stage']} step {st1['step']}"
+              f"{'' if ok else '; NOT running the whole window: use more --iterations'})")
+    finally:
+        worker.terminate()  # SIGTERM: the worker checkpoints and ends as 'stopped'
+        worker.wait(timeout=60)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs-dir", default="/work/bench_app_runs")
     ap.add_argument("--sample-s", type=float, default=30.0, help="CPU sampling window")
+    ap.add_argument("--tabs", type=int, help="only measure server CPU with this many tabs on "
+                    "the Live page of a CLI run (see watch_cpu); skips everything else")
+    ap.add_argument("--seconds", type=float, default=60.0, help="window for --tabs")
+    ap.add_argument("--warmup", type=float, default=10.0, help="settle time before it")
+    ap.add_argument("--preset", default="tiny", help="preset of the watched run (--tabs)")
+    ap.add_argument("--iterations", type=int, default=30000,
+                    help="recover.iterations of that run: enough to outlast the window")
+    ap.add_argument("--snapshot-every", type=int, default=200,
+                    help="recover.snapshot_every of that run")
     a = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
     runs_dir = Path(a.runs_dir).resolve()
     env = dict(os.environ, CVDD_RUNS_DIR=str(runs_dir), CVDD_THREADS="1", PYTHONPATH=str(ROOT))
+    if a.tabs is not None:
+        watch_cpu(a, env, runs_dir)
+        return
     ensure_warm_cache(runs_dir, env)
 
     port = free_port()

@@ -1,15 +1,26 @@
 """Analysis data for the explorer: BN discrepancy (paper Fig. 5), intra-class diversity (Fig. 4),
-and soft labels with vs without BSSL. Pure tensor code; the stages write the results as JSON.
+and soft labels with vs without BSSL. Pure tensor code, plus `write_analysis`, which the relabel
+stage calls to write the three JSON files (docs/rundir.md describes their content).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn as nn
 
+from . import layout
 from .bn import BNStatsCollector
 
-__all__ = ["bn_discrepancy", "class_similarity", "soft_label_stats"]
+if TYPE_CHECKING:  # only for the annotation: the context pulls in the run dir and models
+    from .context import Context
+
+__all__ = ["bn_discrepancy", "class_similarity", "soft_label_stats", "write_analysis"]
+
+# The analysis is the last two of the relabel stage's four progress steps, and its seeds are
+# named after that stage (changing the name would change every run's BN batches).
+_STAGE = "relabel"
 
 
 @torch.no_grad()
@@ -131,4 +142,65 @@ def soft_label_stats(
         "label_acc_bssl": float(acc_b.float().mean()),
         "label_acc_eval": float(acc_e.float().mean()),
         "per_class": per_class,
+    }
+
+
+def write_analysis(
+    ctx: Context,
+    probs: dict[str, torch.Tensor],
+    *,
+    targets: torch.Tensor,
+    images: torch.Tensor,
+    init_images: torch.Tensor,
+    real_images: torch.Tensor,
+) -> dict:
+    """Write the soft-label, BN-discrepancy and diversity files; return relabel's metrics.
+
+    probs: "bssl" / "eval" -> (N, num_classes) labels of `images` (uint8, on the device);
+    init_images and real_images are the init stage's start and its random-real baseline.
+    """
+    cfg, d, dev = ctx.cfg, ctx.data, ctx.device
+    stats = soft_label_stats(probs["bssl"], probs["eval"], targets, d.class_names)
+    ctx.rd.write_json(
+        layout.SOFT_LABEL_STATS,
+        {
+            "teacher": cfg.relabel.teacher,
+            "mode_used": cfg.relabel.mode,
+            "batch_size": cfg.relabel.batch_size,
+            **stats,
+        },
+    )
+    # a committee teacher is analysed through its first member: the figures need one model's
+    # BN layers and features
+    name = cfg.relabel.teacher if cfg.relabel.teacher != "committee" else cfg.squeeze.members[0]
+    model = ctx.load_member(name)
+    # Fig. 5: BN statistics of synthetic (before / after recover) and real batches
+    sources = {
+        "init": ctx.normalize(init_images.to(dev)),
+        "synthetic": ctx.normalize(images),
+        "real": ctx.normalize(real_images.to(dev)),
+    }
+    bn = bn_discrepancy(model, sources, min(100, images.shape[0]), ctx.gen(_STAGE, "bn"))
+    ctx.rd.write_json(layout.BN_STATS, {"model": name, **bn})
+    ctx.rd.progress(_STAGE, 3, 4, label="BN statistics")
+    # Fig. 4: mean pairwise cosine similarity of penultimate features within each class
+    sims = {
+        src: class_similarity(model, x, targets.to(dev), d.num_classes)
+        for src, x in sources.items()
+    }
+    sims["random_real"] = sims.pop("real")  # the diversity file names the baseline in full
+    div = {"model": name, "feature": "penultimate", "class_names": d.class_names, "sources": sims}
+    ctx.rd.write_json(layout.DIVERSITY, div)
+    ctx.rd.progress(_STAGE, 4, 4, label="diversity")
+
+    def mean_gap(src: str) -> float:  # summed over BN layers, as the stage_end metric reports it
+        return sum(layer["sources"][src]["mean_gap"] for layer in bn["layers"])
+
+    return {
+        "label_agreement": stats["agreement"],
+        "label_kl": stats["kl_mean"],
+        "cos_sim_synthetic": sims["synthetic"]["mean"],
+        "cos_sim_random_real": sims["random_real"]["mean"],
+        "bn_mean_gap_synthetic": mean_gap("synthetic"),
+        "bn_mean_gap_real": mean_gap("real"),
     }

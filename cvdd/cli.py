@@ -19,10 +19,18 @@ BUILTIN_NAMES = ("builtin", "fashion_mnist_subset")  # the embedded data set
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cvdd", description=__doc__.splitlines()[0])
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    # --debug is declared once, on a parent that the main parser and every subcommand share, so
+    # it works before or after the subcommand. SUPPRESS keeps a subparser's default from
+    # overwriting a --debug given before the subcommand; main() reads it with getattr.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
+    p = argparse.ArgumentParser(
+        prog="python -m cvdd", description=__doc__.splitlines()[0], parents=[common]
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="start a new run from a preset")
+    r = sub.add_parser("run", parents=[common], help="start a new run from a preset")
     r.add_argument(
         "--preset", default="quick", help=f"one of: {', '.join(PRESETS)} (default: quick)"
     )
@@ -43,17 +51,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECTION.KEY=VALUE",
         help="override any config value, e.g. --set recover.iterations=200 (repeatable)",
     )
-    r.add_argument("--debug", action="store_true", help="show tracebacks")
-    s = sub.add_parser("resume", help="continue a stopped or crashed run")
+    s = sub.add_parser("resume", parents=[common], help="continue a stopped or crashed run")
     s.add_argument("run_dir")
-    s.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub.add_parser("presets", help="list presets")
-    sub.add_parser("list-models", help="list registered model names")
+    sub.add_parser("presets", parents=[common], help="list presets")
+    sub.add_parser("list-models", parents=[common], help="list registered model names")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.debug = getattr(args, "debug", False)
     try:
         if args.cmd == "presets":
             for name in PRESETS:

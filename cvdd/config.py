@@ -1,6 +1,7 @@
-"""Run configuration: frozen dataclasses, presets, dict round trip and `section.key=value` overrides.
+"""Run configuration: frozen dataclasses, dict round trip, `section.key=value` overrides, presets.
 
-Defaults follow `cvdd-spec.md` (the official CV-DD scripts); each field says its unit and source.
+Defaults follow the paper and the official CV-DD scripts; each field says its unit and source.
+The preset dicts live in `presets.py` (plain data); this module imports them, never the reverse.
 Loads without torch so the UI can validate a form without importing the engine.
 """
 
@@ -13,6 +14,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, get_args, get_origin, get_type_hints
 
+from .presets import PRESET_NOTES, PRESETS, PRIOR_TABLE
 from .utils import CvddError
 
 __all__ = [
@@ -32,29 +34,7 @@ __all__ = [
     "config_hash",
 ]
 
-STAGES = ("squeeze", "prior", "init", "recover", "relabel", "validate")
 COMMITTEE = ("resnet18", "resnet50", "shufflenetv2", "mobilenetv2", "densenet121")  # paper §3.5
-
-# Prior performance alpha (student top-1 %, spec §3 table), used when prior.source == "table".
-PRIOR_TABLE = {
-    "cifar10": dict(
-        resnet18=63.0, resnet50=65.3, shufflenetv2=68.5, mobilenetv2=67.6, densenet121=67.4
-    ),
-    "cifar100": dict(
-        resnet18=64.0, resnet50=60.6, shufflenetv2=51.6, mobilenetv2=59.4, densenet121=56.4
-    ),
-    "tiny_imagenet": dict(
-        resnet18=46.5, resnet50=28.3, shufflenetv2=43.6, mobilenetv2=44.8, densenet121=41.5
-    ),
-    "imagenette": dict(
-        resnet18=62.4, resnet50=52.0, shufflenetv2=57.2, mobilenetv2=54.0, densenet121=60.8
-    ),
-    # Jan-2025 row: the one that follows the paper's definition (spec §3)
-    "imagenet1k": dict(
-        resnet18=43.1, resnet50=41.37, shufflenetv2=43.73, mobilenetv2=39.15, densenet121=38.9
-    ),
-}
-
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -64,12 +44,12 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SqueezeConfig:
-    """Stage 0: train the committee on real data (spec §2: short schedules on purpose)."""
+    """Stage 0: train the committee on real data (short schedules on purpose, as in the paper)."""
 
     members: tuple[str, ...] = COMMITTEE  # paper §3.5; one member = SRe2L++
     width: float = 1.0  # channel multiplier for the small-resolution models
     widths: dict = field(default_factory=dict)  # member -> width, overriding `width` for it
-    epochs: int = 200  # spec §2 CIFAR: 200 epochs
+    epochs: int = 200  # paper's CIFAR schedule: 200 epochs
     batch_size: int = 512  # images per step
     optimizer: str = "adam"  # adam | sgd
     lr: float = 0.001  # Adam 1e-3, cosine to 0 over the epochs
@@ -82,11 +62,11 @@ class SqueezeConfig:
 
 @dataclass(frozen=True)
 class PriorConfig:
-    """Stage 1: prior performance alpha per member (paper §3.6, App. C; spec §3)."""
+    """Stage 1: prior performance alpha per member (paper §3.6, App. C)."""
 
-    source: str = "compute"  # compute (SRe2L++ alone per member) | table (spec §3) | user
+    source: str = "compute"  # compute (SRe2L++ alone per member) | table (paper's values) | user
     values: dict = field(default_factory=dict)  # member -> alpha in %, for source=user
-    ipc: int = 50  # spec §3: IPC 50 for CIFAR, 10 elsewhere
+    ipc: int = 50  # paper: IPC 50 for CIFAR, 10 elsewhere
     recover_iterations: int = 4000  # recover steps of each SRe2L++-alone run
     validate_epochs: int = 300  # student epochs of each run
     max_classes: int = 0  # 0 = all; a cheaper estimate on the first classes only (CPU presets)
@@ -94,7 +74,7 @@ class PriorConfig:
 
 @dataclass(frozen=True)
 class InitConfig:
-    """Stage 2: RDED-style real-patch initialisation (spec §4)."""
+    """Stage 2: RDED-style real-patch initialisation (paper §3.4)."""
 
     method: str = "rded"  # rded | real (random real images) | noise (SRe2L's Gaussian)
     candidates: int = 300  # mipc: real images scored per class
@@ -105,7 +85,7 @@ class InitConfig:
 
 @dataclass(frozen=True)
 class RecoverConfig:
-    """Stage 3: pixel optimisation with committee voting (spec §5)."""
+    """Stage 3: pixel optimisation with committee voting (paper §3.6)."""
 
     iterations: int = 4000  # Adam steps per image group
     lr: float = 0.25  # Adam, cosine to 0, no warm-up
@@ -118,7 +98,7 @@ class RecoverConfig:
     num_experts: int = 2  # N, members voting for one IPC index
     temperature: float = 5.0  # T in softmax(alpha / T)
     voter: str = "prior"  # prior | equal | random (Table 6 ablation)
-    schedule: str = "auto"  # auto | fixed | enumerate | random | per_iteration (spec §5.4)
+    schedule: str = "auto"  # auto | fixed | enumerate | random | per_iteration
     fixed_members: tuple[str, ...] = ()  # for schedule=fixed; () = top-N by prior
     classes_per_group: int = 100  # bs: classes per optimisation batch (one image per class)
     groups_per_step: int = 0  # groups optimised together in one batch; 0 = all
@@ -129,17 +109,17 @@ class RecoverConfig:
 
 @dataclass(frozen=True)
 class RelabelConfig:
-    """Stage 4: Batch-Specific Soft Labeling (paper §3.7, spec §6)."""
+    """Stage 4: Batch-Specific Soft Labeling (paper §3.7)."""
 
     teacher: str = "resnet18"  # a member name, or "committee" (prior-weighted logits)
     mode: str = "bssl"  # bssl (teacher BN uses the batch's statistics) | eval (running stats)
-    committee_temperature: float = 10.0  # softmax(alpha / 10) over teachers (spec §6.3)
-    batch_size: int = 16  # images per labelling batch (= student batch, spec §6.5)
+    committee_temperature: float = 10.0  # softmax(alpha / 10) over teachers
+    batch_size: int = 16  # images per labelling batch (= student batch)
 
 
 @dataclass(frozen=True)
 class ValidateConfig:
-    """Stage 5: train a student from scratch on the distilled set (spec §7)."""
+    """Stage 5: train a student from scratch on the distilled set."""
 
     student: str = "resnet18"
     width: float = 1.0  # student channel multiplier
@@ -200,24 +180,56 @@ class RunConfig:
 # checks
 
 
-def _check(c: RunConfig) -> None:
-    def need(ok: bool, msg: str) -> None:
-        if not ok:
-            raise CvddError(msg)
+def _need(ok: bool, field: str | None, msg: str) -> None:
+    if not ok:
+        raise CvddError(msg, field=field)
 
-    need(c.ipc >= 1, f"ipc must be >= 1 (got {c.ipc}); use --set ipc=10")
-    need(len(c.squeeze.members) >= 1, "squeeze.members is empty; name at least one model")
-    need(
-        len(set(c.squeeze.members)) == len(c.squeeze.members),
-        f"squeeze.members has duplicates: {list(c.squeeze.members)}",
+
+def _check(c: RunConfig) -> None:
+    _check_committee(c)
+    _check_choices(c)
+    _check_numbers(c)
+
+
+def _check_committee(c: RunConfig) -> None:
+    members, r = c.squeeze.members, c.recover
+    _need(c.ipc >= 1, "ipc", f"ipc must be >= 1 (got {c.ipc}); use --set ipc=10")
+    _need(len(members) >= 1, "squeeze.members", "squeeze.members is empty; name at least one model")
+    dup = len(set(members)) != len(members)
+    _need(not dup, "squeeze.members", f"squeeze.members has duplicates: {list(members)}")
+    _need(
+        1 <= r.num_experts <= len(members),
+        "recover.num_experts",
+        f"recover.num_experts={r.num_experts} but the committee has {len(members)} "
+        f"member(s) {list(members)}; use --set recover.num_experts="
+        f"{min(2, len(members))} or add members",
     )
+    if r.schedule == "fixed" and r.fixed_members:
+        _need(
+            len(r.fixed_members) == r.num_experts and set(r.fixed_members) <= set(members),
+            "recover.fixed_members",
+            f"recover.fixed_members {list(r.fixed_members)} must be {r.num_experts} of "
+            f"{list(members)}",
+        )
+    if c.relabel.teacher != "committee":
+        _need(
+            c.relabel.teacher in members,
+            "relabel.teacher",
+            f"relabel.teacher={c.relabel.teacher!r} is not a committee member "
+            f"{list(members)}; choose one of them or 'committee'",
+        )
+    if c.prior.source == "user":
+        missing = [m for m in members if m not in c.prior.values]
+        _need(
+            not missing,
+            "prior.values",
+            f"prior.source=user but prior.values lacks {missing}; "
+            "e.g. --set prior.values='{\"resnet18\": 63.0}'",
+        )
+
+
+def _check_choices(c: RunConfig) -> None:
     r = c.recover
-    need(
-        1 <= r.num_experts <= len(c.squeeze.members),
-        f"recover.num_experts={r.num_experts} but the committee has {len(c.squeeze.members)} "
-        f"member(s) {list(c.squeeze.members)}; use --set recover.num_experts="
-        f"{min(2, len(c.squeeze.members))} or add members",
-    )
     _choice("recover.voter", r.voter, ("prior", "equal", "random"))
     _choice(
         "recover.schedule", r.schedule, ("auto", "fixed", "enumerate", "random", "per_iteration")
@@ -227,52 +239,40 @@ def _check(c: RunConfig) -> None:
     _choice("init.method", c.init.method, ("rded", "real", "noise"))
     _choice("relabel.mode", c.relabel.mode, ("bssl", "eval"))
     _choice("squeeze.optimizer", c.squeeze.optimizer, ("adam", "sgd"))
-    for sec in (c.squeeze, c.recover, c.relabel, c.validate):
-        for f in fields(sec):
-            v = getattr(sec, f.name)
-            if isinstance(v, float) and not (math.isfinite(v) and v >= 0):
-                raise CvddError(
-                    f"{type(sec).__name__.replace('Config', '').lower()}.{f.name} "
-                    f"must be a finite number >= 0 (got {v})"
-                )
-    need(r.lr > 0, f"recover.lr must be > 0 (got {r.lr})")
-    need(r.iterations >= 1, "recover.iterations must be >= 1")
-    need(r.temperature > 0, "recover.temperature must be > 0")
-    need(r.classes_per_group >= 1, "recover.classes_per_group must be >= 1")
-    need(c.validate.epochs >= 1 and c.squeeze.epochs >= 0, "epochs must be positive")
-    need(
-        c.validate.batch_size >= 2 and c.relabel.batch_size >= 2,
-        "batch sizes must be >= 2 (BSSL needs batch statistics)",
-    )
-    need(
-        c.init.factor >= 1 and c.init.candidates >= 1 and c.init.num_crops >= 1,
-        "init.factor, init.candidates and init.num_crops must be >= 1",
-    )
-    if r.schedule == "fixed" and r.fixed_members:
-        need(
-            len(r.fixed_members) == r.num_experts
-            and set(r.fixed_members) <= set(c.squeeze.members),
-            f"recover.fixed_members {list(r.fixed_members)} must be {r.num_experts} of "
-            f"{list(c.squeeze.members)}",
-        )
-    if c.relabel.teacher != "committee":
-        need(
-            c.relabel.teacher in c.squeeze.members,
-            f"relabel.teacher={c.relabel.teacher!r} is not a committee member "
-            f"{list(c.squeeze.members)}; choose one of them or 'committee'",
-        )
-    if c.prior.source == "user":
-        missing = [m for m in c.squeeze.members if m not in c.prior.values]
-        need(
-            not missing,
-            f"prior.source=user but prior.values lacks {missing}; "
-            "e.g. --set prior.values='{\"resnet18\": 63.0}'",
-        )
+
+
+# (key, lowest allowed value, why) for integer settings
+_MINIMUMS = (
+    ("recover.iterations", 1, ""),
+    ("recover.classes_per_group", 1, ""),
+    ("validate.epochs", 1, ""),
+    ("squeeze.epochs", 0, ""),
+    ("validate.batch_size", 2, " (BSSL needs batch statistics)"),
+    ("relabel.batch_size", 2, " (BSSL needs batch statistics)"),
+    ("init.factor", 1, ""),
+    ("init.candidates", 1, ""),
+    ("init.num_crops", 1, ""),
+)
+
+
+def _check_numbers(c: RunConfig) -> None:
+    for sec in ("squeeze", "recover", "relabel", "validate"):
+        for f in fields(getattr(c, sec)):
+            v, key = getattr(getattr(c, sec), f.name), f"{sec}.{f.name}"
+            if isinstance(v, float):
+                ok = math.isfinite(v) and v >= 0
+                _need(ok, key, f"{key} must be a finite number >= 0 (got {v})")
+    _need(c.recover.lr > 0, "recover.lr", f"recover.lr must be > 0 (got {c.recover.lr})")
+    t = c.recover.temperature
+    _need(t > 0, "recover.temperature", f"recover.temperature must be > 0 (got {t})")
+    for key, lo, why in _MINIMUMS:
+        sec, name = key.split(".")
+        v = getattr(getattr(c, sec), name)
+        _need(v >= lo, key, f"{key} must be >= {lo}{why} (got {v})")
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise CvddError(f"unknown {name} {value!r}; choose from {', '.join(allowed)}")
+    _need(value in allowed, name, f"unknown {name} {value!r}; choose from {', '.join(allowed)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,14 +281,17 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 def _build(cls: type, d: dict, prefix: str) -> Any:
     if not isinstance(d, dict):
-        raise CvddError(f"config section {prefix or 'root'} must be a mapping")
+        raise CvddError(
+            f"config section {prefix or 'root'} must be a mapping", field=prefix[:-1] or None
+        )
     hints = get_type_hints(cls)
     names = {f.name for f in fields(cls)}
     unknown = set(d) - names
     if unknown:
+        bad = sorted(prefix + str(k) for k in unknown)
         raise CvddError(
-            f"unknown config key(s) {sorted(prefix + k for k in unknown)}; "
-            f"valid keys: {sorted(prefix + n for n in names)}"
+            f"unknown config key(s) {bad}; valid keys: {sorted(prefix + n for n in names)}",
+            field=bad[0],
         )
     kw = {}
     for name, value in d.items():
@@ -332,7 +335,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return str(value)
     except (TypeError, ValueError):
         pass
-    raise CvddError(f"config key {key}: cannot read {value!r} as {getattr(tp, '__name__', tp)}")
+    raise CvddError(
+        f"config key {key}: cannot read {value!r} as {getattr(tp, '__name__', tp)}", field=key
+    )
 
 
 def _apply_override(d: dict, item: str) -> None:
@@ -341,17 +346,21 @@ def _apply_override(d: dict, item: str) -> None:
             f"override {item!r} must look like section.key=value, e.g. recover.iterations=200"
         )
     key, value = item.split("=", 1)
-    parts = key.strip().split(".")
+    key = key.strip()
+    parts = key.split(".")
     node = d
     for p in parts[:-1]:
         if p not in node or not isinstance(node[p], dict):
             raise CvddError(
                 f"unknown config section {p!r} in {item!r}; sections: "
-                f"{[k for k, v in d.items() if isinstance(v, dict)]}"
+                f"{[k for k, v in d.items() if isinstance(v, dict)]}",
+                field=key,
             )
         node = node[p]
     if parts[-1] not in node:
-        raise CvddError(f"unknown config key {key!r}; valid keys here: {sorted(node)}")
+        raise CvddError(
+            f"unknown config key {key!r}; valid keys here: {sorted(node)}", field=key
+        )
     node[parts[-1]] = value.strip()  # typed later by _coerce
 
 
@@ -375,5 +384,16 @@ def config_hash(cfg: RunConfig, sections: tuple[str, ...] | None = None) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# presets live in their own module; re-exported here so `from cvdd.config import PRESETS` works
-from .presets import PRESET_NOTES, PRESETS, from_preset  # noqa: E402
+
+def from_preset(name: str, overrides: list[str] | None = None, **top: Any) -> RunConfig:
+    """Build a config from a preset name, then `section.key=value` overrides."""
+    if name not in PRESETS:
+        raise CvddError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    d = RunConfig().to_dict()
+    _merge(d, json.loads(json.dumps(PRESETS[name])))  # deep copy, tuples -> lists
+    for k, v in top.items():
+        if v is not None:
+            _apply_override(d, f"{k}={v}") if "." in k else d.__setitem__(k, v)
+    for item in overrides or []:
+        _apply_override(d, item)
+    return RunConfig.from_dict(d)

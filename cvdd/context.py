@@ -12,12 +12,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from . import layout
 from .config import RunConfig
 from .data import denormalize, normalize, to_float, to_uint8
 from .runs import RunDir
 from .utils import CvddError, read_json
 
-__all__ = ["Context", "images_to_png_grid"]
+__all__ = ["Context"]
 
 
 class Context:
@@ -86,15 +87,15 @@ class Context:
 
     # -- committee -----------------------------------------------------------------------------
     def members(self) -> list[dict]:
-        doc = read_json(self.rd.path / "squeeze/members.json")
+        doc = read_json(self.rd.path / layout.MEMBERS)
         if not doc:
-            raise CvddError("squeeze/members.json is missing; the squeeze stage did not finish")
+            raise CvddError(f"{layout.MEMBERS} is missing; the squeeze stage did not finish")
         return doc["members"]
 
     def priors(self) -> dict[str, float]:
-        doc = read_json(self.rd.path / "prior/priors.json")
+        doc = read_json(self.rd.path / layout.PRIORS)
         if not doc:
-            raise CvddError("prior/priors.json is missing; the prior stage did not finish")
+            raise CvddError(f"{layout.PRIORS} is missing; the prior stage did not finish")
         return doc["values"]
 
     def load_member(self, name: str) -> nn.Module:
@@ -125,28 +126,3 @@ class Context:
             model.to(self.device).eval().requires_grad_(False)
             self._models[name] = model
         return self._models[name]
-
-
-def images_to_png_grid(
-    images: torch.Tensor,
-    num_classes: int,
-    ipc: int,
-    max_rows: int = 10,
-    max_cols: int = 10,
-    pad: int = 2,
-) -> tuple[bytes, dict]:
-    """Class-major uint8 images -> one PNG grid (rows = classes, cols = IPC index) + its layout."""
-    from PIL import Image
-
-    rows, cols = list(range(min(num_classes, max_rows))), list(range(min(ipc, max_cols)))
-    _, c, h, w = images.shape
-    grid = np.full((len(rows) * (h + pad) + pad, len(cols) * (w + pad) + pad, c), 255, np.uint8)
-    arr = images.cpu().numpy().transpose(0, 2, 3, 1)
-    for r in rows:
-        for q in cols:
-            y, x = pad + r * (h + pad), pad + q * (w + pad)
-            grid[y : y + h, x : x + w] = arr[r * ipc + q]
-    img = Image.fromarray(grid[..., 0] if c == 1 else grid, "L" if c == 1 else "RGB")
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue(), {"rows": rows, "cols": cols, "cell": h, "pad": pad}

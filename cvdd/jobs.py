@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import layout
 from .config import RunConfig
 from .runs import RunDir, is_alive, run_status
 from .utils import CvddError, read_json
@@ -28,7 +29,7 @@ def _spawn(run_dir: Path, env_extra: dict | None = None) -> int:
     # the worker must import this cvdd even when the server runs from another folder
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PKG_ROOT), env.get("PYTHONPATH", "")]))
     env.update(env_extra or {})
-    log = open(run_dir / "worker.log", "ab")
+    log = open(run_dir / layout.WORKER_LOG, "ab")
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cvdd", "resume", str(run_dir)],
@@ -87,7 +88,7 @@ def stop_job(run_dir: str | Path, wait_s: float = 0.0) -> bool:
     run_dir = Path(run_dir)
     if not is_alive(run_dir):
         return False
-    job = read_json(run_dir / "job.json") or {}
+    job = read_json(run_dir / layout.JOB) or {}
     pid = job.get("pid")
     if not isinstance(pid, int):
         return False

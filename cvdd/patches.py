@@ -37,6 +37,7 @@ def select_patches(
     trainset,
     class_idx: int,
     observer: nn.Module,
+    *,
     ipc: int,
     factor: int,
     candidates: int,

@@ -13,8 +13,10 @@ import time
 import traceback
 from pathlib import Path
 
-from .config import STAGES, RunConfig, config_hash
-from .runs import RunDir, read_events
+from . import layout
+from .config import RunConfig, config_hash
+from .layout import STAGES, read_events
+from .runs import RunDir
 from .utils import CvddError, StopRequested, resolve_device, set_threads
 
 __all__ = ["run_pipeline", "STAGES"]
@@ -34,23 +36,26 @@ def _stage_fn(stage: str):
 
 
 def _check_names(cfg: RunConfig) -> None:
-    from .models import list_models
+    from .models import is_known_model, list_models
 
-    known = set(list_models())
-    for name in (*cfg.squeeze.members, cfg.validate.student):
-        if name not in known and not name.startswith("timm:"):
-            raise CvddError(f"unknown model {name!r}; choose from {', '.join(sorted(known))}")
+    named = [("squeeze.members", m) for m in cfg.squeeze.members]
+    for key, name in [*named, ("validate.student", cfg.validate.student)]:
+        if not is_known_model(name):
+            raise CvddError(
+                f"unknown model {name!r} in {key}; choose from {', '.join(list_models())}",
+                field=key,
+            )
 
 
 def _write_result(rd: RunDir, cfg: RunConfig, device: str) -> dict:
     from .utils import read_json
 
-    students = (read_json(rd.path / "validate/students.json") or {}).get("students", {})
+    students = (read_json(rd.path / layout.STUDENTS) or {}).get("students", {})
     evs = read_events(rd.path)
     secs = {}
     for e in evs:
-        if e["kind"] == "stage_end":
-            secs[e["stage"]] = secs.get(e["stage"], 0) + e.get("seconds", 0)
+        if e["kind"] == "stage_end" and e.get("stage") in STAGES:
+            secs[e["stage"]] = secs.get(e["stage"], 0) + (e.get("seconds") or 0)
     mode = cfg.relabel.mode
     head = students.get(f"distilled_{mode}", {})
     res = {
@@ -71,7 +76,7 @@ def _write_result(rd: RunDir, cfg: RunConfig, device: str) -> dict:
         "total_seconds": round(sum(secs.values()), 2),
         "device": device,
     }
-    rd.write_json("result.json", res)
+    rd.write_json(layout.RESULT, res)
     return res
 
 

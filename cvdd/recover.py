@@ -109,6 +109,7 @@ def _waves(groups: list[Group], per_step: int) -> list[list[Group]]:
 def recover_images(
     x_init: torch.Tensor,
     groups: list[Group],
+    *,
     committee: list[list[str]],
     weights: list[list[float]],
     models: dict[str, nn.Module],

@@ -1,12 +1,5 @@
-"""The run directory: the only module that knows its layout. The engine writes, the UI reads.
-
-Layout of `runs/<run_id>/` (see docs/rundir.md for every file):
-    config.json        resolved RunConfig + meta, written before any work
-    events.jsonl       append-only event log, one JSON object per line
-    job.json           pid/argv of the current worker attempt
-    worker.lock        flock held by the live worker (the kernel drops it on kill -9)
-    snapshots/<stage>/<step:06d>.png, checkpoints/<stage>.pt, <stage>/..., analysis/..., export/...
-    result.json        final metrics
+"""The run directory: the writer (`RunDir`) and the status readers. Its paths come from
+cvdd.layout; docs/rundir.md describes every file.
 
 Rules: write the file (tmp + os.replace), then append the event that names it; status is
 derived from events + lock, never stored. Loads without torch (checkpoints import it lazily).
@@ -25,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import layout
+from .layout import read_events
 from .utils import CvddError, atomic_write_bytes, atomic_write_json, read_json
 
 __all__ = [
@@ -35,15 +30,11 @@ __all__ = [
     "is_alive",
     "resolve_run",
     "SCHEMA_VERSION",
-    "STATUSES",
 ]
 
 SCHEMA_VERSION = 1
-STATUSES = ("created", "running", "done", "failed", "stopped", "crashed")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PROGRESS_EVERY_S = 1.0  # throttle for progress events (the UI polls every 1-2 s)
-HEARTBEAT_S = 10.0  # a running worker writes at least one event this often
-STALE_S = 30.0  # no lock and no event for this long while not ended -> crashed
 
 
 class RunDir:
@@ -82,7 +73,7 @@ class RunDir:
             raise CvddError(f"could not find a free run id in {root}")
         rd = cls(root / run_id)
         atomic_write_json(
-            rd.path / "config.json",
+            rd.path / layout.CONFIG,
             {
                 "schema_version": SCHEMA_VERSION,
                 "run_id": run_id,
@@ -96,7 +87,7 @@ class RunDir:
     @classmethod
     def open(cls, path: str | Path) -> "RunDir":
         p = Path(path)
-        if not (p / "config.json").is_file():
+        if not (p / layout.CONFIG).is_file():
             raise CvddError(
                 f"{p} is not a run directory (no config.json); "
                 "pass a folder printed by 'python -m cvdd run'"
@@ -108,10 +99,10 @@ class RunDir:
         return self.path.name
 
     def read_config(self) -> dict:
-        doc = read_json(self.path / "config.json")
-        if not isinstance(doc, dict) or "config" not in doc:
+        doc = read_json(self.path / layout.CONFIG)
+        if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
             raise CvddError(
-                f"{self.path / 'config.json'} is missing or corrupt; "
+                f"{self.path / layout.CONFIG} is missing or corrupt; "
                 "this run cannot be resumed, start a new one"
             )
         return doc
@@ -119,12 +110,12 @@ class RunDir:
     def update_meta(self, **meta: Any) -> None:
         doc = self.read_config()
         doc["meta"].update(meta)
-        atomic_write_json(self.path / "config.json", doc)
+        atomic_write_json(self.path / layout.CONFIG, doc)
 
     # -- lock -------------------------------------------------------------------------------
     def acquire_lock(self) -> None:
         """Hold worker.lock for the life of this process; a second worker is refused."""
-        fd = os.open(self.path / "worker.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path / layout.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -135,7 +126,7 @@ class RunDir:
             ) from None
         self._lock_fd = fd
         atomic_write_json(
-            self.path / "job.json",
+            self.path / layout.JOB,
             {
                 "pid": os.getpid(),
                 "argv": sys.argv,
@@ -151,19 +142,18 @@ class RunDir:
 
     # -- events -----------------------------------------------------------------------------
     def append_event(self, kind: str, stage: str | None = None, **fields: Any) -> dict:
-        if self._seq is None:
-            evs = read_events(self.path)
-            self._seq = (evs[-1]["seq"] + 1) if evs else 0
+        if self._seq is None:  # continue the numbering after a resume (foreign lines skipped)
+            seqs = [e["seq"] for e in read_events(self.path) if isinstance(e.get("seq"), int)]
+            self._seq = max(seqs) + 1 if seqs else 0
         ev = {"seq": self._seq, "t": round(time.time(), 3), "kind": kind}
         if stage is not None:
             ev["stage"] = stage
         ev.update(fields)
         line = json.dumps(ev, default=_plain) + "\n"
-        with open(self.path / "events.jsonl", "a", encoding="utf-8") as f:
+        with open(self.path / layout.EVENTS, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
         self._seq += 1
-        self._last_event_t = time.time()
         return ev
 
     def log(self, msg: str, level: str = "info", stage: str | None = None) -> None:
@@ -226,7 +216,7 @@ class RunDir:
         return p
 
     def save_snapshot(self, stage: str, step: int, png: bytes, **meta: Any) -> str:
-        rel = f"snapshots/{stage}/{step:06d}.png"
+        rel = layout.snapshot_path(stage, step)
         self.write_bytes(rel, png)
         self.append_event("snapshot", stage, step=step, path=rel, **meta)
         return rel
@@ -236,7 +226,7 @@ class RunDir:
 
         import torch
 
-        rel = f"checkpoints/{stage}.pt"
+        rel = layout.checkpoint_path(stage)
         buf = io.BytesIO()
         torch.save({"stage": stage, "config_hash": cfg_hash, "saved_t": time.time(), **state}, buf)
         self.write_bytes(rel, buf.getvalue())
@@ -246,7 +236,7 @@ class RunDir:
     def load_checkpoint(self, stage: str, cfg_hash: str) -> dict | None:
         import torch
 
-        p = self.path / f"checkpoints/{stage}.pt"
+        p = self.path / layout.checkpoint_path(stage)
         if not p.exists():
             return None
         try:
@@ -264,34 +254,16 @@ class RunDir:
         return ck
 
     def finished_stages(self) -> set[str]:
-        return {e["stage"] for e in read_events(self.path) if e.get("kind") == "stage_end"}
+        return {e.get("stage") for e in read_events(self.path) if e["kind"] == "stage_end"}
 
 
 # ---------------------------------------------------------------------------------------------
 # readers (used by the UI; never raise on torn or partial files)
 
 
-def read_events(run_dir: str | Path) -> list[dict]:
-    """All complete events; an unterminated or corrupt line is skipped."""
-    p = Path(run_dir) / "events.jsonl"
-    try:
-        data = p.read_bytes()
-    except OSError:
-        return []
-    out = []
-    for line in data.split(b"\n")[:-1]:  # the last piece has no newline yet: drop it
-        try:
-            ev = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(ev, dict) and "kind" in ev:
-            out.append(ev)
-    return out
-
-
 def is_alive(run_dir: str | Path) -> bool:
     """True while a worker holds the run's lock (works across server restarts and kill -9)."""
-    p = Path(run_dir) / "worker.lock"
+    p = Path(run_dir) / layout.LOCK
     if not p.exists():
         return False
     try:
@@ -324,7 +296,7 @@ def run_status(run_dir: str | Path, events: list[dict] | None = None) -> dict:
         "stages_done": [],
     }
     for e in evs:
-        k = e["kind"]
+        k = e.get("kind")
         if k == "stage_start":
             out.update(stage=e.get("stage"), step=0, total=None, eta_s=None)
         elif k == "progress":
@@ -335,11 +307,11 @@ def run_status(run_dir: str | Path, events: list[dict] | None = None) -> dict:
             out["stages_done"].append(e.get("stage"))
     if evs:
         out["updated_t"] = evs[-1].get("t")
-    last_end = next((e for e in reversed(evs) if e["kind"] in ("run_end", "run_start")), None)
+    last_end = next((e for e in reversed(evs) if e.get("kind") in ("run_end", "run_start")), None)
     alive = is_alive(run_dir)
     if alive:
         out["status"] = "running"
-    elif last_end is not None and last_end["kind"] == "run_end":
+    elif last_end is not None and last_end.get("kind") == "run_end":
         out["status"] = last_end.get("status", "failed")
         out["error"] = last_end.get("error")
     elif evs:
@@ -367,10 +339,12 @@ def list_runs(runs_root: str | Path) -> list[dict]:
     for p in sorted(root.iterdir(), reverse=True):
         if not p.is_dir() or p.name.startswith(("_", ".")):
             continue
-        doc = read_json(p / "config.json")
-        cfg = doc.get("config", {}) if isinstance(doc, dict) else {}
+        doc = read_json(p / layout.CONFIG)
+        doc = doc if isinstance(doc, dict) else {}
+        cfg = doc.get("config") if isinstance(doc.get("config"), dict) else {}
         st = run_status(p)
-        res = read_json(p / "result.json") or {}
+        res = read_json(p / layout.RESULT)
+        res = res if isinstance(res, dict) else {}
         rows.append(
             {
                 "run_id": p.name,

@@ -26,8 +26,14 @@ __all__ = [
 class CvddError(Exception):
     """A user-facing error: the message says what went wrong and how to fix it.
 
-    The CLI prints only the message (no traceback) and exits with code 2.
+    The CLI prints only the message (no traceback) and exits with code 2. `field` names the
+    config key the error is about (e.g. "recover.iterations"), or None, so a form can show the
+    message next to that input without parsing the text.
     """
+
+    def __init__(self, msg: str = "", field: str | None = None) -> None:
+        super().__init__(msg)
+        self.field = field
 
 
 class StopRequested(Exception):

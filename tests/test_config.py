@@ -54,6 +54,43 @@ def test_bad_values_name_the_fix(overrides, needle):
         from_preset("quick", overrides)
 
 
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (["ipc=0"], "ipc"),
+        (["recover.num_experts=9"], "recover.num_experts"),
+        (["recover.voter=loud"], "recover.voter"),
+        (["recover.iterations=abc"], "recover.iterations"),
+        (["recover.iterations=0"], "recover.iterations"),
+        (["recover.temperature=0"], "recover.temperature"),
+        (["recover.lr=nan"], "recover.lr"),
+        (["relabel.teacher=vgg"], "relabel.teacher"),
+        (["squeeze.members=resnet18,resnet18"], "squeeze.members"),
+        (["relabel.batch_size=1"], "relabel.batch_size"),
+        (["recover.foo=1"], "recover.foo"),
+        (["justtext"], None),
+    ],
+)
+def test_errors_carry_the_config_key(overrides, field):
+    # the New run form puts the message next to the input for this key, without reading the text
+    with pytest.raises(CvddError) as info:
+        from_preset("quick", overrides)
+    assert info.value.field == field
+
+
+def test_from_dict_errors_carry_the_key():
+    with pytest.raises(CvddError) as info:
+        RunConfig.from_dict({"recover": {"nope": 1}})
+    assert info.value.field == "recover.nope"
+    assert CvddError("plain").field is None and str(CvddError("m", field="ipc")) == "m"
+
+
+def test_presets_are_plain_data():
+    import cvdd.presets as presets
+
+    assert presets.PRESETS["quick"]["name"] == "quick" and "from_preset" not in vars(presets)
+
+
 def test_unknown_preset_lists_choices():
     with pytest.raises(CvddError, match="quick"):
         from_preset("nope")

@@ -6,7 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from cvdd.models import create_model, list_models, register_model
+from cvdd.models import (
+    create_model,
+    is_known_model,
+    list_models,
+    register_model,
+    register_prefix,
+)
 
 torch.set_num_threads(1)
 
@@ -90,6 +96,47 @@ def test_duplicate_registration_raises():
 
     with pytest.raises(ValueError, match="already registered"):
         register_model(resnet18)
+
+
+def test_unknown_name_mentions_prefixes():
+    with pytest.raises(ValueError, match=r"timm:<name>"):
+        create_model("resnet19", 10)
+
+
+@pytest.mark.parametrize(
+    "name, known",
+    [
+        ("resnet18", True),
+        ("test_tiny_cnn", True),
+        ("tv_resnet18", True),
+        ("timm:resnet10t", True),  # the form only; create_model asks timm itself
+        ("timm:", False),
+        ("resnet19", False),
+        ("", False),
+    ],
+)
+def test_is_known_model(name, known):
+    assert is_known_model(name) is known
+
+
+def test_a_prefix_routes_names_to_its_factory(monkeypatch):
+    from cvdd.models import _registry
+
+    # a private copy, so the test prefix does not leak into other tests
+    monkeypatch.setattr(_registry, "_PREFIXES", dict(_registry._PREFIXES))
+    seen = {}
+
+    def factory(rest, num_classes, in_channels=3, width=1.0, **kw):
+        seen.update(rest=rest, kw=kw)
+        return nn.Linear(in_channels, num_classes)
+
+    register_prefix("fake:", factory)
+    model = create_model("fake:net:v2", num_classes=4, in_channels=2, depth=3)
+    assert isinstance(model, nn.Linear) and model.out_features == 4
+    assert seen == {"rest": "net:v2", "kw": {"depth": 3}}
+    assert is_known_model("fake:x") and "fake:x" not in list_models()
+    with pytest.raises(ValueError, match="already registered"):
+        register_prefix("fake:", factory)
 
 
 @pytest.mark.parametrize("bad", [{"num_classes": 0}, {"in_channels": 0}, {"width": 0.0}])

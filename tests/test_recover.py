@@ -88,14 +88,14 @@ def test_recover_lowers_bn_loss_and_stays_in_pixel_range(schedule):
     x = recover_images(
         x0,
         groups,
-        plan,
-        [[0.5, 0.5]] * 2,
-        models,
-        cfg,
-        (0.5,),
-        (0.25,),
-        torch.Generator().manual_seed(1),
-        hooks,
+        committee=plan,
+        weights=[[0.5, 0.5]] * 2,
+        models=models,
+        cfg=cfg,
+        mean=(0.5,),
+        std=(0.25,),
+        gen=torch.Generator().manual_seed(1),
+        hooks=hooks,
         priors={"test_tiny_cnn": 1.0, "test_tiny_resnet": 2.0},
     )
     bn = [r["bn"] for r in hooks.trace_rows]

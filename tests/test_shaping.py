@@ -45,12 +45,6 @@ def test_status_text():
     assert shaping.status_text({}) == "created"
 
 
-def test_parse_jsonl_skips_torn_and_corrupt_lines():
-    data = b'{"a": 1}\nnot json\n[1, 2]\n{"b": 2}\n{"c": 3'
-    assert shaping.parse_jsonl(data) == [{"a": 1}, {"b": 2}]
-    assert shaping.parse_jsonl(None) == [] and shaping.parse_jsonl("") == []
-
-
 EVENTS = [
     {"kind": "run_start", "attempt": 1},
     {"kind": "stage_start", "stage": "squeeze"},
@@ -264,7 +258,7 @@ def test_zip_folder(tmp_path):
     assert sorted(z.namelist()) == ["run-export/config.json", "run-export/images/000_a/000.png"]
 
 
-def test_form_overrides_and_error_fields():
+def test_form_overrides():
     v = {"ipc": 3, "seed": 1, "device": "cpu", "num_experts": 2, "temperature": 5.0,
          "voter": "prior", "schedule": "auto", "iterations": 40, "teacher": "a",
          "members": ["a", "b"], "bssl": False, "dataset": "builtin"}
@@ -272,9 +266,6 @@ def test_form_overrides_and_error_fields():
     assert "squeeze.members=a,b" in o and "relabel.mode=eval" in o and "ipc=3" in o
     assert "recover.iterations=40" in o and "data.dataset=builtin" in o
     assert shaping.form_overrides({"dataset": None}) == []
-    assert shaping.field_for_error("recover.num_experts=3 but the committee has 2") == "num_experts"
-    assert shaping.field_for_error("relabel.teacher='x' is not a committee member") == "teacher"
-    assert shaping.field_for_error("something else") is None
 
 
 def test_tail_and_config_summary():

@@ -25,20 +25,18 @@ from .images import (
                        to_display,
 )
 from .runs import (
-                       FIELD_KEYS,
                        STAGES,
                        STATUS_ICONS,
                        committee_matrix,
                        compare_row,
                        config_summary,
+                       dig,
                        downsample,
-                       field_for_error,
                        fmt_age,
                        fmt_duration,
                        form_overrides,
                        log_messages,
                        member_usage,
-                       parse_jsonl,
                        progress_df,
                        runs_table,
                        snapshots,
@@ -51,7 +49,6 @@ from .runs import (
 )
 
 __all__ = [
-                       "FIELD_KEYS",
                        "STAGES",
                        "STATUS_ICONS",
                        "bn_channels_df",
@@ -61,6 +58,7 @@ __all__ = [
                        "committee_matrix",
                        "compare_row",
                        "config_summary",
+                       "dig",
                        "crop_grid_cell",
                        "crop_grid_row",
                        "curves_df",
@@ -68,7 +66,6 @@ __all__ = [
                        "diversity_means",
                        "downsample",
                        "entropy",
-                       "field_for_error",
                        "fmt_age",
                        "fmt_duration",
                        "form_overrides",
@@ -77,7 +74,6 @@ __all__ = [
                        "kl_div",
                        "log_messages",
                        "member_usage",
-                       "parse_jsonl",
                        "progress_df",
                        "runs_table",
                        "snapshots",

@@ -6,7 +6,6 @@ run that is still going, crashed or came from an older version may lack any of t
 from __future__ import annotations
 
 import io
-import json
 import math
 import time
 import zipfile
@@ -17,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-STAGES = ("squeeze", "prior", "init", "recover", "relabel", "validate")
+from cvdd.layout import STAGES
 STATUS_ICONS = {"running": ":material/play_circle:", "done": ":material/check_circle:",
                 "failed": ":material/error:", "stopped": ":material/pause_circle:",
                 "crashed": ":material/warning:", "created": ":material/schedule:",
@@ -81,23 +80,6 @@ def tail_lines(data: bytes | str | None, n: int = 40) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # events
-
-def parse_jsonl(data: bytes | str | None) -> list[dict]:
-    """JSON lines -> dicts; a torn last line or a corrupt line is skipped."""
-    if not data:
-        return []
-    if isinstance(data, str):
-        data = data.encode()
-    out = []
-    for line in data.split(b"\n")[:-1]:
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            out.append(obj)
-    return out
-
 
 def stage_rows(events: list[dict], status: str = "running") -> list[dict]:
     """Per stage: state (pending/running/done/interrupted), step, total, frac, eta_s, seconds."""
@@ -259,22 +241,37 @@ def runs_table(rows: list[dict], now: float | None = None) -> pd.DataFrame:
                                       "members", "top1", "age", "updated"])
 
 
-def compare_row(run_id: str, cfg_doc: dict | None, result: dict | None) -> dict:
-    """One comparison row from config.json and result.json (either may be missing)."""
-    cfg = (cfg_doc or {}).get("config") or {}
-    res = result or {}
-    members = (cfg.get("squeeze") or {}).get("members") or []
-    rec, rel = cfg.get("recover") or {}, cfg.get("relabel") or {}
-    rr = ((res.get("baselines") or {}).get("random_real") or {}).get("student_top1")
-    return {"run": run_id, "method": res.get("method") or ("sre2l++" if len(members) == 1 else
-                                                            "cvdd" if members else None),
-            "dataset": Path(str(res.get("dataset") or (cfg.get("data") or {}).get("dataset")
-                                or "")).name,
-            "ipc": res.get("ipc", cfg.get("ipc")), "members": len(members) or None,
-            "voter": rec.get("voter"), "relabel": rel.get("mode"),
-            "student_top1": res.get("student_top1"), "random_real_top1": rr,
-            "bssl_top1": (res.get("labels") or {}).get("bssl"),
-            "eval_top1": (res.get("labels") or {}).get("eval")}
+def dig(d: Any, *keys: str) -> Any:
+    """d[k1][k2]... or None where a level is missing or not a dict (files from elsewhere)."""
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def compare_row(run_id: str, cfg_doc: Any, result: Any) -> dict:
+    """One comparison row from config.json and result.json (either may be missing or foreign)."""
+    cfg = dig(cfg_doc, "config")
+    cfg = cfg if isinstance(cfg, dict) else {}
+    res = result if isinstance(result, dict) else {}
+    members = dig(cfg, "squeeze", "members")
+    members = members if isinstance(members, list) else []
+    dataset = res.get("dataset") or dig(cfg, "data", "dataset") or ""
+    method = res.get("method") or ("sre2l++" if len(members) == 1 else "cvdd" if members else None)
+    return {
+        "run": run_id,
+        "method": method,
+        "dataset": Path(str(dataset)).name,
+        "ipc": res.get("ipc", cfg.get("ipc")),
+        "members": len(members) or None,
+        "voter": dig(cfg, "recover", "voter"),
+        "relabel": dig(cfg, "relabel", "mode"),
+        "student_top1": res.get("student_top1"),
+        "random_real_top1": dig(res, "baselines", "random_real", "student_top1"),
+        "bssl_top1": dig(res, "labels", "bssl"),
+        "eval_top1": dig(res, "labels", "eval"),
+    }
 
 
 def zip_folder(folder: str | Path, arc_root: str = "") -> bytes:
@@ -291,20 +288,6 @@ def zip_folder(folder: str | Path, arc_root: str = "") -> bytes:
 
 # ---------------------------------------------------------------------------------------------
 # new-run form
-
-FIELD_KEYS = {  # config key mentioned in a CvddError -> form field that shows it
-    "recover.num_experts": "num_experts", "num_experts": "num_experts",
-    "recover.fixed_members": "schedule", "recover.temperature": "temperature",
-    "recover.iterations": "iterations", "squeeze.members": "members",
-    "relabel.teacher": "teacher", "ipc": "ipc", "device": "device", "data.dataset": "dataset",
-    "recover.voter": "voter", "recover.schedule": "schedule", "seed": "seed",
-}
-
-
-def field_for_error(msg: str) -> str | None:
-    """Which form field a config error is about (longest matching key wins), or None."""
-    hits = [k for k in FIELD_KEYS if k in msg]
-    return FIELD_KEYS[max(hits, key=len)] if hits else None
 
 
 def form_overrides(v: dict[str, Any]) -> list[str]:

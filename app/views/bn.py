@@ -6,6 +6,7 @@ import streamlit as st
 
 from app import components as C
 from app import figures, shaping, state
+from cvdd import layout
 
 run_dir = C.run_header("bn", "BN discrepancy")
 if run_dir is None:
@@ -19,7 +20,7 @@ st.markdown(
     "distance between a batch's statistics and the running ones, averaged over batches, for "
     "the **initial** images (before recover), the **synthetic** images (after) and **real** "
     "training images (reference).")
-bn = state.read_json_file(run_dir / "analysis/bn_stats.json")
+bn = state.read_json_file(run_dir / layout.BN_STATS)
 if not isinstance(bn, dict) or not bn.get("layers"):
     stat = state.status(run_dir)
     st.info("No BN statistics yet: analysis/bn_stats.json is written after **recover** "

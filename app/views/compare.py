@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from app import figures, shaping, state
+from cvdd import layout
 from cvdd.utils import CvddError
 
 st.title("Compare & export")
@@ -27,7 +28,7 @@ for rid in chosen:
     except CvddError:
         continue
     table.append(shaping.compare_row(rid, state.run_config(d),
-                                     state.read_json_file(d / "result.json")))
+                                     state.read_json_file(d / layout.RESULT)))
 df = pd.DataFrame(table)
 if df.empty:
     st.info("Choose runs above (finished runs have a student accuracy).")

@@ -7,6 +7,7 @@ import streamlit as st
 
 from app import components as C
 from app import figures, shaping, state
+from cvdd import layout
 from cvdd.utils import CvddError
 
 run_dir = C.run_header("div", "Diversity")
@@ -18,7 +19,7 @@ st.markdown(
     "cosine similarity of every pair is averaged. **Lower is more diverse.** Switching the voting "
     "committee between IPC indices is meant to make the images of a class less alike than a "
     "single model would (paper Fig. 4).")
-div = state.read_json_file(run_dir / "analysis/diversity.json")
+div = state.read_json_file(run_dir / layout.DIVERSITY)
 if not isinstance(div, dict) or not div.get("sources"):
     stat = state.status(run_dir)
     st.info("No diversity analysis yet: analysis/diversity.json is written after **recover** "
@@ -41,7 +42,7 @@ with C.guard("the comparison run"):
                          placeholder="choose a run (e.g. an SRe²L++ run with one member)")
     if other:
         try:
-            d2 = state.read_json_file(state.resolve(other) / "analysis/diversity.json")
+            d2 = state.read_json_file(state.resolve(other) / layout.DIVERSITY)
         except CvddError as e:
             d2, _ = None, st.error(str(e))
         if isinstance(d2, dict) and d2.get("sources"):
@@ -64,8 +65,8 @@ with C.guard("the similarity matrices"):
                 if cls < len(v["matrices"])}
         lo = min((float(np.nanmin(m)) for m in mats.values() if m.size), default=0.0)
         cols = st.columns(max(1, len(srcs)))
-        files = {"synthetic": "recover/images.npz", "init": "init/images.npz",
-                 "random_real": "init/random_real.npz"}
+        files = {"synthetic": layout.RECOVER_IMAGES, "init": layout.INIT_IMAGES,
+                 "random_real": layout.RANDOM_REAL}
         for col, (src, v) in zip(cols, srcs.items()):
             with col:
                 if src in mats and mats[src].size:

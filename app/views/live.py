@@ -9,7 +9,7 @@ import streamlit as st
 
 from app import components as C
 from app import shaping, state
-from cvdd import jobs
+from cvdd import layout, jobs
 from cvdd.utils import CvddError
 
 run_dir = C.run_header("live", "Live run", show_status=False)
@@ -69,7 +69,7 @@ def progress_panel() -> None:
             doc = state.run_config(run_dir) or {}
             C.stage_progress(evs, stat, shaping.config_summary(doc.get("config") or {})["members"])
         with right:
-            res = state.read_json_file(run_dir / "result.json")
+            res = state.read_json_file(run_dir / layout.RESULT)
             m = st.columns(2)
             m[0].metric("status", stat["status"])
             m[1].metric("student top-1", f"{res['student_top1']:.1f} %"

@@ -30,6 +30,13 @@ SCHEDULES = {"auto": "auto (by IPC, as in the paper)", "fixed": "fixed: the same
              "random": "random: a random subset per IPC index",
              "per_iteration": "per_iteration: redraw the subset every step"}
 DEVICES = ["auto", "cpu", "cuda"]
+# config key a CvddError names (`e.field`) -> the form field whose slot shows the message;
+# other keys (e.g. set under "Extra overrides") show above the form
+ERROR_FIELDS = {"ipc": "ipc", "seed": "seed", "device": "device", "data.dataset": "dataset",
+                "squeeze.members": "members", "recover.num_experts": "num_experts",
+                "recover.temperature": "temperature", "recover.voter": "voter",
+                "recover.schedule": "schedule", "recover.fixed_members": "schedule",
+                "recover.iterations": "iterations", "relabel.teacher": "teacher"}
 P = {"persist_state": "session"}  # keep the form when the user visits another page
 
 
@@ -166,7 +173,7 @@ try:
     else:
         cfg = from_preset(ss["nr_preset"], overrides)
 except CvddError as e:
-    errors.setdefault(shaping.field_for_error(str(e)) or "general", str(e))
+    errors.setdefault(ERROR_FIELDS.get(e.field or "", "general"), str(e))
 if cfg is not None and not cfg.data.dataset and "dataset" not in errors:
     errors["dataset"] = "This preset needs a data set path."
 shown: set = set()

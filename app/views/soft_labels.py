@@ -8,6 +8,7 @@ import streamlit as st
 
 from app import components as C
 from app import figures, shaping, state
+from cvdd import layout
 
 run_dir = C.run_header("soft", "Soft labels: BSSL vs eval mode")
 if run_dir is None:
@@ -18,14 +19,14 @@ st.markdown(
     "student learns from. In **eval** mode its BatchNorm layers normalise with the running "
     "statistics of the real data; with **BSSL** they use the statistics of the synthetic batch "
     "itself (teacher in train mode, weights frozen). Below: the same images, both ways.")
-z = state.read_npz_file(run_dir / "relabel/soft_labels.npz")
+z = state.read_npz_file(run_dir / layout.SOFT_LABELS)
 if z is None or "probs_bssl" not in z or "probs_eval" not in z:
     stat = state.status(run_dir)
     st.info("No soft labels yet: relabel/soft_labels.npz is written at the end of **relabel** "
             f"(this run: {stat['status']}, stage {stat['stage'] or '—'}).")
     st.stop()
 
-an = state.read_json_file(run_dir / "analysis/soft_labels.json")
+an = state.read_json_file(run_dir / layout.SOFT_LABEL_STATS)
 an = an if isinstance(an, dict) else {}
 names = state.class_names(run_dir)
 pb, pe = np.asarray(z["probs_bssl"]), np.asarray(z["probs_eval"])
@@ -47,7 +48,7 @@ with C.guard("the label statistics"):
 
 with C.guard("one image's soft label"):
     st.subheader("One image")
-    imgs = state.read_npz_file(run_dir / "recover/images.npz")
+    imgs = state.read_npz_file(run_dir / layout.RECOVER_IMAGES)
     classes = sorted({int(t) for t in targets})
     c1, c2, c3 = st.columns([2, 2, 1])
     cls = c1.selectbox("Class", classes, key="sl_cls",
@@ -80,7 +81,7 @@ with C.guard("the label distributions"):
 
 with C.guard("the student accuracies"):
     st.subheader("What each labelling gave the student")
-    stu = state.read_json_file(run_dir / "validate/students.json") or {}
+    stu = state.read_json_file(run_dir / layout.STUDENTS) or {}
     sd = (stu.get("students") or {}) if isinstance(stu, dict) else {}
     b, e = sd.get("distilled_bssl"), sd.get("distilled_eval")
     if isinstance(b, dict) and isinstance(e, dict):

@@ -1,55 +1,32 @@
-"""Model registry, the shared model contract, and loading of local weight files."""
+"""Model registry: names -> builders, and name prefixes (e.g. `timm:`) -> factories.
+
+Families register themselves when `cvdd.models` imports them; this module imports none of them,
+so the import graph has one direction (families -> registry -> base).
+"""
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from torch import nn
 
+from .base import load_weights
+
 __all__ = [
-    "Classifier",
     "create_model",
+    "is_known_model",
     "list_models",
     "register_model",
-    "scale_width",
+    "register_prefix",
 ]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
-_TIMM_PREFIX = "timm:"
-
-
-class Classifier(nn.Module):
-    """Contract every registered model meets.
-
-    Subclasses set `num_classes`, `in_channels`, `num_features` and implement
-    `forward_features(x) -> (N, num_features)` (already pooled). The default head is `self.linear`,
-    the attribute name the pytorch-cifar style definitions use.
-    """
-
-    num_classes: int
-    in_channels: int
-    num_features: int
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.linear(feats)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
-def scale_width(channels: int, width: float) -> int:
-    """Scale a channel count by `width`, rounded to a multiple of 4 (at least 4).
-
-    Multiples of 4 keep ShuffleNet's channel split and groups valid; width 1.0 is the identity
-    for every channel count in spec §8.1.
-    """
-    return max(4, int(round(channels * width / 4)) * 4)
+# prefix -> factory(rest_of_name, num_classes=, in_channels=, width=, **kw): whole families of
+# names that cannot be listed one by one (every timm model), filled in by the family's module
+_PREFIXES: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -61,10 +38,34 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     return fn
 
 
+def register_prefix(prefix: str, factory: Callable[..., nn.Module]) -> None:
+    """Route every `<prefix><rest>` name to `factory(rest, num_classes=..., ...)`."""
+    if prefix in _PREFIXES:
+        raise ValueError(f"model prefix {prefix!r} is already registered")
+    _PREFIXES[prefix] = factory
+
+
+def _split_prefix(name: str) -> tuple[str, str] | None:
+    for prefix in _PREFIXES:
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return prefix, name[len(prefix) :]
+    return None
+
+
 def list_models(pattern: str | None = None) -> list[str]:
-    """Sorted registered names, optionally filtered by an fnmatch pattern (timm names excluded)."""
+    """Sorted registered names, optionally filtered by an fnmatch pattern (prefixed names such as
+    `timm:<name>` are not listed)."""
     names = sorted(_MODELS)
     return names if pattern is None else [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+
+
+def is_known_model(name: str) -> bool:
+    """True for a registered name, or `<prefix><name>` for a registered prefix (e.g. `timm:`).
+
+    A prefixed name is only checked for its form: whether the library behind the prefix knows
+    the rest is answered by `create_model`, which needs that library installed.
+    """
+    return name in _MODELS or _split_prefix(name) is not None
 
 
 def create_model(
@@ -75,10 +76,11 @@ def create_model(
     weights: str | Path | None = None,
     **kwargs,
 ) -> nn.Module:
-    """Build a model from its registered name (or `timm:<name>`), optionally loading local weights.
+    """Build a model from its registered name (or a prefixed name), optionally loading weights.
 
     Args:
-        name: a name from `list_models()`, or `timm:<timm model name>`.
+        name: a name from `list_models()`, or `<prefix><name>` for a registered prefix
+            (`timm:<timm model name>`).
         num_classes: size of the classifier head.
         in_channels: 1 for grayscale, 3 for RGB.
         width: channel multiplier (small-resolution and test models only).
@@ -91,90 +93,18 @@ def create_model(
         raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
     if not width > 0:
         raise ValueError(f"width must be > 0, got {width!r}")
-    if name.startswith(_TIMM_PREFIX):
-        # Imported here: pretrained.py imports this module, and timm is optional.
-        from .pretrained import create_timm_model
-
-        builder: Callable[..., nn.Module] = create_timm_model
-        kwargs = {"timm_name": name[len(_TIMM_PREFIX) :], **kwargs}
-    elif name in _MODELS:
+    split = _split_prefix(name)
+    if name in _MODELS:
         builder = _MODELS[name]
+    elif split is not None:
+        prefix, rest = split
+        builder = functools.partial(_PREFIXES[prefix], rest)
     else:
-        raise ValueError(f"unknown model {name!r}; choose from {list_models()}")
+        prefixes = "".join(f" or {p}<name>" for p in sorted(_PREFIXES))
+        raise ValueError(f"unknown model {name!r}; choose from {list_models()}{prefixes}")
     model = builder(num_classes=num_classes, in_channels=in_channels, width=width, **kwargs)
     if weights is not None:
         desc = f"{name} ({num_classes} classes, {in_channels} channels, width {width})"
-        _load_weights(model, Path(weights), desc)
+        load_weights(model, Path(weights), desc)
     return model
 
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Read a state_dict from `path`; every failure becomes a ValueError naming the file."""
-    if not path.is_file():
-        raise ValueError(f"weights file {path} not found; check the path")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch.load raises many types (pickle, zip, index, OS errors)
-        if "Weights only load failed" in str(e):
-            # A readable file that pickles Python objects (e.g. argparse args) beside the tensors.
-            raise ValueError(
-                f"weights file {path} holds Python objects that safe loading refuses; "
-                "re-save just model.state_dict() from a copy you trust"
-            ) from e
-        raise ValueError(
-            f"could not read weights file {path} ({type(e).__name__}: {str(e)[:200]}); "
-            "delete it and re-create it"
-        ) from e
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"weights file {path} does not hold a state_dict")
-    # Checkpoints saved from DataParallel/DDP prefix every key with 'module.'.
-    if obj and all(k.startswith("module.") for k in obj):
-        obj = {k[len("module.") :]: v for k, v in obj.items()}
-    return obj
-
-
-def _describe_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str:
-    """Short text listing missing/unexpected keys and shape clashes; empty when they agree."""
-    missing = [k for k in expected if k not in got]
-    unexpected = [k for k in got if k not in expected]
-    shapes = [
-        f"{k} {tuple(got[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in got and got[k].shape != v.shape
-    ]
-    parts = []
-    for label, items in (("missing keys", missing), ("unexpected keys", unexpected)):
-        if items:
-            more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
-            parts.append(f"{label} {items[:3]}{more}")
-    if shapes:
-        more = f" (+{len(shapes) - 3} more)" if len(shapes) > 3 else ""
-        parts.append(f"shape (file vs model) {shapes[:3]}{more}")
-    return "; ".join(parts)
-
-
-def _load_weights(model: nn.Module, path: Path, desc: str) -> None:
-    """Load a local weights file into `model`, raising ValueError on any mismatch."""
-    state = _read_state_dict(path)
-    # Wrappers of torchvision/timm nets map foreign key layouts (and ImageNet heads) onto theirs.
-    adapt = getattr(model, "adapt_state_dict", None)
-    if adapt is not None:
-        state = adapt(state)
-    expected = model.state_dict()
-    # Older files (e.g. early torchvision ImageNet weights) lack BN's num_batches_tracked counter,
-    # which is bookkeeping only; take the model's own value instead of rejecting the file.
-    for key, value in expected.items():
-        if key.endswith("num_batches_tracked") and key not in state:
-            state[key] = value
-    problem = _describe_mismatch(expected, state)
-    if problem:
-        raise ValueError(
-            f"checkpoint {path} does not match model {desc}: {problem}; "
-            "delete it or create the model with the settings it was trained with"
-        )
-    model.load_state_dict(state)

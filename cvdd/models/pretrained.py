@@ -1,4 +1,4 @@
-"""224-px models from torchvision (spec §8.2) and timm, wrapped to the registry's model contract.
+"""224-px models from torchvision and timm, wrapped to the registry's model contract.
 
 Nothing here downloads: networks are built with random weights, and ImageNet weights come in
 through `create_model(..., weights=path)` with a file the user downloaded. Such files use the
@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._registry import Classifier, register_model
+from ._registry import register_model, register_prefix
+from .base import Classifier
 
 __all__ = ["TimmNet", "TorchvisionNet", "create_timm_model"]
 
@@ -168,6 +169,10 @@ def create_timm_model(
         timm_name, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs
     )
     return TimmNet(net, num_classes, in_channels)
+
+
+# `create_model("timm:<name>", ...)` builds any timm model; timm is imported only then (optional)
+register_prefix("timm:", create_timm_model)
 
 
 @register_model

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._registry import Classifier, register_model, scale_width
+from ._registry import register_model
+from .base import Classifier, scale_width
 
 __all__ = ["ResNet", "resnet18", "resnet50", "resnet101"]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import layout
 from ..context import Context
 from ..patches import check_ipc, random_real, select_patches
 
@@ -26,14 +27,14 @@ def run_init(ctx: Context, cfg_hash: str) -> dict:
                     d.train,
                     c,
                     observer,
-                    cfg.ipc,
-                    ic.factor,
-                    ic.candidates,
-                    ic.num_crops,
-                    ctx.mean,
-                    ctx.std,
-                    gen,
-                    ctx.device,
+                    ipc=cfg.ipc,
+                    factor=ic.factor,
+                    candidates=ic.candidates,
+                    num_crops=ic.num_crops,
+                    mean=ctx.mean,
+                    std=ctx.std,
+                    gen=gen,
+                    device=ctx.device,
                 )
             )
             ctx.rd.progress(STAGE, c + 1, d.num_classes, label=d.class_names[c])
@@ -45,10 +46,10 @@ def run_init(ctx: Context, cfg_hash: str) -> dict:
             d.num_classes * cfg.ipc, d.in_channels, d.image_size, d.image_size, generator=gen
         )
         images = ctx.denormalize(x)
-    ctx.save_images("init/images.npz", images, cfg.ipc)
+    ctx.save_images(layout.INIT_IMAGES, images, cfg.ipc)
     # the baseline draws from its own generator, so it does not depend on init.method
     ctx.save_images(
-        "init/random_real.npz",
+        layout.RANDOM_REAL,
         random_real(d.train, d.num_classes, cfg.ipc, ctx.gen("random_real")),
         cfg.ipc,
     )

@@ -15,11 +15,13 @@ import json
 
 import torch
 
+from .. import layout
 from ..config import PRIOR_TABLE
 from ..context import Context
 from ..patches import check_ipc, select_patches
 from ..recover import make_groups, recover_images
-from ..student import Teacher, train_student
+from ..teacher import Teacher
+from ..train import train_student
 from ..utils import CvddError, StopRequested, atomic_write_json, read_json
 
 STAGE = "prior"
@@ -104,14 +106,14 @@ def _alpha(ctx: Context, name: str, k: int, offset: int, total: int) -> float:
                 train,
                 c,
                 model,
-                p.ipc,
-                cfg.init.factor,
-                cfg.init.candidates,
-                cfg.init.num_crops,
-                ctx.mean,
-                ctx.std,
-                gen,
-                ctx.device,
+                ipc=p.ipc,
+                factor=cfg.init.factor,
+                candidates=cfg.init.candidates,
+                num_crops=cfg.init.num_crops,
+                mean=ctx.mean,
+                std=ctx.std,
+                gen=gen,
+                device=ctx.device,
             )
             for c in range(k)
         ]
@@ -121,14 +123,14 @@ def _alpha(ctx: Context, name: str, k: int, offset: int, total: int) -> float:
     x = recover_images(
         ctx.normalize(images.to(ctx.device)),
         groups,
-        [[name]] * len(groups),
-        [[1.0]] * len(groups),
-        {name: model},
-        rcfg,
-        ctx.mean,
-        ctx.std,
-        gen,
-        _Quiet(ctx, name, offset, total),
+        committee=[[name]] * len(groups),
+        weights=[[1.0]] * len(groups),
+        models={name: model},
+        cfg=rcfg,
+        mean=ctx.mean,
+        std=ctx.std,
+        gen=gen,
+        hooks=_Quiet(ctx, name, offset, total),
     )
     teacher_name = cfg.relabel.teacher if cfg.relabel.teacher in cfg.squeeze.members else name
     teacher = Teacher([ctx.load_member(teacher_name)], [1.0], "bssl")
@@ -140,14 +142,14 @@ def _alpha(ctx: Context, name: str, k: int, offset: int, total: int) -> float:
         student,
         ctx.denormalize(x),
         teacher,
-        test,
-        vcfg,
-        ctx.mean,
-        ctx.std,
-        gen,
-        ctx.should_stop,
-        lambda *a: None,
-        lambda s: None,
+        testset=test,
+        cfg=vcfg,
+        mean=ctx.mean,
+        std=ctx.std,
+        gen=gen,
+        should_stop=ctx.should_stop,
+        progress=lambda *a: None,
+        checkpoint=lambda s: None,
     )
     return res["top1"]
 
@@ -168,7 +170,7 @@ def run_prior(ctx: Context, cfg_hash: str) -> dict:
     else:
         k = min(p.max_classes or ctx.data.num_classes, ctx.data.num_classes)
         check_ipc(ctx.data.train, ctx.data.class_names, p.ipc * cfg.init.factor**2, "prior.ipc")
-        partial = read_json(ctx.rd.path / "prior/partial.json") or {}
+        partial = read_json(ctx.rd.path / layout.PRIOR_PARTIAL) or {}
         values, runs = {}, {}
         per = p.recover_iterations
         for i, m in enumerate(members):
@@ -199,7 +201,7 @@ def run_prior(ctx: Context, cfg_hash: str) -> dict:
                 ctx.rd.log(f"{m}: prior {hit['student_top1']:.2f}% (cached)", stage=STAGE)
             values[m], runs[m] = hit["student_top1"], hit
             partial[m] = hit
-            ctx.rd.write_json("prior/partial.json", partial)
+            ctx.rd.write_json(layout.PRIOR_PARTIAL, partial)
             ctx.rd.progress(
                 STAGE, (i + 1) * per, len(members) * per, {"alpha": values[m]}, label=m, force=True
             )
@@ -208,6 +210,6 @@ def run_prior(ctx: Context, cfg_hash: str) -> dict:
             f"{p.recover_iterations} recover steps, {p.validate_epochs} student epochs"
         )
     ctx.rd.write_json(
-        "prior/priors.json", {"source": p.source, "values": values, "runs": runs, "note": note}
+        layout.PRIORS, {"source": p.source, "values": values, "runs": runs, "note": note}
     )
     return {f"alpha_{m}": v for m, v in values.items()}

@@ -10,7 +10,9 @@ import json
 
 import torch
 
-from ..context import Context, images_to_png_grid
+from .. import layout
+from ..context import Context
+from ..grid import images_to_png_grid
 from ..recover import describe_plan, make_groups, plan_committee, recover_images, voter_weights
 
 STAGE = "recover"
@@ -19,7 +21,7 @@ STAGE = "recover"
 class _Hooks:
     def __init__(self, ctx: Context, cfg_hash: str):
         self.ctx, self.cfg_hash = ctx, cfg_hash
-        self.trace_file = open(ctx.rd.path / "recover/trace.jsonl", "a", encoding="utf-8")
+        self.trace_file = open(ctx.rd.path / layout.TRACE, "a", encoding="utf-8")
 
     def should_stop(self) -> bool:
         return self.ctx.should_stop()
@@ -45,7 +47,7 @@ class _Hooks:
 
 def run_recover(ctx: Context, cfg_hash: str) -> dict:
     cfg, rc, d = ctx.cfg, ctx.cfg.recover, ctx.data
-    images, _ = ctx.load_images("init/images.npz")
+    images, _ = ctx.load_images(layout.INIT_IMAGES)
     priors = ctx.priors()
     members = list(cfg.squeeze.members)
     gen = ctx.gen(STAGE, "plan")
@@ -58,7 +60,7 @@ def run_recover(ctx: Context, cfg_hash: str) -> dict:
     w_ipc = [voter_weights([priors[m] for m in ms], rc.voter, rc.temperature, gen) for ms in plan]
     weights = [w_ipc[g.ipc_idx] for g in groups]
     ctx.rd.write_json(
-        "recover/committee.json", describe_plan(groups, committee, weights, priors, rc)
+        layout.COMMITTEE, describe_plan(groups, committee, weights, priors, rc)
     )
     used = members if rc.schedule == "per_iteration" else sorted({m for ms in plan for m in ms})
     models = {m: ctx.load_member(m) for m in used}
@@ -71,19 +73,19 @@ def run_recover(ctx: Context, cfg_hash: str) -> dict:
         x = recover_images(
             x0,
             groups,
-            committee,
-            weights,
-            models,
-            rc,
-            ctx.mean,
-            ctx.std,
-            ctx.gen(STAGE, "steps"),
-            hooks,
+            committee=committee,
+            weights=weights,
+            models=models,
+            cfg=rc,
+            mean=ctx.mean,
+            std=ctx.std,
+            gen=ctx.gen(STAGE, "steps"),
+            hooks=hooks,
             state=state,
             priors=priors,
         )
     finally:
         hooks.close()
     final = ctx.denormalize(x)
-    ctx.save_images("recover/images.npz", final, cfg.ipc)
+    ctx.save_images(layout.RECOVER_IMAGES, final, cfg.ipc)
     return {"num_images": int(final.shape[0]), "members_used": used}

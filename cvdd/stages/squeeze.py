@@ -17,9 +17,10 @@ import time
 import torch
 import torch.nn.functional as F
 
+from .. import layout
 from ..augment import pad_crop_flip
 from ..context import Context
-from ..student import evaluate
+from ..train import evaluate
 from ..utils import CvddError, StopRequested, atomic_write_bytes
 
 STAGE = "squeeze"
@@ -27,7 +28,8 @@ STAGE = "squeeze"
 
 def data_fingerprint(ctx: Context) -> str:
     d = ctx.data
-    return f"{d.name}|{d.source}|{len(d.train)}|{d.image_size}|{d.in_channels}|{','.join(d.class_names)}"
+    classes = ",".join(d.class_names)
+    return f"{d.name}|{d.source}|{len(d.train)}|{d.image_size}|{d.in_channels}|{classes}"
 
 
 def member_key(ctx: Context, name: str) -> str:
@@ -156,7 +158,7 @@ def run_squeeze(ctx: Context, cfg_hash: str) -> dict:
     stage_total = per_member * len(s.members)
     for k, name in enumerate(s.members):
         t0 = time.time()
-        rel = f"squeeze/{ctx.data.name}-{name}-{member_key(ctx, name)}.pt"
+        rel = layout.member_weights_path(ctx.data.name, name, member_key(ctx, name))
         path = ctx.cache_dir / rel
         info = None
         if name in s.weights:  # user-supplied local weights: evaluate only
@@ -170,7 +172,8 @@ def run_squeeze(ctx: Context, cfg_hash: str) -> dict:
                 ).to(ctx.device)
             except ValueError as e:  # missing / corrupt / mismatched file: the message names it
                 raise CvddError(f"{e}; fix squeeze.weights.{name}") from e
-            rel = f"squeeze/{ctx.data.name}-{name}-user-{hashlib.sha256(str(s.weights[name]).encode()).hexdigest()[:12]}.pt"
+            user_key = hashlib.sha256(str(s.weights[name]).encode()).hexdigest()[:12]
+            rel = layout.member_weights_path(ctx.data.name, name, f"user-{user_key}")
             path, train_top1, cached = ctx.cache_dir / rel, None, False
         elif path.exists():
             try:
@@ -212,5 +215,5 @@ def run_squeeze(ctx: Context, cfg_hash: str) -> dict:
         atomic_write_bytes(path, buf.getvalue())
         out.append({**rec, "file": rel, "cached": cached, "seconds": round(time.time() - t0, 2)})
         ctx.rd.log(f"{name}: test top-1 {top1:.2f}% ({params / 1e6:.2f}M params)", stage=STAGE)
-    ctx.rd.write_json("squeeze/members.json", {"members": out})
+    ctx.rd.write_json(layout.MEMBERS, {"members": out})
     return {f"{m['name']}_top1": m["test_top1"] for m in out}

@@ -13,10 +13,11 @@ import time
 import numpy as np
 import torch
 
+from .. import layout
 from ..context import Context
-from ..student import train_student
+from ..teacher import make_teacher
+from ..train import train_student
 from ..utils import read_json
-from .relabel import make_teacher
 
 STAGE = "validate"
 
@@ -46,12 +47,12 @@ def _export(ctx: Context, images: torch.Tensor, targets: torch.Tensor) -> None:
         pil = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
         buf = io.BytesIO()
         pil.save(buf, format="PNG")
-        rd.write_bytes(f"export/{rel}", buf.getvalue())
+        rd.write_bytes(layout.export_path(rel), buf.getvalue())
         rows.append((rel, c, d.class_names[c]))
-    z = np.load(rd.path / "relabel/soft_labels.npz")
+    z = np.load(rd.path / layout.SOFT_LABELS)
     buf = io.BytesIO()
     np.savez(buf, **{k: z[k] for k in z.files}, files=np.array([r[0] for r in rows]))
-    rd.write_bytes("export/soft_labels.npz", buf.getvalue())
+    rd.write_bytes(layout.export_path("soft_labels.npz"), buf.getvalue())
     out = io.StringIO()
     w = csv.writer(out)
     w.writerow(["file", "class_idx", "class_name", "top1_bssl", "p_top1_bssl", "top1_eval"])
@@ -66,12 +67,16 @@ def _export(ctx: Context, images: torch.Tensor, targets: torch.Tensor) -> None:
                 d.class_names[int(pe.argmax())],
             ]
         )
-    rd.write_bytes("export/labels.csv", out.getvalue().encode())
-    rd.write_json("export/config.json", {"config": ctx.cfg.to_dict(), "class_names": d.class_names})
+    rd.write_bytes(layout.export_path("labels.csv"), out.getvalue().encode())
+    rd.write_json(
+        layout.export_path("config.json"),
+        {"config": ctx.cfg.to_dict(), "class_names": d.class_names},
+    )
     rd.write_bytes(
-        "export/README.txt",
+        layout.export_path("README.txt"),
         (
-            f"CV-DD distilled set: {len(rows)} images, IPC {ctx.cfg.ipc}, {d.num_classes} classes.\n"
+            f"CV-DD distilled set: {len(rows)} images, IPC {ctx.cfg.ipc}, "
+            f"{d.num_classes} classes.\n"
             "images/ is an ImageFolder (folder order = class index). soft_labels.npz holds the\n"
             "teacher's probabilities for each image with BSSL (probs_bssl) and with eval-mode BN\n"
             "(probs_eval); `files` gives the image of each row. labels.csv summarises them.\n"
@@ -85,10 +90,10 @@ def run_validate(ctx: Context, cfg_hash: str) -> dict:
 
     d, v = ctx.data, ctx.cfg.validate
     sets = {
-        "distilled": ctx.load_images("recover/images.npz"),
-        "random_real": ctx.load_images("init/random_real.npz"),
+        "distilled": ctx.load_images(layout.RECOVER_IMAGES),
+        "random_real": ctx.load_images(layout.RANDOM_REAL),
     }
-    doc = read_json(ctx.rd.path / "validate/students.json") or {"students": {}}
+    doc = read_json(ctx.rd.path / layout.STUDENTS) or {"students": {}}
     plan = student_plan(ctx)
     for n, (key, data, labels) in enumerate(plan):
         if key in doc["students"]:
@@ -106,15 +111,15 @@ def run_validate(ctx: Context, cfg_hash: str) -> dict:
             student,
             sets[data][0].to(ctx.device),
             make_teacher(ctx, labels),
-            d.test,
-            v,
-            ctx.mean,
-            ctx.std,
-            gen,
-            ctx.should_stop,
-            lambda s, t, m, key=key: ctx.rd.progress(STAGE, s, t, m, label=key),
-            lambda st, ck=ck_name: ctx.rd.save_checkpoint(ck, st, cfg_hash),
-            state,
+            testset=d.test,
+            cfg=v,
+            mean=ctx.mean,
+            std=ctx.std,
+            gen=gen,
+            should_stop=ctx.should_stop,
+            progress=lambda s, t, m, key=key: ctx.rd.progress(STAGE, s, t, m, label=key),
+            checkpoint=lambda st, ck=ck_name: ctx.rd.save_checkpoint(ck, st, cfg_hash),
+            state=state,
         )
         doc["students"][key] = {
             "data": data,
@@ -123,7 +128,7 @@ def run_validate(ctx: Context, cfg_hash: str) -> dict:
             **res,
             "seconds": round(time.time() - t0, 2),
         }
-        ctx.rd.write_json("validate/students.json", doc)
+        ctx.rd.write_json(layout.STUDENTS, doc)
         ctx.rd.log(f"{key}: student top-1 {res['top1']:.2f}%", stage=STAGE)
     _export(ctx, *sets["distilled"])
     return {k: s["top1"] for k, s in doc["students"].items()}

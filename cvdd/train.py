@@ -1,0 +1,176 @@
+"""Student training and evaluation (post-eval, spec §7), torchvision-references style:
+`train_one_epoch` and `evaluate` are the two halves, `train_student` the loop over epochs.
+
+The student learns from scratch on the distilled images with KL to the teacher's soft labels,
+computed online: the frozen teacher labels exactly the augmented, cut-mixed batch the student
+sees (spec §7.1).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .augment import cutmix, rrc_flip
+from .config import ValidateConfig
+from .data import normalize, to_float
+from .teacher import Teacher, batches
+from .utils import CvddError, StopRequested
+
+__all__ = ["train_one_epoch", "evaluate", "train_student"]
+
+
+def _optimizer(student: nn.Module, cfg: ValidateConfig) -> torch.optim.Optimizer:
+    """AdamW with weight decay on conv/linear weights only (spec §7.2)."""
+    decay = [p for n, p in student.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in student.named_parameters() if p.ndim <= 1]  # BN affine + biases
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+    )
+
+
+def _cosine_lr(cfg: ValidateConfig, epoch: int) -> float:
+    """Per-epoch cosine; eta > 1 stretches it so the lr never reaches 0 (smoothed, spec §7.2)."""
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / (cfg.epochs * cfg.eta)))
+
+
+def _resume_state(student, opt, gen, epoch: int, curve: list) -> dict:
+    """Everything a resume needs, taken at the start of `epoch`."""
+    return dict(
+        model=student.state_dict(),
+        opt=opt.state_dict(),
+        gen=gen.get_state(),
+        epoch=epoch,
+        curve=curve,
+    )
+
+
+def train_one_epoch(
+    student: nn.Module,
+    teacher: Teacher,
+    images: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    *,
+    cfg: ValidateConfig,
+    epoch: int,
+    mean,
+    std,
+    gen: torch.Generator,
+    progress: Callable[[int, int, dict], None],
+) -> float:
+    """One pass over `images` (uint8, on the student's device) in a `gen`-seeded order, at the
+    lr already set in `opt`; returns the last batch's loss.
+
+    RandomResizedCrop + flip (+ CutMix), then KL(batchmean) at T = cfg.temperature.
+    """
+    device = images.device
+    n = images.shape[0]
+    t = cfg.temperature
+    lr = opt.param_groups[0]["lr"]
+    student.train()
+    order = batches(n, cfg.batch_size, torch.randperm(n, generator=gen))
+    total = cfg.epochs * len(order)  # the batch count depends on n only, not on the order
+    loss_v = float("nan")
+    for i, idx in enumerate(order):
+        x = rrc_flip(normalize(to_float(images[idx.to(device)]), mean, std), gen)
+        if cfg.cutmix:
+            x = cutmix(x, gen)
+        target = F.softmax(teacher.logits(x) / t, dim=1)
+        loss = F.kl_div(F.log_softmax(student(x) / t, dim=1), target, reduction="batchmean")
+        if not torch.isfinite(loss):
+            raise CvddError(
+                f"student loss became {loss.item()} in epoch {epoch}; lower "
+                f"validate.lr (now {cfg.lr}) and start a new run"
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss_v = loss.item()
+        progress(epoch * len(order) + i + 1, total, {"loss": loss_v, "lr": lr})
+    return loss_v
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, testset, mean, std, device, batch_size: int = 500
+) -> tuple[float, float]:
+    """Top-1 / top-5 (%) on a real split (an ImageSet with .targets and .load)."""
+    model.eval()
+    n = len(testset)
+    c1 = c5 = 0
+    for idx in torch.arange(n).split(batch_size):
+        x = normalize(to_float(testset.load(idx).to(device)), mean, std)
+        y = testset.targets[idx].to(device)
+        top = model(x).topk(min(5, model.num_classes), dim=1).indices
+        c1 += int((top[:, 0] == y).sum())
+        c5 += int((top == y[:, None]).any(1).sum())
+    return 100.0 * c1 / n, 100.0 * c5 / n
+
+
+def train_student(
+    student: nn.Module,
+    images: torch.Tensor,
+    teacher: Teacher,
+    *,
+    testset,
+    cfg: ValidateConfig,
+    mean,
+    std,
+    gen: torch.Generator,
+    should_stop: Callable[[], bool],
+    progress: Callable[[int, int, dict], None],
+    checkpoint: Callable[[dict], None],
+    state: dict | None = None,
+) -> dict:
+    """Train `student` from scratch on `images` (uint8, on its device) with KL to the teacher.
+
+    Evaluates every cfg.eval_every epochs and at the end, checkpointing after each evaluation
+    and on a stop request; `state` (such a checkpoint) resumes with the same result.
+    """
+    device = images.device
+    opt = _optimizer(student, cfg)
+    steps_per_epoch = len(batches(images.shape[0], cfg.batch_size))
+    total = cfg.epochs * steps_per_epoch
+    epoch0, curve = 0, []
+    if state is not None:
+        student.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        gen.set_state(state["gen"])
+        epoch0, curve = state["epoch"], [list(c) for c in state["curve"]]
+    loss_v = float("nan")
+    for epoch in range(epoch0, cfg.epochs):
+        if should_stop():
+            checkpoint(_resume_state(student, opt, gen, epoch, curve))
+            raise StopRequested
+        for pg in opt.param_groups:
+            pg["lr"] = _cosine_lr(cfg, epoch)
+        loss_v = train_one_epoch(
+            student,
+            teacher,
+            images,
+            opt,
+            cfg=cfg,
+            epoch=epoch,
+            mean=mean,
+            std=std,
+            gen=gen,
+            progress=progress,
+        )
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            top1, top5 = evaluate(student, testset, mean, std, device)
+            curve.append([epoch + 1, top1, top5])
+            progress((epoch + 1) * steps_per_epoch, total, {"loss": loss_v, "top1": top1})
+            checkpoint(_resume_state(student, opt, gen, epoch + 1, curve))
+    if not curve or curve[-1][0] != cfg.epochs:  # resumed after the last evaluation
+        top1, top5 = evaluate(student, testset, mean, std, device)
+        curve.append([cfg.epochs, top1, top5])
+    _, top1, top5 = curve[-1]
+    return {"top1": top1, "top5": top5, "curve": [c[:2] for c in curve], "final_loss": loss_v}
