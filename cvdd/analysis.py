@@ -31,7 +31,7 @@ def bn_discrepancy(
 
     sources: name -> normalised inputs (N, C, H, W). Batches are random (seeded) slices of each
     source; per-channel stats and the L2 gaps ||mu_b - mu_run||, ||var_b - var_run|| are averaged
-    over batches (spec §10). The model is in eval mode, so nothing it stores changes.
+    over batches (method.md §10). The model is in eval mode, so nothing it stores changes.
     """
     model.eval()
     col = BNStatsCollector(model)

@@ -1,6 +1,6 @@
 """Batch augmentations on (N, C, H, W) tensors, all drawn from an explicit torch.Generator.
 
-- `pad_crop_flip`: per-image padded random crop + flip (squeeze training, spec §2).
+- `pad_crop_flip`: per-image padded random crop + flip (squeeze training, method.md §2).
 - `shared_crop_flip_roll`: ONE RandomResizedCrop + flip + roll for a whole group (recover, §5.3).
 - `rrc_flip`: per-image RandomResizedCrop + flip, batched with grid_sample (student, §7.2).
 - `cutmix`: one box and one permutation per batch, lambda ~ Beta(1, 1) (relabel/student, §6.1).

@@ -1,4 +1,4 @@
-"""BatchNorm statistics: the recover loss (spec §5.3) and BSSL's frozen train-mode teacher (§6.2).
+"""BatchNorm statistics: the recover loss (method.md §5.3) and BSSL's frozen train-mode teacher (§6.2).
 
 The collector hooks every `nn.BatchNorm2d` in `model.modules()` order and measures the input's
 per-channel mean and *biased* variance. It works on a batch made of G groups of equal size, each
@@ -24,8 +24,9 @@ def bn_layers(model: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
 class BNStatsCollector:
     """Records per-group batch mean / biased variance at every BN input during forward passes.
 
-    Usage: `col = BNStatsCollector(model); col.groups = G; model(x)  # x holds G equal groups`;
-    then `col.means[l]`, `col.vars[l]` are (G, C_l) tensors (with autograd when x requires grad).
+    Usage: `col = BNStatsCollector(model); col.reset(groups=G); model(x)`, where x holds G
+    equal-size groups; then `col.means[l]`, `col.vars[l]` are (G, C_l) tensors (with autograd
+    when x requires grad).
     """
 
     def __init__(self, model: nn.Module):
@@ -62,7 +63,7 @@ class BNStatsCollector:
 def bn_matching_loss(col: BNStatsCollector, first_bn_multiplier: float = 10.0) -> torch.Tensor:
     """Per-group BN loss (G,): sum_l m_l (||var_B - var_run||_2 + ||mean_B - mean_run||_2).
 
-    m_0 = first_bn_multiplier for the first BN in module order, 1 otherwise (spec §5.3).
+    m_0 = first_bn_multiplier for the first BN in module order, 1 otherwise (method.md §5.3).
     Must be called right after one forward pass through the hooked model.
     """
     total = 0.0

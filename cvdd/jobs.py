@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 from . import layout
 from .config import RunConfig
 from .runs import RunDir, is_alive, run_status
-from .utils import CvddError, read_json
+from .utils import CvddError, atomic_write_json, read_json
 
 __all__ = ["start_job", "resume_job", "stop_job", "is_alive", "clone_config"]
 
@@ -25,6 +26,8 @@ _PKG_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _spawn(run_dir: Path, env_extra: dict | None = None) -> int:
+    """Start `python -m cvdd resume RUN_DIR` detached; job.json records the spawn so that
+    run_status says 'starting' until the worker holds its lock (it then rewrites job.json)."""
     env = dict(os.environ)
     # the worker must import this cvdd even when the server runs from another folder
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PKG_ROOT), env.get("PYTHONPATH", "")]))
@@ -42,6 +45,15 @@ def _spawn(run_dir: Path, env_extra: dict | None = None) -> int:
         )
     finally:
         log.close()
+    atomic_write_json(
+        run_dir / layout.JOB,
+        {
+            "pid": proc.pid,
+            "argv": proc.args,
+            "spawned_t": time.time(),
+            "host": socket.gethostname(),
+        },
+    )
     return proc.pid
 
 
@@ -58,25 +70,35 @@ def _wait_started(run_dir: Path, pid: int, timeout_s: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def start_job(config: RunConfig | dict, runs_root: str | Path, env: dict | None = None) -> Path:
-    """Validate the config, create a new run dir and start its worker. Returns the run dir."""
+def start_job(
+    config: RunConfig | dict, runs_root: str | Path, env: dict | None = None, wait: bool = True
+) -> Path:
+    """Validate the config, create a new run dir and start its worker. Returns the run dir.
+
+    wait=True returns once the worker holds its lock (up to 10 s: python and torch import);
+    wait=False returns at once, and run_status says 'starting' until the lock is taken (the UI
+    uses this, so a click never blocks the page)."""
     cfg = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
     rd = RunDir.create(runs_root, cfg.to_dict(), meta={"launched_by": "jobs.start_job"})
     pid = _spawn(rd.path, env)
-    _wait_started(rd.path, pid)
+    if wait:
+        _wait_started(rd.path, pid)
     return rd.path
 
 
-def resume_job(run_dir: str | Path, env: dict | None = None) -> bool:
-    """Continue a stopped/crashed/failed run from its checkpoints. False if it is running."""
+def resume_job(run_dir: str | Path, env: dict | None = None, wait: bool = True) -> bool:
+    """Continue a stopped/crashed/failed run from its checkpoints. False if it is running or
+    a worker is starting (a second click, or another tab). `wait` as for start_job."""
     run_dir = Path(run_dir)
     RunDir.open(run_dir)
-    if is_alive(run_dir):
+    status = run_status(run_dir)["status"]
+    if status in ("running", "starting"):
         return False
-    if run_status(run_dir)["status"] == "done":
+    if status == "done":
         raise CvddError(f"run {run_dir.name} is already done; clone it to run again")
     pid = _spawn(run_dir, env)
-    _wait_started(run_dir, pid)
+    if wait:
+        _wait_started(run_dir, pid)
     return True
 
 

@@ -1,4 +1,4 @@
-"""Recover (paper §3.6, spec §5): optimise pixels so each group's BN statistics and predictions
+"""Recover (paper §3.6, method.md §5): optimise pixels so each group's BN statistics and predictions
 match a prior-weighted committee.
 
 A *group* is one IPC index x one chunk of `classes_per_group` classes: exactly one image per class,
@@ -54,7 +54,7 @@ def make_groups(num_classes: int, ipc: int, classes_per_group: int) -> list[Grou
 def voter_weights(
     priors: list[float], voter: str, temperature: float, gen: torch.Generator
 ) -> list[float]:
-    """prior: softmax(alpha / T) (Eq. 5); equal: 1/N; random: u / sum(u) (spec §5.4)."""
+    """prior: softmax(alpha / T) (Eq. 5); equal: 1/N; random: u / sum(u) (method.md §5.4)."""
     if voter == "prior":
         return torch.softmax(torch.tensor(priors, dtype=torch.float64) / temperature, 0).tolist()
     if voter == "equal":
@@ -72,7 +72,7 @@ def plan_committee(
     fixed_members: tuple[str, ...],
     gen: torch.Generator,
 ) -> list[list[str]]:
-    """Which N members vote for each IPC index ("switch per IPC", spec §5.4).
+    """Which N members vote for each IPC index ("switch per IPC", method.md §5.4).
 
     auto: fixed top-N pair for IPC 1, every N-subset in turn while IPC <= C(M, N), random beyond.
     """
@@ -188,7 +188,7 @@ def recover_images(
                 else:
                     members_g = [committee[g.group] for g in wave]
                     weights_g = [weights[g.group] for g in wave]
-                # one shared crop/flip/roll per group (spec §5.3), drawn in group order
+                # one shared crop/flip/roll per group (method.md §5.3), drawn in group order
                 xv = x.view(len(wave), b, *x.shape[1:])
                 xa = torch.stack(
                     [

@@ -15,11 +15,13 @@ import secrets
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import layout
 from .layout import read_events
+from .status import fold_events, run_summary, spawn_pending
 from .utils import CvddError, atomic_write_bytes, atomic_write_json, read_json
 
 __all__ = [
@@ -27,6 +29,8 @@ __all__ = [
     "read_events",
     "run_status",
     "list_runs",
+    "run_summary",
+    "fold_events",
     "is_alive",
     "resolve_run",
     "SCHEMA_VERSION",
@@ -281,40 +285,26 @@ def is_alive(run_dir: str | Path) -> bool:
         os.close(fd)
 
 
-def run_status(run_dir: str | Path, events: list[dict] | None = None) -> dict:
-    """Derived status: {status, stage, step, total, eta_s, updated_t, error, stages_done}."""
+def run_status(
+    run_dir: str | Path, events: list[dict] | None = None, folded: dict | None = None
+) -> dict:
+    """Derived status: {status, stage, step, total, eta_s, updated_t, error, stages_done}.
+
+    `folded` (from fold_events) or `events` spare a re-read of events.jsonl; the lock and a
+    pending spawn are always probed afresh, because they are what say 'running'/'starting'."""
     run_dir = Path(run_dir)
-    evs = read_events(run_dir) if events is None else events
-    out: dict[str, Any] = {
-        "status": "created",
-        "stage": None,
-        "step": None,
-        "total": None,
-        "eta_s": None,
-        "updated_t": None,
-        "error": None,
-        "stages_done": [],
-    }
-    for e in evs:
-        k = e.get("kind")
-        if k == "stage_start":
-            out.update(stage=e.get("stage"), step=0, total=None, eta_s=None)
-        elif k == "progress":
-            out.update(
-                stage=e.get("stage"), step=e.get("step"), total=e.get("total"), eta_s=e.get("eta_s")
-            )
-        elif k == "stage_end":
-            out["stages_done"].append(e.get("stage"))
-    if evs:
-        out["updated_t"] = evs[-1].get("t")
-    last_end = next((e for e in reversed(evs) if e.get("kind") in ("run_end", "run_start")), None)
-    alive = is_alive(run_dir)
-    if alive:
+    if folded is None:
+        folded = fold_events(read_events(run_dir) if events is None else events)
+    out: dict[str, Any] = {k: folded[k] for k in ("stage", "step", "total", "eta_s", "updated_t")}
+    out.update(status="created", error=None, stages_done=list(folded["stages_done"]))
+    end = folded["end"]
+    if is_alive(run_dir):
         out["status"] = "running"
-    elif last_end is not None and last_end.get("kind") == "run_end":
-        out["status"] = last_end.get("status", "failed")
-        out["error"] = last_end.get("error")
-    elif evs:
+    elif spawn_pending(run_dir, folded["updated_t"]):
+        out["status"] = "starting"
+    elif end is not None and end["kind"] == "run_end":
+        out.update(status=end["status"], error=end["error"])
+    elif folded["n"]:
         out["status"] = "crashed"
     return out
 
@@ -330,35 +320,39 @@ def resolve_run(runs_root: str | Path, run_id: str) -> Path:
     return p
 
 
-def list_runs(runs_root: str | Path) -> list[dict]:
-    """Every run folder (newest first) with config summary and derived status."""
+_ROW_KEYS = ("run_id", "status", "stage", "preset", "dataset", "ipc", "members",
+             "student_top1", "created_t", "updated_t")
+
+
+def list_runs(
+    runs_root: str | Path,
+    summary_of: Callable[[Path], dict] = run_summary,
+    fold_of: Callable[[Path], dict] | None = None,
+) -> list[dict]:
+    """Every run folder (newest first) with config summary and derived status.
+
+    A caller that polls (the UI) passes `summary_of` / `fold_of` readers that reuse what they
+    parsed before; by default every file is read afresh. Never raises for a damaged folder."""
     root = Path(runs_root)
     rows = []
-    if not root.is_dir():
+    try:
+        folders = sorted((p for p in root.iterdir() if not p.name.startswith(("_", "."))),
+                         reverse=True)
+    except OSError:
         return rows
-    for p in sorted(root.iterdir(), reverse=True):
-        if not p.is_dir() or p.name.startswith(("_", ".")):
-            continue
-        doc = read_json(p / layout.CONFIG)
-        doc = doc if isinstance(doc, dict) else {}
-        cfg = doc.get("config") if isinstance(doc.get("config"), dict) else {}
-        st = run_status(p)
-        res = read_json(p / layout.RESULT)
-        res = res if isinstance(res, dict) else {}
-        rows.append(
-            {
-                "run_id": p.name,
-                "status": st["status"] if doc else "corrupt",
-                "stage": st["stage"],
-                "preset": cfg.get("name"),
-                "dataset": (cfg.get("data") or {}).get("dataset"),
-                "ipc": cfg.get("ipc"),
-                "members": (cfg.get("squeeze") or {}).get("members"),
-                "student_top1": res.get("student_top1"),
-                "created_t": doc.get("created_t") if isinstance(doc, dict) else None,
-                "updated_t": st["updated_t"],
-            }
-        )
+    for p in folders:
+        row: dict[str, Any] = dict.fromkeys(_ROW_KEYS)
+        row.update(run_id=p.name, status="corrupt")
+        try:
+            if not p.is_dir():
+                continue
+            s = summary_of(p)
+            st = run_status(p, folded=fold_of(p) if fold_of else None)
+            row.update({k: v for k, v in s.items() if k != "ok"}, stage=st["stage"],
+                       status=st["status"] if s["ok"] else "corrupt", updated_t=st["updated_t"])
+        except Exception:  # noqa: BLE001, S110 -- leftovers of a crash or another tool
+            pass  # the row stays 'corrupt'
+        rows.append(row)
     return rows
 
 

@@ -1,9 +1,9 @@
-"""The relabel teacher: Batch-Specific Soft Labeling (BSSL, paper §3.7 / spec §6).
+"""The relabel teacher: Batch-Specific Soft Labeling (BSSL, paper §3.7 / method.md §6).
 
 A teacher is one committee member or a prior-weighted committee. With BSSL its BN layers use
 the statistics of the batch it labels; its stored running statistics are never changed
 (`bn_batch_stats_frozen`). The student stage labels its own augmented batches online with it
-(spec §7.1's alternative to the FKD store); `soft_labels` labels the un-augmented images.
+(method.md §7.1's alternative to the FKD store); `soft_labels` labels the un-augmented images.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ __all__ = ["Teacher", "batches", "make_teacher", "soft_labels"]
 
 
 class Teacher:
-    """One model, or a prior-weighted committee (weighted sum of logits, spec §6.3)."""
+    """One model, or a prior-weighted committee (weighted sum of logits, method.md §6.3)."""
 
     def __init__(self, models: list[nn.Module], weights: list[float], mode: str = "bssl"):
         self.models, self.weights, self.mode = models, weights, mode

@@ -1,9 +1,9 @@
-"""Student training and evaluation (post-eval, spec §7), torchvision-references style:
+"""Student training and evaluation (post-eval, method.md §7), torchvision-references style:
 `train_one_epoch` and `evaluate` are the two halves, `train_student` the loop over epochs.
 
 The student learns from scratch on the distilled images with KL to the teacher's soft labels,
 computed online: the frozen teacher labels exactly the augmented, cut-mixed batch the student
-sees (spec §7.1).
+sees (method.md §7.1).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ __all__ = ["train_one_epoch", "evaluate", "train_student"]
 
 
 def _optimizer(student: nn.Module, cfg: ValidateConfig) -> torch.optim.Optimizer:
-    """AdamW with weight decay on conv/linear weights only (spec §7.2)."""
+    """AdamW with weight decay on conv/linear weights only (method.md §7.2)."""
     decay = [p for n, p in student.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in student.named_parameters() if p.ndim <= 1]  # BN affine + biases
     return torch.optim.AdamW(
@@ -38,7 +38,7 @@ def _optimizer(student: nn.Module, cfg: ValidateConfig) -> torch.optim.Optimizer
 
 
 def _cosine_lr(cfg: ValidateConfig, epoch: int) -> float:
-    """Per-epoch cosine; eta > 1 stretches it so the lr never reaches 0 (smoothed, spec §7.2)."""
+    """Per-epoch cosine; eta > 1 stretches it so the lr never reaches 0 (smoothed, method.md §7.2)."""
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / (cfg.epochs * cfg.eta)))
 
 

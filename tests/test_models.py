@@ -69,7 +69,7 @@ def test_tiny_models_differ():
 
 @pytest.mark.parametrize(
     "name,expected",
-    # Parameter counts of the pytorch-cifar definitions at 10 classes, RGB (spec §8.1).
+    # Parameter counts of the pytorch-cifar definitions at 10 classes, RGB (method.md §8.1).
     [("resnet18", 11_173_962), ("mobilenetv2", 2_296_922), ("shufflenetv2", 352_042)],
 )
 def test_width_one_param_count(name, expected):

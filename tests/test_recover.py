@@ -34,7 +34,7 @@ def test_schedules_follow_spec():
     g = torch.Generator().manual_seed(0)
     assert plan_committee(MEMBERS, ALPHA, 1, 2, "auto", (), g) == [["shufflenetv2", "mobilenetv2"]]
     ten = plan_committee(MEMBERS, ALPHA, 10, 2, "auto", (), g)
-    assert len({tuple(p) for p in ten}) == 10  # every pair once (spec §5.4 setting 5)
+    assert len({tuple(p) for p in ten}) == 10  # every pair once (method.md §5.4 setting 5)
     fifty = plan_committee(MEMBERS, ALPHA, 50, 2, "auto", (), g)
     assert len(fifty) == 50 and all(len(set(p)) == 2 for p in fifty)
     fixed = plan_committee(MEMBERS, ALPHA, 3, 2, "fixed", ("resnet18", "densenet121"), g)

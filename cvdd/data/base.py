@@ -23,7 +23,7 @@ __all__ = [
     "to_uint8",
 ]
 
-# Per-channel mean / std of [0, 1] pixels, from the CV-DD scripts (cvdd-spec §5.1) and the
+# Per-channel mean / std of [0, 1] pixels, from the CV-DD scripts (docs/method.md §5.1) and the
 # usual torchvision values for the MNIST family.
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)

@@ -1,4 +1,4 @@
-"""Small-resolution DenseNet-121 (spec §8.1): 3×3 stride-1 stem without BN or pooling."""
+"""Small-resolution DenseNet-121 (method.md §8.1): 3×3 stride-1 stem without BN or pooling."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Small-resolution MobileNetV2 (spec §8.1): stride-1 stem and second stage, no dropout.
+"""Small-resolution MobileNetV2 (method.md §8.1): stride-1 stem and second stage, no dropout.
 
 Keeps a quirk of the pytorch-cifar definition CV-DD trains: stride-1 blocks whose channel count
 changes get a 1×1 conv + BN shortcut (standard MobileNetV2 has no residual there).
@@ -16,7 +16,7 @@ from .base import Classifier, scale_width
 __all__ = ["MobileNetV2", "mobilenetv2"]
 
 # (expansion t, out channels c, repeats n, first stride s); strides of the stem and of the
-# 24-channel stage are 1 instead of ImageNet's 2 (spec §8.1).
+# 24-channel stage are 1 instead of ImageNet's 2 (method.md §8.1).
 _CFG = (
     (1, 16, 1, 1),
     (6, 24, 2, 1),

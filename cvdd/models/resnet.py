@@ -1,4 +1,4 @@
-"""Small-resolution ResNet-18/50/101 (spec §8.1): 3×3 stride-1 stem, no maxpool, global pooling.
+"""Small-resolution ResNet-18/50/101 (method.md §8.1): 3×3 stride-1 stem, no maxpool, global pooling.
 
 Attribute names (conv1, bn1, layer1..4, shortcut, linear) follow the pytorch-cifar layout that
 the CV-DD committee checkpoints use, so such state_dicts map key for key.
@@ -17,7 +17,7 @@ __all__ = ["ResNet", "resnet18", "resnet50", "resnet101"]
 
 
 def _shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Module:
-    """Identity when shapes agree, else the projection 1×1 conv + BN (spec §8.1)."""
+    """Identity when shapes agree, else the projection 1×1 conv + BN (method.md §8.1)."""
     if stride == 1 and in_planes == out_planes:
         return nn.Sequential()
     return nn.Sequential(

@@ -1,4 +1,4 @@
-"""Small-resolution ShuffleNetV2, net_size 0.5 (spec §8.1): 24-ch stride-1 stem, no maxpool."""
+"""Small-resolution ShuffleNetV2, net_size 0.5 (method.md §8.1): 24-ch stride-1 stem, no maxpool."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stage 2, init: the starting images, RDED-style real patches (spec §4), plus the random-real
+"""Stage 2, init: the starting images, RDED-style real patches (method.md §4), plus the random-real
 baseline images (same number per class) that the analysis and validate stages compare against.
 """
 

@@ -2,7 +2,7 @@
 
 alpha_M = top-1 of a student trained on data distilled by M alone (SRe2L++ with committee {M}:
 RDED init observed by M, recover with M only, BSSL labels from the relabel teacher, student from
-scratch). `prior.source=table` takes the spec §3 values, `user` takes `prior.values`. Computed
+scratch). `prior.source=table` takes method.md §3 values, `user` takes `prior.values`. Computed
 values are cached per data set + member weights + settings; CPU presets use cheaper settings
 (fewer classes / steps / epochs), recorded in priors.json.
 """
@@ -166,7 +166,7 @@ def run_prior(ctx: Context, cfg_hash: str) -> dict:
                 f"no prior table for data set {ctx.data.name!r} and members {members}; "
                 "use --set prior.source=compute (or user with prior.values)"
             )
-        values, note, runs = {m: table[m] for m in members}, "cvdd-spec.md §3 table", {}
+        values, note, runs = {m: table[m] for m in members}, "docs/method.md §3 table", {}
     else:
         k = min(p.max_classes or ctx.data.num_classes, ctx.data.num_classes)
         check_ipc(ctx.data.train, ctx.data.class_names, p.ipc * cfg.init.factor**2, "prior.ipc")

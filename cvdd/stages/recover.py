@@ -1,4 +1,4 @@
-"""Stage 3, recover: committee-voting pixel optimisation (paper §3.6, spec §5).
+"""Stage 3, recover: committee-voting pixel optimisation (paper §3.6, method.md §5).
 
 Writes recover/committee.json (who votes for which IPC index, with what weight), a per-step
 trace, image-grid snapshots, checkpoints, and the final images (lossless uint8).
@@ -56,7 +56,7 @@ def run_recover(ctx: Context, cfg_hash: str) -> dict:
     )
     groups = make_groups(d.num_classes, cfg.ipc, rc.classes_per_group)
     committee = [plan[g.ipc_idx] for g in groups]
-    # weights are drawn once per IPC index (the random voter too, spec §5.4)
+    # weights are drawn once per IPC index (the random voter too, method.md §5.4)
     w_ipc = [voter_weights([priors[m] for m in ms], rc.voter, rc.temperature, gen) for ms in plan]
     weights = [w_ipc[g.ipc_idx] for g in groups]
     ctx.rd.write_json(

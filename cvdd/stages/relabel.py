@@ -1,4 +1,4 @@
-"""Stage 4, relabel: Batch-Specific Soft Labeling (paper §3.7, spec §6), and the analysis data.
+"""Stage 4, relabel: Batch-Specific Soft Labeling (paper §3.7, method.md §6), and the analysis data.
 
 The student stage labels its own augmented batches online with the same teacher; this stage
 fixes the teacher, labels the un-augmented distilled images both ways (BSSL: BN on the batch's

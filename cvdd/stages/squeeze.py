@@ -1,4 +1,4 @@
-"""Stage 0, squeeze: train each committee member on the real data (spec §2).
+"""Stage 0, squeeze: train each committee member on the real data (method.md §2).
 
 Schedules are short on purpose (the CV-DD authors report over-trained teachers distil worse).
 Trained members are cached under <cache_dir>/squeeze/ keyed by data set, architecture, width,
@@ -100,7 +100,7 @@ def _train_member(
         gen.set_state(state["gen"])
         epoch0 = state["epoch"]
     steps = math.ceil(len(idx) / s.batch_size)
-    pad = max(1, ctx.data.image_size // 8)  # 4 px at 32 px (spec §2)
+    pad = max(1, ctx.data.image_size // 8)  # 4 px at 32 px (method.md §2)
     labels = ctx.data.train.targets
     correct = seen = 0
 

@@ -1,4 +1,4 @@
-"""Stage 5, validate: students trained from scratch on the distilled set (spec §7), the
+"""Stage 5, validate: students trained from scratch on the distilled set (method.md §7), the
 random-real baseline with the same labelling, optionally the eval-mode (non-BSSL) labelling;
 then the export of the distilled set as a lossless PNG ImageFolder with its soft labels.
 """
