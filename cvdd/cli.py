@@ -58,6 +58,31 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _create_run(args: argparse.Namespace) -> Path:
+    """`run`: the preset plus the flags and --set overrides -> a new run directory."""
+    overrides = list(args.overrides)
+    if args.data is not None:
+        overrides.insert(0, f"data.dataset={args.data}")
+    if args.seed is not None:
+        overrides.insert(0, f"seed={args.seed}")
+    if args.device is not None:
+        overrides.insert(0, f"device={args.device}")
+    cfg = from_preset(args.preset, overrides)
+    if not cfg.data.dataset:
+        raise CvddError(
+            f"preset {args.preset!r} needs a data set: pass --data PATH "
+            "(a local CIFAR/ImageFolder/Tiny-ImageNet folder)",
+            field="data.dataset",
+        )
+    if cfg.data.dataset not in BUILTIN_NAMES and not Path(cfg.data.dataset).exists():
+        raise CvddError(
+            f"data path {cfg.data.dataset} does not exist; pass --data with "
+            "an existing folder, or --data builtin for the embedded set",
+            field="data.dataset",
+        )
+    return RunDir.create(args.runs_dir, cfg.to_dict(), meta={"launched_by": "cli"}).path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.debug = getattr(args, "debug", False)
@@ -72,26 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(list_models()))
             return 0
         if args.cmd == "run":
-            overrides = list(args.overrides)
-            if args.data is not None:
-                overrides.insert(0, f"data.dataset={args.data}")
-            if args.seed is not None:
-                overrides.insert(0, f"seed={args.seed}")
-            if args.device is not None:
-                overrides.insert(0, f"device={args.device}")
-            cfg = from_preset(args.preset, overrides)
-            if not cfg.data.dataset:
-                raise CvddError(
-                    f"preset {args.preset!r} needs a data set: pass --data PATH "
-                    "(a local CIFAR/ImageFolder/Tiny-ImageNet folder)"
-                )
-            if cfg.data.dataset not in BUILTIN_NAMES and not Path(cfg.data.dataset).exists():
-                raise CvddError(
-                    f"data path {cfg.data.dataset} does not exist; pass --data with "
-                    "an existing folder, or --data builtin for the embedded set"
-                )
-            rd = RunDir.create(args.runs_dir, cfg.to_dict(), meta={"launched_by": "cli"})
-            run_dir = rd.path
+            run_dir = _create_run(args)
         else:
             run_dir = RunDir.open(args.run_dir).path
         print(f"run dir: {run_dir.resolve()}", flush=True)

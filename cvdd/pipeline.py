@@ -80,26 +80,53 @@ def _write_result(rd: RunDir, cfg: RunConfig, device: str) -> dict:
     return res
 
 
-def run_pipeline(run_dir: str | Path, echo: bool = False) -> dict:
-    """Run (or continue) the run in `run_dir` to the end. Returns result.json's content."""
+def _open_context(cfg: RunConfig, rd: RunDir, device: str):
+    """Load the data set, record what the run uses in config.json's meta, build the Context."""
     import torch
 
     from .context import Context
     from .data import DataError, load_dataset
 
+    _check_names(cfg)
+    try:
+        dataset = load_dataset(cfg.data.dataset or "", cfg.data.image_size or None)
+    except DataError as e:
+        raise CvddError(str(e), field="data.dataset") from e
+    rd.update_meta(
+        cvdd_version=__import__("cvdd").__version__,
+        torch_version=torch.__version__,
+        device=device,
+        class_names=dataset.class_names,
+        dataset=dict(
+            name=dataset.name,
+            layout=dataset.layout,
+            source=dataset.source,
+            num_classes=dataset.num_classes,
+            image_size=dataset.image_size,
+            in_channels=dataset.in_channels,
+            mean=list(dataset.mean),
+            std=list(dataset.std),
+            train_size=len(dataset.train),
+            test_size=len(dataset.test),
+        ),
+    )
+    cache_dir = Path(cfg.cache_dir or (rd.path.parent / "_cache"))
+    return Context(cfg, rd, torch.device(device), dataset, cache_dir)
+
+
+def run_pipeline(run_dir: str | Path, echo: bool = False) -> dict:
+    """Run (or continue) the run in `run_dir` to the end. Returns result.json's content."""
     rd = RunDir.open(run_dir)
     rd.echo = echo
     cfg = RunConfig.from_dict(rd.read_config()["config"])
     rd.acquire_lock()
-    ctx = None
-    prev = {}
+    ctx, prev, pending = None, {}, []
 
     def _on_signal(signum, frame):  # finish the step, checkpoint, end cleanly
         if ctx is not None:
             ctx.stop = True
         pending.append(signum)
 
-    pending: list[int] = []
     for s in (signal.SIGTERM, signal.SIGINT):
         prev[s] = signal.signal(s, _on_signal)
     attempt = 1 + sum(e["kind"] == "run_start" for e in read_events(rd.path))
@@ -107,35 +134,10 @@ def run_pipeline(run_dir: str | Path, echo: bool = False) -> dict:
         device = resolve_device(cfg.device)
         threads = set_threads(int(os.environ.get("CVDD_THREADS", 0)) or cfg.threads)
         rd.append_event("run_start", attempt=attempt, device=device, threads=threads)
-        _check_names(cfg)
-        try:
-            dataset = load_dataset(cfg.data.dataset or "", cfg.data.image_size or None)
-        except DataError as e:
-            raise CvddError(str(e)) from e
-        cache_dir = Path(cfg.cache_dir or (rd.path.parent / "_cache"))
-        rd.update_meta(
-            cvdd_version=__import__("cvdd").__version__,
-            torch_version=torch.__version__,
-            device=device,
-            class_names=dataset.class_names,
-            dataset=dict(
-                name=dataset.name,
-                layout=dataset.layout,
-                source=dataset.source,
-                num_classes=dataset.num_classes,
-                image_size=dataset.image_size,
-                in_channels=dataset.in_channels,
-                mean=list(dataset.mean),
-                std=list(dataset.std),
-                train_size=len(dataset.train),
-                test_size=len(dataset.test),
-            ),
-        )
-        ctx = Context(cfg, rd, torch.device(device), dataset, cache_dir)
+        ctx = _open_context(cfg, rd, device)
         ctx.stop = bool(pending)
-        h = config_hash(cfg)
-        done = rd.finished_stages()
-        for stage in STAGES:
+        h, done = config_hash(cfg), rd.finished_stages()
+        for stage in STAGES:  # resume: finished stages are skipped, the others reload checkpoints
             if stage in done:
                 continue
             if ctx.should_stop():
