@@ -20,7 +20,7 @@ def guard(what: str):
     """Show a warning instead of a traceback when a panel meets a file it cannot read."""
     try:
         yield
-    except Exception as e:  # noqa: BLE001 -- st.rerun/st.stop are BaseException
+    except Exception as e:  # not BaseException: st.rerun / st.stop must pass through
         st.warning(f"Could not show {what}: {type(e).__name__}: {e}. The run directory may be "
                    "partial, from another version, or damaged.")
 
@@ -85,6 +85,9 @@ def status_line(stat: dict) -> None:
         st.warning(text + " — **Resume** continues from the last checkpoint.", icon=icon)
     elif s == "done":
         st.success(text, icon=icon)
+    elif s == "starting":
+        st.info(text + " — the worker process is loading Python and PyTorch; the page follows "
+                "it once it runs.", icon=":material/hourglass_top:")
     else:
         st.info(text, icon=icon)
 
@@ -142,7 +145,7 @@ def snapshot_viewer(run_dir: Path, evs: list[dict], live: bool) -> None:
     left, right = st.columns([3, 2], gap="large")
     with left:
         f = max(1, round(520 / max(grid.shape[:2])))  # nearest-neighbour zoom, no blur
-        st.image(grid.repeat(f, 0).repeat(f, 1), width=min(520, grid.shape[1] * f),  # fits its column
+        st.image(grid.repeat(f, 0).repeat(f, 1), width=min(520, grid.shape[1] * f),
                  caption=f"step {step} · rows = classes {rows} · columns = IPC indices {cols}")
         st.caption(f"{len(steps)} snapshots saved, latest step {steps[-1]}" +
                    (" · live" if live else ""))
@@ -176,8 +179,7 @@ def final_images(run_dir: Path, cls: int, names: list[str]) -> None:
 
 
 def loss_panel(run_dir: Path) -> None:
-    recs = state.read_jsonl_file(run_dir / layout.TRACE)
-    df = shaping.trace_df(recs)
+    df = state.trace(run_dir)
     if df.empty:
         st.info("No loss trace yet: recover/trace.jsonl gets one line per recover step.")
         return
@@ -191,6 +193,14 @@ def loss_panel(run_dir: Path) -> None:
     if any(c.endswith(".ce") for c in df.columns):
         with st.expander("Loss per committee member"):
             st.plotly_chart(figures.member_losses(d, "ce"), key=f"mce_{run_dir.name}")
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _figure(builder: str, *args):
+    """app.figures.<builder>(*args), built once per distinct input and shared by all tabs (the
+    chart only reads it). For inputs that stay fixed while a run is live, such as the
+    committee: plotly's figure building would otherwise repeat on every poll of every tab."""
+    return getattr(figures, builder)(*args)
 
 
 def committee_panel(run_dir: Path) -> None:
@@ -212,7 +222,7 @@ def committee_panel(run_dir: Path) -> None:
     c[3].metric("schedule", str(com.get("schedule")))
     mat = shaping.committee_matrix(com)
     if len(mat):
-        st.plotly_chart(figures.committee_heatmap(mat), key=f"com_{run_dir.name}")
+        st.plotly_chart(_figure("committee_heatmap", mat), key=f"com_{run_dir.name}")
     if com.get("schedule") == "per_iteration":
         st.caption("schedule = per_iteration: members are redrawn every step; the map shows "
                    "the first draw.")
@@ -220,7 +230,7 @@ def committee_panel(run_dir: Path) -> None:
         t2 = st.slider("Try another temperature T", 0.5, 50.0, T, 0.5, key=f"T_{run_dir.name}",
                        help="Small T: the best prior dominates; large T: equal votes.")
         w = shaping.softmax_weights(priors, list(priors), t2)
-        st.plotly_chart(figures.prior_bars(priors, w, t2), key=f"pri_{run_dir.name}")
+        st.plotly_chart(_figure("prior_bars", priors, w, t2), key=f"pri_{run_dir.name}")
         src = pri.get("source")
         if src:
             st.caption(f"priors from **{src}**" + (f" — {pri['note']}" if pri.get("note") else ""))

@@ -33,9 +33,9 @@ from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from cvdd import jobs
-from cvdd.runs import list_runs, read_events, run_status
-from cvdd.utils import read_json
+from cvdd import jobs  # noqa: E402 -- this checkout's cvdd, from any cwd
+from cvdd.runs import list_runs, read_events, run_status  # noqa: E402
+from cvdd.utils import read_json  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -138,7 +138,8 @@ def ensure_warm_cache(runs_dir: Path, env: dict) -> None:
     with open("/tmp/app_bench_cold_run.log", "wb") as log:
         subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env, stdout=log,
                        stderr=subprocess.STDOUT, check=True)
-    print(f"quick run, cold cache: {time.time() - t0:.1f} s  (CLI, log /tmp/app_bench_cold_run.log)")
+    print(f"quick run, cold cache: {time.time() - t0:.1f} s  "
+          "(CLI, log /tmp/app_bench_cold_run.log)")
 
 
 @contextlib.contextmanager
@@ -176,8 +177,10 @@ def start_cli_run(a, env: dict, runs_dir: Path) -> tuple[subprocess.Popen, Path]
            "--set", f"recover.snapshot_every={a.snapshot_every}",
            "--set", f"recover.checkpoint_every={a.snapshot_every * 5}"]
     log_path = runs_dir / "_bench_worker.log"
+    wroot = Path(a.worker_root or ROOT)  # the engine that writes the run (the app reads it)
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=wroot, env=dict(env, PYTHONPATH=str(wroot)),
+                                stdout=log, stderr=subprocess.STDOUT)
     t_end = time.time() + 300
     while time.time() < t_end:  # the CLI prints "run dir: <path>" first
         m = re.search(r"run dir: (\S+)", log_path.read_text(errors="replace"))
@@ -204,14 +207,16 @@ def watch_cpu(a, env: dict, runs_dir: Path) -> None:
     try:
         with serve(env) as (server, url), sync_playwright() as pw:
             browser, ctx = new_context(pw)
-            for _ in range(a.tabs):
-                p = ctx.new_page()
+            tabs = [ctx.new_page() for _ in range(a.tabs)]
+            for p in tabs:
                 p.goto(f"{url}/live?run={run_dir.name}")
                 p.locator('[data-testid="stImageCaption"]').filter(has_text=STEP).first.wait_for()
             time.sleep(a.warmup)  # page loads and first fragment runs are not the steady state
             st0, c0, t0 = run_status(run_dir), ticks(server.pid), time.time()
+            g0 = [grid_step(p) for p in tabs]
             time.sleep(a.seconds)
             c1, t1, st1 = ticks(server.pid), time.time(), run_status(run_dir)
+            g1 = [grid_step(p) for p in tabs]  # each tab's grid moved on: its panels did rerun
             browser.close()
         cpu_s, wall = (c1 - c0) / TICK, t1 - t0
         ok = st0["status"] == st1["status"] == "running" and st1["stage"] == "recover"
@@ -219,6 +224,8 @@ def watch_cpu(a, env: dict, runs_dir: Path) -> None:
               f"CPU-s = {cpu_s / wall:.3f} CPU-s per wall-s  (run {st0['status']}/{st0['stage']}"
               f" step {st0['step']} -> {st1['status']}/{st1['stage']} step {st1['step']}"
               f"{'' if ok else '; NOT running the whole window: use more --iterations'})")
+        print(f"  image grid step per tab, start -> end of the window: "
+              f"{', '.join(f'{x}->{y}' for x, y in zip(g0, g1))}")
     finally:
         worker.terminate()  # SIGTERM: the worker checkpoints and ends as 'stopped'
         worker.wait(timeout=60)
@@ -237,6 +244,8 @@ def main() -> None:
                     help="recover.iterations of that run: enough to outlast the window")
     ap.add_argument("--snapshot-every", type=int, default=200,
                     help="recover.snapshot_every of that run")
+    ap.add_argument("--worker-root", help="checkout whose cvdd runs that worker (default: "
+                    "this one), so that two versions of the app can watch the same engine")
     a = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
     runs_dir = Path(a.runs_dir).resolve()

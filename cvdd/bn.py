@@ -1,4 +1,5 @@
-"""BatchNorm statistics: the recover loss (method.md §5.3) and BSSL's frozen train-mode teacher (§6.2).
+"""BatchNorm statistics: the recover loss (method.md §5.3) and BSSL's frozen train-mode
+teacher (§6.2).
 
 The collector hooks every `nn.BatchNorm2d` in `model.modules()` order and measures the input's
 per-channel mean and *biased* variance. It works on a batch made of G groups of equal size, each
@@ -8,7 +9,7 @@ group with its own statistics, so many groups of images can share one forward pa
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
@@ -45,7 +46,11 @@ class BNStatsCollector:
         x = inputs[0]
         n, c = x.shape[:2]
         g = self.groups
-        x = x.reshape(g, n // g, c, -1).float()  # (G, B, C, H*W): stats in fp32 even under bf16
+        # (G, B, C, H*W): a view of the input, NCHW or channels_last alike, so the statistics
+        # cost one reduction and no copy; only bf16 input is copied, for fp32 statistics
+        x = x.reshape(g, n // g, c, -1)
+        if x.dtype != torch.float32:
+            x = x.float()
         var, mean = torch.var_mean(x, dim=(1, 3), unbiased=False)  # one fused reduction
         self.means.append(mean)
         self.vars.append(var)

@@ -58,6 +58,7 @@ class SqueezeConfig:
     max_train_images: int = 0  # 0 = all; a class-balanced cap for CPU presets
     weights: dict = field(default_factory=dict)  # member -> local weights file (skips training)
     seed: int = 0  # committee seed, apart from the run seed, so runs share the cached committee
+    source: str = "train"  # train (here, as set above) | shipped (assets/committee, Fashion-MNIST)
 
 
 @dataclass(frozen=True)
@@ -101,10 +102,12 @@ class RecoverConfig:
     schedule: str = "auto"  # auto | fixed | enumerate | random | per_iteration
     fixed_members: tuple[str, ...] = ()  # for schedule=fixed; () = top-N by prior
     classes_per_group: int = 100  # bs: classes per optimisation batch (one image per class)
-    groups_per_step: int = 0  # groups optimised together in one batch; 0 = all
+    groups_per_step: int = 0  # groups per wave (one batch); 0 = as many as memory_gb allows
+    memory_gb: float = 0.0  # GiB recover may use on its device; 0 = the free memory (GPU or RAM)
+    trace_every: int = 0  # steps between trace rows (each reads the GPU); 0 = 1 on CPU, 20 on GPU
     snapshot_every: int = 100  # steps between saved image grids
     checkpoint_every: int = 200  # steps between checkpoints
-    precision: str = "fp32"  # fp32 | bf16 (GPU fast path)
+    precision: str = "fp32"  # fp32 | bf16 (GPU fast path: bf16 autocast + channels_last)
 
 
 @dataclass(frozen=True)
@@ -162,10 +165,10 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
+    def from_dict(cls, d: dict) -> RunConfig:
         return _build(cls, d, "")
 
-    def replace(self, overrides: list[str] | dict) -> "RunConfig":
+    def replace(self, overrides: list[str] | dict) -> RunConfig:
         """New config with `section.key=value` strings (or a nested dict) applied."""
         d = self.to_dict()
         if isinstance(overrides, dict):
@@ -239,6 +242,7 @@ def _check_choices(c: RunConfig) -> None:
     _choice("init.method", c.init.method, ("rded", "real", "noise"))
     _choice("relabel.mode", c.relabel.mode, ("bssl", "eval"))
     _choice("squeeze.optimizer", c.squeeze.optimizer, ("adam", "sgd"))
+    _choice("squeeze.source", c.squeeze.source, ("train", "shipped"))
 
 
 # (key, lowest allowed value, why) for integer settings
@@ -382,7 +386,6 @@ def config_hash(cfg: RunConfig, sections: tuple[str, ...] | None = None) -> str:
     if sections is not None:
         d = {k: d[k] for k in sections}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
 
 
 def from_preset(name: str, overrides: list[str] | None = None, **top: Any) -> RunConfig:

@@ -32,8 +32,7 @@ def _spawn(run_dir: Path, env_extra: dict | None = None) -> int:
     # the worker must import this cvdd even when the server runs from another folder
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PKG_ROOT), env.get("PYTHONPATH", "")]))
     env.update(env_extra or {})
-    log = open(run_dir / layout.WORKER_LOG, "ab")
-    try:
+    with open(run_dir / layout.WORKER_LOG, "ab") as log:  # the child keeps its own copy
         proc = subprocess.Popen(
             [sys.executable, "-m", "cvdd", "resume", str(run_dir)],
             stdout=log,
@@ -43,8 +42,6 @@ def _spawn(run_dir: Path, env_extra: dict | None = None) -> int:
             cwd=str(_PKG_ROOT),
             env=env,
         )
-    finally:
-        log.close()
     atomic_write_json(
         run_dir / layout.JOB,
         {

@@ -27,6 +27,7 @@ __all__ = [
     "RANDOM_REAL",
     "COMMITTEE",
     "TRACE",
+    "MEMORY_PLAN",
     "RECOVER_IMAGES",
     "SOFT_LABELS",
     "BN_STATS",
@@ -36,6 +37,7 @@ __all__ = [
     "EXPORT",
     "snapshot_path",
     "checkpoint_path",
+    "recover_group_path",
     "member_weights_path",
     "export_path",
     "parse_jsonl",
@@ -64,6 +66,7 @@ INIT_IMAGES = "init/images.npz"
 RANDOM_REAL = "init/random_real.npz"
 COMMITTEE = "recover/committee.json"
 TRACE = "recover/trace.jsonl"
+MEMORY_PLAN = "recover/memory_plan.json"  # waves, bytes per image, budget, peak (cvdd/memory.py)
 RECOVER_IMAGES = "recover/images.npz"
 SOFT_LABELS = "relabel/soft_labels.npz"
 BN_STATS = "analysis/bn_stats.json"
@@ -81,6 +84,11 @@ def snapshot_path(stage: str, step: int) -> str:
 def checkpoint_path(stage: str) -> str:
     """One checkpoint per stage, replaced atomically."""
     return f"checkpoints/{stage}.pt"
+
+
+def recover_group_path(group: int) -> str:
+    """A finished recover group's final uint8 images, written once; recover.pt names them."""
+    return f"checkpoints/recover_groups/{group:05d}.npy"
 
 
 def member_weights_path(dataset: str, member: str, key: str) -> str:

@@ -1,4 +1,5 @@
-"""Initialisation from real patches, RDED-style (method.md §4; paper §3.4 "Real Image Initialization").
+"""Initialisation from real patches, RDED-style (method.md §4; paper §3.4 "Real Image
+Initialization").
 
 Per class: take `candidates` random real images, cut `num_crops` square RandomResizedCrops of each,
 score every crop with an observer model (CE to the true class, lower = more confident), keep each

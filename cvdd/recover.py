@@ -1,91 +1,217 @@
 """Recover (paper §3.6, method.md §5): optimise pixels so each group's BN statistics and predictions
 match a prior-weighted committee.
 
-A *group* is one IPC index x one chunk of `classes_per_group` classes: exactly one image per class,
-the unit that the official code optimises as one batch. Here several groups of equal size share
-one forward pass per committee member (a "wave"); the BN hook measures statistics per group, the
-loss is summed over groups, so each group's gradient is exactly what it would get alone.
+Groups (cvdd/committee.py) of equal size are optimised together in *waves*: one forward pass per
+voting member for the whole wave, BN statistics measured per group, losses summed, so each group
+gets exactly the gradient it would get alone. The memory planner (cvdd/memory.py) sizes the
+waves. Each group draws from its own random stream and owns its rows of Adam's elementwise state,
+so the images depend neither on the wave size nor on a stop and resume. The loop is nanoGPT's:
+`wave_loss` returns the loss and its parts (device tensors, read only when the trace is written),
+then backward, Adam step, clamp.
 """
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import math
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import layout
 from .augment import shared_crop_flip_roll
 from .bn import BNStatsCollector, bn_matching_loss
+from .committee import (
+    Group,
+    Vote,
+    describe_plan,
+    draw_voters,
+    make_groups,
+    plan_committee,
+    voter_weights,
+    wave_votes,
+)
 from .config import RecoverConfig
+from .data import denormalize, to_uint8
+from .memory import GIB, MemoryPlan, plan_memory
 from .utils import CvddError, StopRequested
+from .waves import checkpoint_state, grid_rows, open_wave, schedule_waves, snapshot_images
 
-__all__ = ["Group", "make_groups", "plan_committee", "voter_weights", "recover_images", "Hooks"]
+__all__ = [
+    "Group",
+    "Hooks",
+    "make_groups",
+    "plan_committee",
+    "voter_weights",
+    "describe_plan",
+    "augment_wave",
+    "wave_loss",
+    "plan_memory",
+    "recover_images",
+    "result_settings",
+    "EXECUTION_KEYS",
+]
 
-
-@dataclass
-class Group:
-    group: int
-    ipc_idx: int
-    classes: list[int]
-    indices: list[int]  # rows of the class-major image tensor (i = class * ipc + ipc_idx)
+# keys that change how recover runs but not the images it makes (left out of cache keys)
+EXECUTION_KEYS = (
+    "groups_per_step",
+    "memory_gb",
+    "trace_every",
+    "snapshot_every",
+    "checkpoint_every",
+)
+AUTO_TRACE_EVERY = {"cpu": 1, "cuda": 20}  # reading the loss syncs a GPU; on a CPU it is free
 
 
 class Hooks(Protocol):
     def should_stop(self) -> bool: ...
     def progress(self, step: int, total: int, metrics: dict) -> None: ...
     def trace(self, record: dict) -> None: ...
-    def snapshot(self, step: int, x: torch.Tensor) -> None: ...
+    def snapshot(self, step: int, images: torch.Tensor) -> None: ...
     def checkpoint(self, state: dict) -> None: ...
 
 
-def make_groups(num_classes: int, ipc: int, classes_per_group: int) -> list[Group]:
-    out = []
-    for k in range(ipc):
-        for c0 in range(0, num_classes, classes_per_group):
-            classes = list(range(c0, min(c0 + classes_per_group, num_classes)))
-            out.append(Group(len(out), k, classes, [c * ipc + k for c in classes]))
-    return out
+def result_settings(cfg: RecoverConfig) -> dict:
+    """The recover settings that decide the images: every key but EXECUTION_KEYS."""
+    return {k: v for k, v in vars(cfg).items() if k not in EXECUTION_KEYS}
 
 
-def voter_weights(
-    priors: list[float], voter: str, temperature: float, gen: torch.Generator
-) -> list[float]:
-    """prior: softmax(alpha / T) (Eq. 5); equal: 1/N; random: u / sum(u) (method.md §5.4)."""
-    if voter == "prior":
-        return torch.softmax(torch.tensor(priors, dtype=torch.float64) / temperature, 0).tolist()
-    if voter == "equal":
-        return [1.0 / len(priors)] * len(priors)
-    u = torch.rand(len(priors), generator=gen, dtype=torch.float64)
-    return (u / u.sum()).tolist()
+# ---------------------------------------------------------------------------------------------
+# one step: augmentation and the committee loss of a wave
 
 
-def plan_committee(
-    members: list[str],
-    priors: dict[str, float],
-    ipc: int,
-    num_experts: int,
-    schedule: str,
-    fixed_members: tuple[str, ...],
-    gen: torch.Generator,
-) -> list[list[str]]:
-    """Which N members vote for each IPC index ("switch per IPC", method.md §5.4).
+def augment_wave(x: torch.Tensor, gens: list[torch.Generator], cfg: RecoverConfig) -> torch.Tensor:
+    """One shared crop, flip and roll per group (method.md §5.3), each from its group's stream."""
+    if not cfg.augment:
+        return x
+    xv = x.view(len(gens), -1, *x.shape[1:])
+    return torch.cat([shared_crop_flip_roll(xv[i], g, cfg.jitter) for i, g in enumerate(gens)])
 
-    auto: fixed top-N pair for IPC 1, every N-subset in turn while IPC <= C(M, N), random beyond.
+
+def wave_loss(
+    xa: torch.Tensor,
+    votes: list[Vote],
+    groups: int,
+    *,
+    models: dict[str, nn.Module],
+    collectors: dict[str, BNStatsCollector],
+    cfg: RecoverConfig,
+    amp: bool = False,
+    channels_last: bool = False,
+) -> tuple[torch.Tensor, dict]:
+    """Committee loss of a wave: sum over groups and voters of w_i (CE_i + r_bn BN_i) (§5.3).
+
+    `xa` holds `groups` equal-size groups, already augmented. Returns the loss and its parts,
+    all tensors on the device: per-member mean CE / BN over the groups it votes for, and the
+    weighted sums `ce`, `bn` (nothing is read back to the host here).
     """
-    subsets = [list(s) for s in itertools.combinations(members, num_experts)]
-    if schedule == "auto":
-        schedule = "fixed" if ipc == 1 else ("enumerate" if ipc <= len(subsets) else "random")
-    if schedule == "fixed":
-        pick = list(fixed_members) or sorted(members, key=lambda m: -priors[m])[:num_experts]
-        return [pick] * ipc
-    if schedule == "enumerate":
-        return [subsets[k % len(subsets)] for k in range(ipc)]
-    # random (and the first draw of per_iteration): a fresh random subset per IPC index
-    return [subsets[int(torch.randint(len(subsets), (1,), generator=gen))] for _ in range(ipc)]
+    b = xa.shape[0] // groups
+    loss = xa.new_zeros((), dtype=torch.float32)
+    ce_sum, bn_sum, members = loss, loss, {}
+    for v in votes:
+        inp = xa if v.index is None else xa.view(groups, b, *xa.shape[1:])[v.index].flatten(0, 1)
+        if channels_last:
+            inp = inp.contiguous(memory_format=torch.channels_last)
+        col = collectors[v.member]
+        col.reset(v.count)
+        with torch.autocast(xa.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = models[v.member](inp)
+        ce = F.cross_entropy(logits.float(), v.targets, reduction="none").view(v.count, b).mean(1)
+        bn = bn_matching_loss(col, cfg.first_bn_multiplier)  # (count,) fp32
+        w_ce, w_bn = (v.weights * ce).sum(), (v.weights * bn).sum()
+        loss = loss + w_ce + cfg.bn_loss_weight * w_bn
+        ce_sum, bn_sum = ce_sum + w_ce, bn_sum + w_bn
+        members[v.member] = dict(ce=ce.mean(), bn=bn.mean(), weight=v.mean_weight, groups=v.count)
+    return loss, dict(loss=loss.detach(), ce=ce_sum.detach(), bn=bn_sum.detach(), members=members)
+
+
+def read_parts(parts: dict, groups: int) -> dict:
+    """The loss parts as host floats, per group (one device read for all of them)."""
+    tensors = [parts["loss"], parts["ce"], parts["bn"]]
+    for p in parts["members"].values():
+        tensors += [p["ce"].detach(), p["bn"].detach()]
+    vals = torch.stack([t.float() for t in tensors]).tolist()
+    rec = dict(loss=vals[0] / groups, ce=vals[1] / groups, bn=vals[2] / groups, members={})
+    for i, (m, p) in enumerate(parts["members"].items()):
+        rec["members"][m] = dict(
+            ce=vals[3 + 2 * i], bn=vals[4 + 2 * i], weight=p["weight"], groups=p["groups"]
+        )
+    return rec
+
+
+# ---------------------------------------------------------------------------------------------
+# memory plan
+
+
+def _probe_losses(
+    models: dict[str, nn.Module],
+    collectors: dict,
+    cfg: RecoverConfig,
+    classes: int,
+    amp: bool,
+    channels_last: bool,
+) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """Per member, the recover loss of one group of any size: what the memory probe runs."""
+
+    def loss_for(m: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        def loss_of(x: torch.Tensor) -> torch.Tensor:
+            t = torch.arange(len(x), device=x.device) % classes
+            vote = Vote(m, 1, None, torch.ones(1, device=x.device), t, 1.0)
+            kw = dict(models=models, collectors=collectors, cfg=cfg, amp=amp)
+            return wave_loss(x, [vote], 1, channels_last=channels_last, **kw)[0]
+
+        return loss_of
+
+    return {m: loss_for(m) for m in models}
+
+
+def _fast_path(cfg: RecoverConfig, device: torch.device) -> tuple[bool, bool]:
+    """(bf16 autocast, channels_last): both only with recover.precision=bf16 on CUDA, where
+    tensor cores prefer NHWC; plain fp32 NCHW everywhere else."""
+    on = cfg.precision == "bf16" and device.type == "cuda"
+    return on, on
+
+
+@contextlib.contextmanager
+def _memory_format(models: dict[str, nn.Module], channels_last: bool) -> Iterator[None]:
+    """Members in channels_last for the stage, restored afterwards (later stages share them)."""
+    if channels_last:
+        for m in models.values():
+            m.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        if channels_last:
+            for m in models.values():
+                m.to(memory_format=torch.contiguous_format)
+
+
+def _oom_message(plan: MemoryPlan | None, cfg: RecoverConfig) -> str:
+    if plan is None:
+        return "out of memory while planning recover; lower recover.memory_gb or the model width"
+    suggest = max(round(plan.estimated_peak_bytes / GIB / 2, 2), 0.01)
+    return (
+        f"out of memory in recover with {plan.groups_per_wave} group(s) per wave (plan in "
+        f"{layout.MEMORY_PLAN}: {plan.summary}); give recover less memory: resume with "
+        f"CVDD_MEMORY_GB={suggest} python -m cvdd resume <run dir> (images do not depend on "
+        f"the wave size), or start a run with --set recover.memory_gb={suggest}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+def _check_finite(bad: torch.Tensor, step: int, cfg: RecoverConfig) -> None:
+    if bool(bad):  # one device read, only where the loop reads anyway
+        raise CvddError(
+            f"recover loss became nan or inf by step {step}; lower recover.lr (now {cfg.lr}) "
+            f"or recover.bn_loss_weight (now {cfg.bn_loss_weight}), then resume or start a "
+            "new run"
+        )
 
 
 def _pixel_bounds(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,20 +220,15 @@ def _pixel_bounds(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
     return (0 - m) / s, (1 - m) / s
 
 
-def _waves(groups: list[Group], per_step: int) -> list[list[Group]]:
-    """Batches of equal-size groups (the last class chunk may be smaller)."""
-    by_size: dict[int, list[Group]] = {}
-    for g in groups:
-        by_size.setdefault(len(g.classes), []).append(g)
-    out = []
-    for gs in by_size.values():
-        n = per_step or len(gs)
-        out += [gs[i : i + n] for i in range(0, len(gs), n)]
-    return out
+def _is_oom(e: BaseException) -> bool:
+    text = str(e).lower()
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate" in text)
+    )
 
 
 def recover_images(
-    x_init: torch.Tensor,
+    images: torch.Tensor,
     groups: list[Group],
     *,
     committee: list[list[str]],
@@ -120,183 +241,120 @@ def recover_images(
     hooks: Hooks,
     state: dict | None = None,
     priors: dict[str, float] | None = None,
+    on_plan: Callable[[MemoryPlan], None] | None = None,
 ) -> torch.Tensor:
-    """Optimise `x_init` ((N, C, H, W), normalised) in place of a copy; returns the final x.
+    """Optimise the class-major uint8 `images` (N, C, H, W); returns the final uint8 images.
 
-    committee[g] / weights[g] are the members and vote weights of group g. With
-    cfg.schedule == 'per_iteration' they are redrawn every step from `gen` (Eq. 4-5 read
-    literally). `state` (from a checkpoint) resumes mid-run; the result equals an
-    uninterrupted run because x, Adam's moments, the step and the generator are all restored.
+    committee[g] / weights[g] are group g's voters and weights; with schedule=per_iteration each
+    group redraws them every step from its own stream (Eq. 4-5 read literally). `gen` seeds the
+    groups' streams. `state` (a checkpoint) resumes with the result of an uninterrupted run, also
+    under another memory budget. `on_plan` gets the memory plan before the first step and again
+    at the end (with the measured peak on CUDA).
     """
-    device = x_init.device
+    device = next(next(iter(models.values())).parameters()).device
+    out = images.detach().cpu().clone()  # finished groups hold their final images
+    st = state or {}
+    seed = st["seed"] if st else int(torch.randint(2**62, (1,), generator=gen))
+    finished: dict[int, torch.Tensor] = dict(st.get("finished", {}))  # group -> final uint8
+    for g, final in finished.items():
+        out[groups[g].indices] = final
+    cur, done = st.get("current"), st.get("done", 0)
+    amp, cl = _fast_path(cfg, device)
     lo, hi = _pixel_bounds(mean, std, device)
-    x_all = x_init.clone()
-    waves = _waves(groups, cfg.groups_per_step)
-    total = len(waves) * cfg.iterations
-    wave0, step0, opt_state = 0, 0, None
-    if state is not None:
-        x_all = state["x_all"].to(device)
-        wave0, step0, opt_state = state["wave"], state["step"], state["opt"]
-        gen.set_state(state["gen"])
+    names, shown = list(models), grid_rows(groups)
+    per_iteration = cfg.schedule == "per_iteration"
+    trace_every = cfg.trace_every or AUTO_TRACE_EVERY.get(device.type, 20)
+    plan, metrics = None, {}
     collectors = {m: BNStatsCollector(model) for m, model in models.items()}
-    member_names = list(models)
-    amp = cfg.precision == "bf16" and device.type == "cuda"
     try:
-        for w_idx in range(wave0, len(waves)):
-            wave = waves[w_idx]
-            rows = torch.tensor([i for g in wave for i in g.indices], device=device)
-            targets = torch.tensor([c for g in wave for c in g.classes], device=device)
-            b = len(wave[0].classes)
-            x = x_all[rows].clone().requires_grad_(True)
-            opt = torch.optim.Adam([x], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
-            start = step0 if w_idx == wave0 else 0
-            if opt_state is not None and w_idx == wave0:
-                opt.load_state_dict(opt_state)
-            for step in range(start, cfg.iterations):
-                if hooks.should_stop():
-                    x_all[rows] = x.detach()
-                    hooks.checkpoint(
-                        dict(
-                            x_all=x_all.cpu(),
-                            wave=w_idx,
-                            step=step,
-                            opt=opt.state_dict(),
-                            gen=gen.get_state(),
-                        )
-                    )
-                    raise StopRequested
-                lr = (
-                    0.5 * (1 + math.cos(math.pi * step / cfg.iterations)) * cfg.lr
-                )  # cosine, no warm-up
-                for pg in opt.param_groups:
-                    pg["lr"] = lr
-                # committee of each group in this wave (redrawn per step for per_iteration)
-                if cfg.schedule == "per_iteration":
-                    members_g, weights_g = [], []
-                    for _ in wave:
-                        sub = torch.randperm(len(member_names), generator=gen)[: cfg.num_experts]
-                        ms = [member_names[i] for i in sorted(sub.tolist())]
-                        members_g.append(ms)
-                        weights_g.append(
-                            voter_weights(
-                                [(priors or {}).get(m, 0.0) for m in ms],
-                                cfg.voter,
-                                cfg.temperature,
-                                gen,
-                            )
-                        )
-                else:
-                    members_g = [committee[g.group] for g in wave]
-                    weights_g = [weights[g.group] for g in wave]
-                # one shared crop/flip/roll per group (method.md §5.3), drawn in group order
-                xv = x.view(len(wave), b, *x.shape[1:])
-                xa = torch.stack(
-                    [
-                        shared_crop_flip_roll(xv[i], gen, cfg.jitter) if cfg.augment else xv[i]
-                        for i in range(len(wave))
-                    ]
+        with _memory_format(models, cl):
+            probes = _probe_losses(models, collectors, cfg, len(groups[0].classes), amp, cl)
+            plan = plan_memory(
+                [len(g.classes) for g in groups],
+                committee,
+                probes,
+                cfg=cfg,
+                image_shape=tuple(out.shape[1:]),
+                device=device,
+                amp=amp,
+            )
+            if on_plan is not None:
+                on_plan(plan)
+            waves = schedule_waves(groups, set(finished), cur, plan.groups_per_wave)
+            live = set(cur["groups"]) if cur else set()
+            total = done + sum(
+                cfg.iterations - (cur["step"] if w[0].group in live else 0) for w in waves
+            )
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            for wave_groups in waves:
+                w = open_wave(
+                    wave_groups, out, cur, seed, cfg=cfg, mean=mean, std=std, device=device
                 )
-                loss = x.new_zeros(())
-                parts = {"ce": 0.0, "bn": 0.0}
-                per_member = {}
-                for m in member_names:
-                    sel = [i for i, ms in enumerate(members_g) if m in ms]
-                    if not sel:
-                        continue
-                    w = torch.tensor(
-                        [weights_g[i][members_g[i].index(m)] for i in sel], device=device
-                    )
-                    col = collectors[m]
-                    col.reset(len(sel))
-                    inp = xa[sel].flatten(0, 1)
-                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                        logits = models[m](inp)
-                    ce = (
-                        F.cross_entropy(
-                            logits.float(),
-                            targets.view(len(wave), b)[sel].flatten(),
-                            reduction="none",
+                n_g, b = len(w.groups), len(w.groups[0].classes)
+                votes = wave_votes(
+                    [committee[g.group] for g in w.groups],
+                    [weights[g.group] for g in w.groups],
+                    w.targets,
+                    names,
+                )
+                bad = torch.zeros((), dtype=torch.bool, device=device)  # a non-finite loss seen
+                for step in range(w.step, cfg.iterations):
+                    if hooks.should_stop():
+                        _check_finite(bad, done, cfg)
+                        hooks.checkpoint(checkpoint_state(seed, done, finished, w.state(step)))
+                        raise StopRequested
+                    lr = (
+                        0.5 * (1 + math.cos(math.pi * step / cfg.iterations)) * cfg.lr
+                    )  # no warm-up
+                    for pg in w.opt.param_groups:
+                        pg["lr"] = lr
+                    if per_iteration:  # a new N-subset per group and step, from its own stream
+                        drawn = [draw_voters(names, priors or {}, cfg, g) for g in w.gens]
+                        votes = wave_votes(
+                            [d[0] for d in drawn], [d[1] for d in drawn], w.targets, names
                         )
-                        .view(len(sel), b)
-                        .mean(1)
+                    xa = augment_wave(w.x, w.gens, cfg)
+                    loss, parts = wave_loss(
+                        xa,
+                        votes,
+                        n_g,
+                        models=models,
+                        collectors=collectors,
+                        cfg=cfg,
+                        amp=amp,
+                        channels_last=cl,
                     )
-                    bn = bn_matching_loss(col, cfg.first_bn_multiplier)
-                    loss = loss + (w * (ce + cfg.bn_loss_weight * bn)).sum()
-                    parts["ce"] += (w * ce).sum().item()
-                    parts["bn"] += (w * bn).sum().item()
-                    per_member[m] = {
-                        "ce": ce.mean().item(),
-                        "bn": bn.mean().item(),
-                        "weight": w.mean().item(),
-                        "groups": len(sel),
-                    }
-                if not torch.isfinite(loss):
-                    raise CvddError(
-                        f"recover loss became {loss.item()} at step {step}; lower recover.lr "
-                        f"(now {cfg.lr}) or recover.bn_loss_weight (now {cfg.bn_loss_weight}), "
-                        "then resume or start a new run"
-                    )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    x.data = torch.maximum(torch.minimum(x.data, hi), lo)  # valid pixel range
-                n_g = len(wave)
-                rec = {
-                    "step": w_idx * cfg.iterations + step + 1,
-                    "lr": lr,
-                    "loss": loss.item() / n_g,
-                    "ce": parts["ce"] / n_g,
-                    "bn": parts["bn"] / n_g,
-                    "members": per_member,
-                }
-                hooks.trace(rec)
-                done = w_idx * cfg.iterations + step + 1
-                hooks.progress(done, total, {k: rec[k] for k in ("loss", "ce", "bn", "lr")})
-                if cfg.snapshot_every and (done % cfg.snapshot_every == 0 or done == total):
-                    x_all[rows] = x.detach()
-                    hooks.snapshot(done, x_all)
-                if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
-                    x_all[rows] = x.detach()
-                    hooks.checkpoint(
-                        dict(
-                            x_all=x_all.cpu(),
-                            wave=w_idx,
-                            step=step + 1,
-                            opt=opt.state_dict(),
-                            gen=gen.get_state(),
-                        )
-                    )
-            x_all[rows] = x.detach()
-            opt_state = None
+                    w.opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    w.opt.step()
+                    with torch.no_grad():
+                        w.x.clamp_(lo, hi)  # valid [0, 1] pixels, per channel
+                        bad |= ~torch.isfinite(parts["loss"])
+                    done += 1
+                    if done % trace_every == 0 or step + 1 == cfg.iterations:
+                        rec = read_parts(parts, n_g)  # the step's only device read
+                        _check_finite(bad, done, cfg)
+                        hooks.trace({"step": done, "lr": lr, **rec})
+                        metrics = {"loss": rec["loss"], "ce": rec["ce"], "bn": rec["bn"], "lr": lr}
+                    hooks.progress(done, total, metrics)  # every step: the heartbeat
+                    if cfg.snapshot_every and (done % cfg.snapshot_every == 0 or done == total):
+                        hooks.snapshot(done, snapshot_images(out, shown, w, mean, std))
+                    if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
+                        _check_finite(bad, done, cfg)
+                        hooks.checkpoint(checkpoint_state(seed, done, finished, w.state(step + 1)))
+                final = to_uint8(denormalize(w.x.detach(), mean, std)).cpu()
+                for i, g in enumerate(w.groups):
+                    finished[g.group] = out[g.indices] = final[i * b : (i + 1) * b]
+            if device.type == "cuda":
+                plan.measured_peak_bytes = torch.cuda.max_memory_allocated(device)
+            if on_plan is not None:
+                on_plan(plan)
+    except Exception as e:
+        if _is_oom(e):
+            raise CvddError(_oom_message(plan, cfg)) from e
+        raise
     finally:
         for col in collectors.values():
             col.remove()
-    return x_all
-
-
-def describe_plan(
-    groups: list[Group],
-    committee: list[list[str]],
-    weights: list[list[float]],
-    priors: dict[str, float],
-    cfg: RecoverConfig,
-) -> dict[str, Any]:
-    """The content of recover/committee.json."""
-    return {
-        "voter": cfg.voter,
-        "temperature": cfg.temperature,
-        "schedule": cfg.schedule,
-        "num_experts": cfg.num_experts,
-        "priors": priors,
-        "groups": [
-            {
-                "group": g.group,
-                "ipc_idx": g.ipc_idx,
-                "classes": g.classes,
-                "members": committee[g.group],
-                "weights": weights[g.group],
-            }
-            for g in groups
-        ],
-    }
+    return out

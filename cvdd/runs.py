@@ -350,7 +350,7 @@ def list_runs(
             st = run_status(p, folded=fold_of(p) if fold_of else None)
             row.update({k: v for k, v in s.items() if k != "ok"}, stage=st["stage"],
                        status=st["status"] if s["ok"] else "corrupt", updated_t=st["updated_t"])
-        except Exception:  # noqa: BLE001, S110 -- leftovers of a crash or another tool
+        except Exception:  # leftovers of a crash or another tool: never raise
             pass  # the row stays 'corrupt'
         rows.append(row)
     return rows

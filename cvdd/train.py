@@ -9,7 +9,7 @@ sees (method.md §7.1).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -38,7 +38,7 @@ def _optimizer(student: nn.Module, cfg: ValidateConfig) -> torch.optim.Optimizer
 
 
 def _cosine_lr(cfg: ValidateConfig, epoch: int) -> float:
-    """Per-epoch cosine; eta > 1 stretches it so the lr never reaches 0 (smoothed, method.md §7.2)."""
+    """Per-epoch cosine; eta > 1 stretches it so the lr never reaches 0 (method.md §7.2)."""
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / (cfg.epochs * cfg.eta)))
 
 

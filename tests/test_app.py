@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from cvdd import jobs, runs
+from cvdd import jobs, runs  # noqa: E402 -- after the sys.path line
 
 APP = str(ROOT / "app" / "main.py")
 PAGES = ["new_run", "runs", "live", "bn", "soft_labels", "diversity", "compare"]
@@ -98,7 +98,10 @@ def test_every_page_renders_a_finished_run(root, tiny_run_dir, page):
     at = ok(render(page, run=tiny_run_dir.name))
     TIMINGS[page] = time.perf_counter() - t0
     n_plotly, n_img = len(at.get("plotly_chart")), len(at.image)
-    assert not at.error, [e.value for e in at.error]
+    # a healthy run shows no error and no warning: components.guard turns an exception inside
+    # a panel into st.warning, so a warning here is a swallowed bug
+    assert not at.exception and not at.error and not at.warning, \
+        [e.value for kind in ("exception", "error", "warning") for e in getattr(at, kind)]
     if page == "live":
         assert metrics(at)["status"] == "done" and metrics(at)["student top-1"].endswith("%")
         assert n_img >= 2 and n_plotly >= 2  # snapshot grid + class row; losses + committee
@@ -265,13 +268,18 @@ def test_job_start_stop_resume_restart(root):
     at.number_input(key="nr_iterations").set_value(300).run()
     ok(at)
     assert at.number_input(key="nr_ipc").value == 2 and not at.error
+    t0 = time.time()
     at.button(key="start").click().run()
     ok(at)
+    assert time.time() - t0 < 8, "Start blocked the page"  # it used to wait for the worker
     rid = at.query_params["run"]
     rid = rid[0] if isinstance(rid, list) else rid
     run_dir = root / rid
-    assert at.title[0].value == "Live run" and runs.is_alive(run_dir)
-    assert jobs.resume_job(run_dir) is False  # a duplicate worker is refused while alive
+    assert at.title[0].value == "Live run"
+    assert metrics(at)["status"] in ("starting", "running")  # 'starting' until the lock
+    assert jobs.resume_job(run_dir, wait=False) is False  # no duplicate while it starts
+    _wait(lambda: runs.is_alive(run_dir), 60, "the worker to take its lock")
+    assert jobs.resume_job(run_dir) is False  # ... nor while it runs
     pid = json.loads((run_dir / "job.json").read_text())["pid"]
 
     at.run()
@@ -287,7 +295,10 @@ def test_job_start_stop_resume_restart(root):
     other_tab = ok(render("live", run=rid))  # a second session, rendered while stopped
     at.button(key="resume").click().run()
     ok(at)
-    assert runs.is_alive(run_dir) and metrics(at)["status"] == "running"
+    assert metrics(at)["status"] in ("starting", "running")
+    _wait(lambda: runs.is_alive(run_dir), 60, "the resumed worker to take its lock")
+    at.run()
+    assert metrics(ok(at))["status"] == "running"
     new_pid = json.loads((run_dir / "job.json").read_text())["pid"]
     assert new_pid != pid
     other_tab.button(key="resume").click().run()  # stale tab: must not start a second worker

@@ -67,7 +67,8 @@ def _wrong_types(d: Path) -> None:
     for i, rel in enumerate(JSON_FILES):
         value = [[1, 2], "text", 3.5, None, {"config": [1]}, {"layers": "x", "sources": 4}][i % 6]
         (d / rel).write_text(json.dumps(value))
-    (d / layout.COMMITTEE).write_text(json.dumps({"groups": "x", "priors": [1], "temperature": "hot"}))
+    committee = {"groups": "x", "priors": [1], "temperature": "hot"}
+    (d / layout.COMMITTEE).write_text(json.dumps(committee))
     (d / layout.DIVERSITY).write_text(
         json.dumps({"sources": {"synthetic": {"per_class": "x", "matrices": [[["a"]]]}}})
     )

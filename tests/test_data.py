@@ -1,4 +1,4 @@
-"""cvdd.data: the embedded set, every on-disk layout (written tiny into tmp_path), errors, helpers."""
+"""cvdd.data: the embedded set, on-disk layouts (written tiny into tmp_path), errors, helpers."""
 
 from __future__ import annotations
 
@@ -330,7 +330,7 @@ def test_empty_class_folder_and_bad_classes_txt(tmp_path):
 def test_float_normalize_round_trip():
     images = torch.randint(0, 256, (4, 3, 5, 5), dtype=torch.uint8)
     x01 = to_float(images)
-    assert x01.dtype == torch.float32 and 0 <= x01.min() and x01.max() <= 1
+    assert x01.dtype == torch.float32 and x01.min() >= 0 and x01.max() <= 1
     mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     x = normalize(x01, mean, std)
     assert torch.allclose(x[:, 1], (x01[:, 1] - 0.4822) / 0.2435)

@@ -85,16 +85,16 @@ def test_bssl_labels_differ_from_eval_labels(tiny_run_dir):
 
 
 def test_recover_lowers_bn_loss_in_a_real_run(tiny_run_dir):
-    rows = [json.loads(l) for l in (tiny_run_dir / "recover/trace.jsonl").read_text().splitlines()]
+    lines = (tiny_run_dir / "recover/trace.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
     assert len(rows) == 6
     bn = json.loads((tiny_run_dir / "analysis/bn_stats.json").read_text())
-    syn = sum(
-        l["sources"]["synthetic"]["mean_gap"] + l["sources"]["synthetic"]["var_gap"]
-        for l in bn["layers"]
-    )
-    init = sum(
-        l["sources"]["init"]["mean_gap"] + l["sources"]["init"]["var_gap"] for l in bn["layers"]
-    )
+    def gap(source: str) -> float:
+        return sum(
+            x["sources"][source]["mean_gap"] + x["sources"][source]["var_gap"] for x in bn["layers"]
+        )
+
+    syn, init = gap("synthetic"), gap("init")
     assert syn < init  # recover pulled the synthetic batch statistics towards the running ones
 
 
@@ -269,7 +269,7 @@ def test_corrupt_cached_member_is_retrained_and_bad_weights_file_is_named(tiny_r
         "--runs-dir",
         str(tmp_path / "runs"),
         "--set",
-        'squeeze.weights={"test_tiny_cnn": "%s"}' % bad,
+        "squeeze.weights=" + json.dumps({"test_tiny_cnn": str(bad)}),
     )
     assert out.returncode == 2 and str(bad) in out.stderr and "Traceback" not in out.stderr
 

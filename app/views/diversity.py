@@ -67,7 +67,7 @@ with C.guard("the similarity matrices"):
         cols = st.columns(max(1, len(srcs)))
         files = {"synthetic": layout.RECOVER_IMAGES, "init": layout.INIT_IMAGES,
                  "random_real": layout.RANDOM_REAL}
-        for col, (src, v) in zip(cols, srcs.items()):
+        for col, src in zip(cols, srcs):
             with col:
                 if src in mats and mats[src].size:
                     st.plotly_chart(figures.similarity_heatmap(

@@ -1,7 +1,8 @@
 """Live run: stage progress, image grid, loss curves, committee; Stop / Resume / Clone.
 
-Two fragments refresh themselves while the run is running (progress every 2 s, images and
-curves every 5 s); nothing here blocks, and the worker is a separate process.
+Two fragments refresh themselves while the run is starting or running (progress every 2 s,
+images and curves every 5 s); nothing here blocks: Resume returns as soon as the worker
+process is spawned, and the page says 'starting' until that process holds the run's lock.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import streamlit as st
 
 from app import components as C
 from app import shaping, state
-from cvdd import layout, jobs
+from cvdd import jobs, layout
 from cvdd.utils import CvddError
 
 run_dir = C.run_header("live", "Live run", show_status=False)
@@ -18,6 +19,7 @@ if run_dir is None:
 rid = run_dir.name
 stat0 = state.status(run_dir)
 running = stat0["status"] == "running"
+active = running or stat0["status"] == "starting"  # starting: poll until the worker runs
 
 # -- actions ------------------------------------------------------------------------------------
 bar = st.container(horizontal=True, vertical_alignment="center")
@@ -32,8 +34,8 @@ resumable = stat0["status"] in ("stopped", "crashed", "failed")
 if bar.button("Resume", icon=":material/play_arrow:", key="resume", disabled=not resumable,
               help="Continue from the last checkpoint in a new worker process."):
     try:
-        if jobs.resume_job(run_dir):
-            st.toast("Resumed.")
+        if jobs.resume_job(run_dir, wait=False):
+            st.toast("Resuming: the worker process is starting.")
             st.rerun()
         else:
             msg.warning("Already running (started from another tab or process); not started "
@@ -44,9 +46,9 @@ if bar.button("Clone", icon=":material/content_copy:", key="clone",
               disabled=state.run_config(run_dir) is None,
               help="New run with this run's settings (you can edit them first)."):
     st.switch_page(C.NEW_RUN, query_params={"clone": rid})
-paused = bar.toggle("Pause live updates", key=f"pause_{rid}", disabled=not running,
+paused = bar.toggle("Pause live updates", key=f"pause_{rid}", disabled=not active,
                     help="Freeze the panels (e.g. to zoom into a chart) while the run goes on.")
-live = running and not paused
+live = active and not paused
 
 
 def _check_transition() -> None:

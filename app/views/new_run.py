@@ -205,7 +205,7 @@ if start and cfg is not None and not errors:
     if ss.pop("nr_token", None) is None and ss.get("nr_last_started"):
         st.switch_page(C.LIVE, query_params={"run": ss["nr_last_started"]})  # double click
     try:
-        run_dir = jobs.start_job(cfg, state.runs_root())
+        run_dir = jobs.start_job(cfg, state.runs_root(), wait=False)  # Live says 'starting'
     except CvddError as e:
         form.error(f"Could not start: {e}")
     else:

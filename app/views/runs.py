@@ -20,13 +20,14 @@ def _open(rid: str) -> None:
     st.switch_page(C.LIVE, query_params={"run": rid})
 
 
-any_running = any(r["status"] == "running" for r in rows)
+ACTIVE = ("running", "starting")  # the statuses that change by themselves
+any_running = any(r["status"] in ACTIVE for r in rows)
 
 
 @st.fragment(run_every=3 if any_running else None)
 def table() -> None:
     now_rows = state.all_runs(str(root))
-    if any_running and not any(r["status"] == "running" for r in now_rows):
+    if any_running and not any(r["status"] in ACTIVE for r in now_rows):
         st.rerun(scope="app")
     df = shaping.runs_table(now_rows)
     ev = st.dataframe(

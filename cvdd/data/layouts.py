@@ -16,7 +16,9 @@ from .idx import detect_idx, load_idx
 
 # Every layout load_dataset accepts; error messages print this table.
 LAYOUTS: dict[str, str] = {
-    "embedded": "'builtin' (or 'fashion_mnist_subset'): the Fashion-MNIST subset shipped in assets/",
+    "embedded": (
+        "'builtin' (or 'fashion_mnist_subset'): the Fashion-MNIST subset shipped in assets/"
+    ),
     "cifar10_python": "folder with data_batch_1..5, test_batch, batches.meta (CIFAR-10 python)",
     "cifar100_python": "folder with train, test, meta pickles (CIFAR-100 python, fine labels)",
     "cifar_tar": "cifar-10-python.tar.gz / cifar-100-python.tar.gz, read without extracting",

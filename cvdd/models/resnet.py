@@ -1,4 +1,5 @@
-"""Small-resolution ResNet-18/50/101 (method.md §8.1): 3×3 stride-1 stem, no maxpool, global pooling.
+"""Small-resolution ResNet-18/50/101 (method.md §8.1): 3×3 stride-1 stem, no maxpool, global
+pooling.
 
 Attribute names (conv1, bn1, layer1..4, shortcut, linear) follow the pytorch-cifar layout that
 the CV-DD committee checkpoints use, so such state_dicts map key for key.

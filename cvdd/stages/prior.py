@@ -4,7 +4,9 @@ alpha_M = top-1 of a student trained on data distilled by M alone (SRe2L++ with 
 RDED init observed by M, recover with M only, BSSL labels from the relabel teacher, student from
 scratch). `prior.source=table` takes method.md §3 values, `user` takes `prior.values`. Computed
 values are cached per data set + member weights + settings; CPU presets use cheaper settings
-(fewer classes / steps / epochs), recorded in priors.json.
+(fewer classes / steps / epochs), recorded in priors.json. A shipped member (squeeze.source=
+shipped) carries the alpha computed when it was made, with the key of its settings: it is used
+when the run's key is the same, so the quick preset computes no prior at all.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from .. import layout
 from ..config import PRIOR_TABLE
 from ..context import Context
 from ..patches import check_ipc, select_patches
-from ..recover import make_groups, recover_images
+from ..recover import make_groups, recover_images, result_settings
 from ..teacher import Teacher
 from ..train import train_student
 from ..utils import CvddError, StopRequested, atomic_write_json, read_json
@@ -78,7 +80,6 @@ def _sub_configs(cfg):
         voter="equal",
         temperature=1.0,
         fixed_members=(),
-        groups_per_step=0,
         snapshot_every=0,
         checkpoint_every=0,
     )
@@ -120,8 +121,8 @@ def _alpha(ctx: Context, name: str, k: int, offset: int, total: int) -> float:
     )
     rcfg, vcfg = _sub_configs(cfg)
     groups = make_groups(k, p.ipc, rcfg.classes_per_group)
-    x = recover_images(
-        ctx.normalize(images.to(ctx.device)),
+    images = recover_images(
+        images,
         groups,
         committee=[[name]] * len(groups),
         weights=[[1.0]] * len(groups),
@@ -140,7 +141,7 @@ def _alpha(ctx: Context, name: str, k: int, offset: int, total: int) -> float:
     ).to(ctx.device)
     res = train_student(
         student,
-        ctx.denormalize(x),
+        images.to(ctx.device),
         teacher,
         testset=test,
         cfg=vcfg,
@@ -152,6 +153,32 @@ def _alpha(ctx: Context, name: str, k: int, offset: int, total: int) -> float:
         checkpoint=lambda s: None,
     )
     return res["top1"]
+
+
+def prior_key(cfg, member_file: str, k: int) -> str:
+    """Cache key of one member's alpha: its weights file and every setting that changes alpha."""
+    blob = json.dumps(
+        [
+            member_file,
+            k,
+            dataclasses.asdict(cfg.prior),
+            result_settings(_sub_configs(cfg)[0]),  # memory and logging settings left out
+            dataclasses.asdict(_sub_configs(cfg)[1]),
+            dataclasses.asdict(cfg.init),
+            cfg.relabel.teacher,
+            cfg.squeeze.seed,
+        ],
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _shipped_hit(info: dict, key: str) -> dict | None:
+    """The alpha shipped with a member (members.json), if it was computed with these settings."""
+    shipped = info.get("prior")
+    if isinstance(shipped, dict) and shipped.get("key") == key:
+        return {"student_top1": shipped["student_top1"], "shipped": True}
+    return None
 
 
 def run_prior(ctx: Context, cfg_hash: str) -> dict:
@@ -176,29 +203,18 @@ def run_prior(ctx: Context, cfg_hash: str) -> dict:
         for i, m in enumerate(members):
             if ctx.should_stop():
                 raise StopRequested
-            member_file = next(x["file"] for x in ctx.members() if x["name"] == m)
-            key = hashlib.sha256(
-                json.dumps(
-                    [
-                        member_file,
-                        k,
-                        dataclasses.asdict(p),
-                        *map(dataclasses.asdict, _sub_configs(cfg)),
-                        dataclasses.asdict(cfg.init),
-                        cfg.relabel.teacher,
-                        cfg.squeeze.seed,
-                    ],
-                    sort_keys=True,
-                ).encode()
-            ).hexdigest()[:16]
+            info = next(x for x in ctx.members() if x["name"] == m)
+            key = prior_key(cfg, info["file"], k)
             cache_file = ctx.cache_dir / "prior" / f"{ctx.data.name}-{m}-{key}.json"
-            hit = partial.get(m) or read_json(cache_file)
+            hit = partial.get(m) or _shipped_hit(info, key) or read_json(cache_file)
             if hit is None:
                 top1 = _alpha(ctx, m, k, i * per, len(members) * per)
                 hit = {"student_top1": top1}
                 atomic_write_json(cache_file, hit)
             else:
-                ctx.rd.log(f"{m}: prior {hit['student_top1']:.2f}% (cached)", stage=STAGE)
+                how = "shipped with the member" if hit.get("shipped") else "cached"
+                ctx.rd.log(f"{m}: prior {hit['student_top1']:.2f}% ({how})", stage=STAGE)
+            hit = {**hit, "key": key}  # recorded, so assets/make_committee.py can ship it
             values[m], runs[m] = hit["student_top1"], hit
             partial[m] = hit
             ctx.rd.write_json(layout.PRIOR_PARTIAL, partial)
@@ -209,6 +225,8 @@ def run_prior(ctx: Context, cfg_hash: str) -> dict:
             f"computed: SRe2L++ alone per member, IPC {p.ipc}, {k} classes, "
             f"{p.recover_iterations} recover steps, {p.validate_epochs} student epochs"
         )
+        if any(r.get("shipped") for r in runs.values()):
+            note += "; computed once with the shipped committee and stored with it"
     ctx.rd.write_json(
         layout.PRIORS, {"source": p.source, "values": values, "runs": runs, "note": note}
     )

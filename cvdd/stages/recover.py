@@ -1,27 +1,37 @@
 """Stage 3, recover: committee-voting pixel optimisation (paper §3.6, method.md §5).
 
-Writes recover/committee.json (who votes for which IPC index, with what weight), a per-step
-trace, image-grid snapshots, checkpoints, and the final images (lossless uint8).
+Writes recover/committee.json (who votes for which IPC index, with what weight), the memory plan
+(how many groups share a wave), a loss trace, image-grid snapshots, checkpoints (finished groups
+as uint8 files, the live wave in fp32), and the final images (lossless uint8).
 """
 
 from __future__ import annotations
 
+import io
 import json
 
+import numpy as np
 import torch
 
 from .. import layout
 from ..context import Context
 from ..grid import images_to_png_grid
+from ..memory import MemoryPlan
 from ..recover import describe_plan, make_groups, plan_committee, recover_images, voter_weights
+from ..utils import CvddError
+from ..waves import GRID_SIDE, grid_rows
 
 STAGE = "recover"
+CHECKPOINT_FORMAT = 2  # finished groups in their own files; 1 (older cvdd) kept every pixel
 
 
 class _Hooks:
     def __init__(self, ctx: Context, cfg_hash: str):
         self.ctx, self.cfg_hash = ctx, cfg_hash
-        self.trace_file = open(ctx.rd.path / layout.TRACE, "a", encoding="utf-8")
+        self.saved: set[int] = set()  # finished groups already in their files
+        self.logged = False
+        # open for the whole stage (closed in close()): one line per trace row, flushed each time
+        self.trace_file = open(ctx.rd.path / layout.TRACE, "a", encoding="utf-8")  # noqa: SIM115
 
     def should_stop(self) -> bool:
         return self.ctx.should_stop()
@@ -33,16 +43,51 @@ class _Hooks:
         self.trace_file.write(json.dumps(record) + "\n")
         self.trace_file.flush()
 
-    def snapshot(self, step: int, x: torch.Tensor) -> None:
+    def snapshot(self, step: int, images: torch.Tensor) -> None:
+        """`images`: the grid's images only (<= 10 classes x 10 IPC, class-major, uint8)."""
         c = self.ctx
-        png, meta = images_to_png_grid(c.denormalize(x), c.data.num_classes, c.cfg.ipc)
+        side_c, side_k = min(c.data.num_classes, GRID_SIDE), min(c.cfg.ipc, GRID_SIDE)
+        png, meta = images_to_png_grid(images, side_c, side_k)
         c.rd.save_snapshot(STAGE, step, png, **meta)
 
     def checkpoint(self, state: dict) -> None:
-        self.ctx.rd.save_checkpoint(STAGE, state, self.cfg_hash)
+        """Each finished group's images go to their own file once; recover.pt names them."""
+        finished = state["finished"]
+        for g in sorted(set(finished) - self.saved):
+            buf = io.BytesIO()
+            np.save(buf, finished[g].numpy())
+            self.ctx.rd.write_bytes(layout.recover_group_path(g), buf.getvalue())
+            self.saved.add(g)
+        light = {**state, "finished": sorted(finished)}
+        self.ctx.rd.save_checkpoint(STAGE, light, self.cfg_hash)
+
+    def plan(self, plan: MemoryPlan) -> None:
+        self.ctx.rd.write_json(layout.MEMORY_PLAN, plan.to_json())
+        if not self.logged:  # the final call only adds the measured peak to the file
+            self.ctx.rd.log(f"memory plan: {plan.summary}", stage=STAGE)
+            self.logged = True
 
     def close(self) -> None:
         self.trace_file.close()
+
+
+def _load_state(ctx: Context, cfg_hash: str, hooks: _Hooks) -> dict | None:
+    """The checkpoint with its finished groups' images read back (None: start from scratch)."""
+    state = ctx.rd.load_checkpoint(STAGE, cfg_hash)
+    if state is None:
+        return None
+    fix = f"delete {layout.checkpoint_path(STAGE)} to redo the recover stage, then resume"
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise CvddError(f"the recover checkpoint was written by an older cvdd; {fix}")
+    finished = {}
+    for g in state["finished"]:
+        rel = layout.recover_group_path(g)
+        try:
+            finished[g] = torch.from_numpy(np.load(ctx.rd.path / rel, allow_pickle=False))
+        except (OSError, ValueError) as e:
+            raise CvddError(f"{rel} is missing or corrupt ({type(e).__name__}); {fix}") from e
+    hooks.saved = set(finished)
+    return {**state, "finished": finished}
 
 
 def run_recover(ctx: Context, cfg_hash: str) -> dict:
@@ -59,19 +104,16 @@ def run_recover(ctx: Context, cfg_hash: str) -> dict:
     # weights are drawn once per IPC index (the random voter too, method.md §5.4)
     w_ipc = [voter_weights([priors[m] for m in ms], rc.voter, rc.temperature, gen) for ms in plan]
     weights = [w_ipc[g.ipc_idx] for g in groups]
-    ctx.rd.write_json(
-        layout.COMMITTEE, describe_plan(groups, committee, weights, priors, rc)
-    )
+    ctx.rd.write_json(layout.COMMITTEE, describe_plan(groups, committee, weights, priors, rc))
     used = members if rc.schedule == "per_iteration" else sorted({m for ms in plan for m in ms})
     models = {m: ctx.load_member(m) for m in used}
-    state = ctx.rd.load_checkpoint(STAGE, cfg_hash)
-    x0 = ctx.normalize(images.to(ctx.device))
     hooks = _Hooks(ctx, cfg_hash)
     try:
+        state = _load_state(ctx, cfg_hash, hooks)
         if state is None and rc.snapshot_every:
-            hooks.snapshot(0, x0)
-        x = recover_images(
-            x0,
+            hooks.snapshot(0, images[grid_rows(groups)])
+        final = recover_images(
+            images,
             groups,
             committee=committee,
             weights=weights,
@@ -83,9 +125,9 @@ def run_recover(ctx: Context, cfg_hash: str) -> dict:
             hooks=hooks,
             state=state,
             priors=priors,
+            on_plan=hooks.plan,
         )
     finally:
         hooks.close()
-    final = ctx.denormalize(x)
     ctx.save_images(layout.RECOVER_IMAGES, final, cfg.ipc)
     return {"num_images": int(final.shape[0]), "members_used": used}

@@ -3,7 +3,9 @@
 Schedules are short on purpose (the CV-DD authors report over-trained teachers distil worse).
 Trained members are cached under <cache_dir>/squeeze/ keyed by data set, architecture, width,
 schedule and seed, so later runs (and the app) reuse them. A member given as a local weights
-file (`squeeze.weights`) is evaluated, not trained.
+file (`squeeze.weights`) is evaluated, not trained. With `squeeze.source=shipped` (the quick
+preset) the members come from assets/committee/, trained once on all of Fashion-MNIST by
+assets/make_committee.py and checked against the sha256 sums of its manifest.json.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import io
 import json
 import math
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +27,16 @@ from ..train import evaluate
 from ..utils import CvddError, StopRequested, atomic_write_bytes
 
 STAGE = "squeeze"
+# The shipped committee: weights + manifest.json, beside the embedded data set in assets/
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "assets" / "committee"
+SHIPPED_MANIFEST = "manifest.json"
+_SHIPPED_FIX = (
+    "re-clone the repository (or `git checkout assets/committee`), rebuild the files with "
+    "`python assets/make_committee.py`, or train the committee in the run instead with "
+    "--set squeeze.source=train"
+)
+# Bump when the training loop changes what a schedule means, so stale cache entries retrain
+_LOOP_VERSION = "cos-per-step"
 
 
 def data_fingerprint(ctx: Context) -> str:
@@ -47,6 +60,7 @@ def member_key(ctx: Context, name: str) -> str:
             s.weight_decay,
             s.max_train_images,
             s.seed,
+            _LOOP_VERSION,
         ]
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -105,23 +119,31 @@ def _train_member(
     correct = seen = 0
 
     def save(epoch: int) -> None:  # member weights + optimizer + RNG at an epoch boundary
-        state = dict(member=name, model=model.state_dict(), opt=opt.state_dict(),
-                     gen=gen.get_state(), epoch=epoch, step=epoch * steps)
+        state = dict(
+            member=name,
+            model=model.state_dict(),
+            opt=opt.state_dict(),
+            gen=gen.get_state(),
+            epoch=epoch,
+            step=epoch * steps,
+        )
         ctx.rd.save_checkpoint(STAGE, state, cfg_hash)
 
     for epoch in range(epoch0, s.epochs):
         if ctx.should_stop():
             save(epoch)
             raise StopRequested
-        lr = 0.5 * (1 + math.cos(math.pi * epoch / s.epochs)) * s.lr  # cosine, T_max = epochs
-        for pg in opt.param_groups:
-            pg["lr"] = lr
         model.train()
         correct = seen = 0
         perm = idx[torch.randperm(len(idx), generator=gen)]
         for i, b in enumerate(perm.split(s.batch_size)):
             if len(b) < 2:
                 continue
+            # cosine to 0 over every step: a per-epoch cosine would run the last of 3 epochs at
+            # 25 % of the lr, too high for a short schedule to settle
+            lr = 0.5 * (1 + math.cos(math.pi * (epoch * steps + i) / (s.epochs * steps))) * s.lr
+            for pg in opt.param_groups:
+                pg["lr"] = lr
             x = pad_crop_flip(ctx.normalize(ctx.data.train.load(b).to(dev)), gen, pad)
             y = labels[b].to(dev)
             logits = model(x)
@@ -147,7 +169,124 @@ def _train_member(
     return model, 100 * correct / max(seen, 1)
 
 
-def run_squeeze(ctx: Context, cfg_hash: str) -> dict:
+def load_shipped_manifest(folder: Path | None = None) -> dict:
+    """The shipped committee's manifest.json; CvddError naming the fix when it is unusable."""
+    path = (folder or SHIPPED_DIR) / SHIPPED_MANIFEST
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(doc.get("members"), dict) or not isinstance(doc.get("data"), dict):
+            raise ValueError("no 'members' or 'data' section")
+    except (OSError, ValueError, AttributeError) as e:  # AttributeError: not a JSON object
+        raise CvddError(
+            f"the shipped committee's {path} is missing or unreadable ({e}); {_SHIPPED_FIX}"
+        ) from e
+    return doc
+
+
+def load_shipped_member(name: str, manifest: dict, folder: Path | None = None):
+    """A shipped member as the registry's model (fp32, CPU), after checking its sha256.
+
+    Returns (model, sha256). The bytes that were hashed are the bytes loaded, and they are
+    loaded with weights_only=True, so a swapped file can neither run code nor go unnoticed.
+    """
+    from ..models import create_model
+
+    entry = manifest["members"].get(name)
+    if entry is None:
+        raise CvddError(
+            f"{name!r} is not in the shipped committee {sorted(manifest['members'])}; choose "
+            "squeeze.members among them, or train it with --set squeeze.source=train",
+            field="squeeze.members",
+        )
+    path = (folder or SHIPPED_DIR) / entry["file"]
+    try:
+        blob = path.read_bytes()
+    except OSError as e:
+        raise CvddError(f"shipped weights {path} are missing ({e.strerror}); {_SHIPPED_FIX}") from e
+    sha = hashlib.sha256(blob).hexdigest()
+    if sha != entry["sha256"]:
+        raise CvddError(
+            f"shipped weights {path} are corrupt (sha256 {sha[:16]}..., manifest.json says "
+            f"{entry['sha256'][:16]}...); {_SHIPPED_FIX}"
+        )
+    d = manifest["data"]
+    model = create_model(name, d["num_classes"], d["in_channels"], width=entry["width"])
+    try:
+        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        # stored as fp16 to keep the repository small; every stage computes in fp32
+        model.load_state_dict(
+            {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        )
+    except Exception as e:  # the hash matched, so the model code changed since the file was made
+        raise CvddError(
+            f"shipped weights {path} no longer fit the registry's {name} ({str(e)[:200]}); "
+            "rebuild them with `python assets/make_committee.py`, or --set squeeze.source=train"
+        ) from e
+    return model, sha
+
+
+def _check_shipped_fits(ctx: Context, manifest: dict) -> None:
+    """The run's data set and widths must be those the shipped members were trained for."""
+    d, data, s = manifest["data"], ctx.data, ctx.cfg.squeeze
+    ours = [list(data.class_names), data.image_size, data.in_channels]
+    if ours != [d["class_names"], d["image_size"], d["in_channels"]]:
+        raise CvddError(
+            f"the shipped committee was trained on {d['name']} ({d['num_classes']} classes, "
+            f"{d['image_size']} px, {d['in_channels']} channel); data set {data.name} "
+            f"({data.num_classes} classes, {data.image_size} px, {data.in_channels} channels) "
+            "differs: train the committee with --set squeeze.source=train",
+            field="squeeze.source",
+        )
+    for name in s.members:
+        entry = manifest["members"].get(name)
+        if entry is not None and member_width(s, name) != entry["width"]:
+            raise CvddError(
+                f"the shipped {name} has width {entry['width']}, squeeze.width(s) asks for "
+                f"{member_width(s, name)}: drop that override, or --set squeeze.source=train",
+                field="squeeze.widths",
+            )
+
+
+def _shipped_committee(ctx: Context) -> list[dict]:
+    """members.json records of the shipped members. Each is checked, then copied as fp32 into
+    the committee cache, where `ctx.load_member` finds every member whatever its source."""
+    manifest = load_shipped_manifest()
+    _check_shipped_fits(ctx, manifest)
+    names, priors, out = ctx.cfg.squeeze.members, manifest.get("priors") or {}, []
+    for k, name in enumerate(names):
+        t0 = time.time()
+        model, sha = load_shipped_member(name, manifest)
+        entry = manifest["members"][name]
+        rel = layout.member_weights_path(ctx.data.name, name, f"shipped-{sha[:12]}")
+        rec = {
+            "name": name,
+            "test_top1": entry["test_top1"],  # on the full test set, see test_images
+            "train_top1": entry.get("train_top1"),
+            "params": sum(p.numel() for p in model.parameters()),
+            "epochs": entry["epochs"],
+        }
+        buf = io.BytesIO()
+        torch.save({**rec, "width": entry["width"], "state_dict": model.state_dict()}, buf)
+        atomic_write_bytes(ctx.cache_dir / rel, buf.getvalue())
+        rec.update(file=rel, cached=True, source="shipped", sha256=sha)
+        rec.update(shipped_file=f"assets/committee/{entry['file']}")
+        rec.update(test_images=manifest["test_images"], train_images=manifest["train_images"])
+        if name in priors.get("values", {}):  # the prior stage uses it if its settings match
+            rec["prior"] = {"student_top1": priors["values"][name], "key": priors["keys"][name]}
+        out.append({**rec, "seconds": round(time.time() - t0, 2)})
+        ctx.rd.progress(STAGE, k + 1, len(names), label=name, force=True)
+    accs = ", ".join(f"{m['name']} {m['test_top1']:.2f}%" for m in out)
+    ctx.rd.log(
+        "loaded the shipped committee from assets/committee (no training; made by "
+        f"assets/make_committee.py on {manifest['train_images']:,} training images), top-1 on "
+        f"{manifest['test_images']:,} test images: {accs}",
+        stage=STAGE,
+    )
+    return out
+
+
+def _trained_committee(ctx: Context, cfg_hash: str) -> list[dict]:
+    """Train (or take from the cache, or evaluate user weights) every member, in order."""
     from ..models import create_model
 
     s = ctx.cfg.squeeze
@@ -190,6 +329,7 @@ def run_squeeze(ctx: Context, cfg_hash: str) -> dict:
                     **{k: info[k] for k in ("name", "test_top1", "train_top1", "params", "epochs")},
                     "file": rel,
                     "cached": True,
+                    "source": "train",
                     "seconds": round(time.time() - t0, 2),
                 }
             )
@@ -213,7 +353,24 @@ def run_squeeze(ctx: Context, cfg_hash: str) -> dict:
         buf = io.BytesIO()
         torch.save({**rec, "width": member_width(s, name), "state_dict": model.state_dict()}, buf)
         atomic_write_bytes(path, buf.getvalue())
-        out.append({**rec, "file": rel, "cached": cached, "seconds": round(time.time() - t0, 2)})
+        src = "user" if name in s.weights else "train"
+        out.append(
+            {
+                **rec,
+                "file": rel,
+                "cached": cached,
+                "source": src,
+                "seconds": round(time.time() - t0, 2),
+            }
+        )
         ctx.rd.log(f"{name}: test top-1 {top1:.2f}% ({params / 1e6:.2f}M params)", stage=STAGE)
+    return out
+
+
+def run_squeeze(ctx: Context, cfg_hash: str) -> dict:
+    if ctx.cfg.squeeze.source == "shipped":
+        out = _shipped_committee(ctx)
+    else:
+        out = _trained_committee(ctx, cfg_hash)
     ctx.rd.write_json(layout.MEMBERS, {"members": out})
     return {f"{m['name']}_top1": m["test_top1"] for m in out}

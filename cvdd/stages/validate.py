@@ -95,7 +95,7 @@ def run_validate(ctx: Context, cfg_hash: str) -> dict:
     }
     doc = read_json(ctx.rd.path / layout.STUDENTS) or {"students": {}}
     plan = student_plan(ctx)
-    for n, (key, data, labels) in enumerate(plan):
+    for key, data, labels in plan:
         if key in doc["students"]:
             continue  # finished before a stop/crash
         t0 = time.time()
