@@ -231,6 +231,110 @@ def watch_cpu(a, env: dict, runs_dir: Path) -> None:
         worker.wait(timeout=60)
 
 
+def start_latency(ctx, url: str, runs_dir: Path):
+    """1. Click Start on the New-run page -> Live page -> first synthetic image grid."""
+    page = ctx.new_page()
+    page.goto(url)
+    wait_ready(page, "New run", time.time())
+    start = page.locator(".st-key-start").get_by_role("button")
+    t0 = time.time()
+    start.click()
+    page.wait_for_url(re.compile(r"/live\?run="), timeout=60_000)
+    t_live = time.time() - t0
+    rid = re.search(r"run=([^&]+)", page.url).group(1)
+    run_dir = runs_dir / rid
+    while grid_step(page) < 0:
+        if time.time() - t0 > 600:
+            raise TimeoutError("no synthetic image grid within 600 s")
+        page.wait_for_timeout(100)
+    t_img = time.time() - t0
+    snap = next(e for e in read_events(run_dir) if e["kind"] == "snapshot")
+    print(f"run {rid}\nstart -> Live page: {t_live:.1f} s")
+    print(f"start -> first synthetic images: {t_img:.1f} s  (grid at step "
+          f"{grid_step(page)}; the worker wrote its first snapshot at "
+          f"{snap['t'] - t0:.1f} s, the Live page polls images every 5 s)")
+    return page, run_dir
+
+
+def cpu_with_tabs(ctx, page, url: str, run_dir: Path, server_pid: int, seconds: float) -> None:
+    """2. Server CPU with 4 and then 1 tab watching (`page` plus 3 more), or with none."""
+    def sample(label: str) -> None:
+        st0 = run_status(run_dir)
+        srv, wrk = cpu_sample(server_pid, seconds)
+        st1 = run_status(run_dir)
+        print(f"server CPU with {label} watching: {srv:.1f} % of one core  (worker "
+              f"{wrk:.0f} %; run {st0['status']}/{st0['stage']} -> "
+              f"{st1['status']}/{st1['stage']})")
+
+    if page is None:
+        sample("0 tabs (browser closed)")
+        return
+    tabs = [page] + [ctx.new_page() for _ in range(3)]
+    for p in tabs[1:]:
+        p.goto(f"{url}/live?run={run_dir.name}")
+    for p in tabs:
+        p.locator('[data-testid="stImageCaption"]').filter(has_text=STEP).first.wait_for()
+    sample("4 tabs")
+    for p in tabs[1:]:
+        p.close()
+    sample("1 tab")
+
+
+def responsiveness(page, run_dir: Path) -> None:
+    """3. Sidebar click -> the other page's title, while the run is active."""
+    active = run_status(run_dir)
+    for target in ("BN discrepancy", "Live run"):
+        link = page.locator('[data-testid="stSidebarNav"] a').filter(has_text=target)
+        t0 = time.time()
+        link.click()
+        t_h1, t_idle = wait_ready(page, target, t0)
+        print(f"sidebar click -> '{target}' title: {t_h1:.2f} s, page idle: "
+              f"{t_idle:.2f} s  (run {active['status']}/{active['stage']})")
+
+
+def wait_finished(run_dir: Path) -> None:
+    """4. Wall time and student top-1 of the run started from the app."""
+    t_end = time.time() + 600
+    while run_status(run_dir)["status"] in ("running", "starting", "created"):
+        if time.time() > t_end:
+            raise TimeoutError("the run did not finish within 10 min")
+        time.sleep(2)
+    evs = read_events(run_dir)
+    t_start = next(e["t"] for e in evs if e["kind"] == "run_start")
+    end = next(e for e in reversed(evs) if e["kind"] == "run_end")
+    res = read_json(run_dir / "result.json") or {}
+    print(f"quick run from the app with a cached committee: {end['t'] - t_start:.1f} s  "
+          f"(status {end.get('status')}); student_top1 = {res.get('student_top1')}")
+    stages = {e["stage"]: e.get("seconds") for e in evs if e["kind"] == "stage_end"}
+    print("  stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()
+                                          if isinstance(v, (int, float))))
+
+
+def render_times(pw, url: str, rid: str) -> None:
+    """5. Render time of every page on the finished run, and two full-page screenshots."""
+    browser, ctx = new_context(pw)
+    print(f"\n{'page':<34}{'title shown (s)':>16}{'ready (s)':>12}   (fresh tab, ?run={rid})")
+    for path, title in PAGES:
+        p = ctx.new_page()
+        t0 = time.time()
+        p.goto(f"{url}/{path}?run={rid}", wait_until="commit")
+        t_title, t_ready = wait_ready(p, title, t0)
+        print(f"{title:<34}{t_title:>16.2f}{t_ready:>12.2f}")
+        if path in ("live", "soft_labels"):
+            if path == "live":
+                p.locator('[data-testid="stImage"] img').first.wait_for()
+            p.wait_for_timeout(1500)  # plotly and images finish drawing
+            # Streamlit scrolls inside <main data-testid=stMain>: grow the window to it
+            h = p.evaluate("document.querySelector('[data-testid=stMain]').scrollHeight")
+            p.set_viewport_size({"width": VIEW["width"], "height": min(int(h), 12000)})
+            p.wait_for_timeout(1500)
+            shot = f"/tmp/app_bench_{path}.png"
+            p.screenshot(path=shot, full_page=True)
+            print(f"  screenshot {shot}")
+        p.close()
+    browser.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs-dir", default="/work/bench_app_runs")
@@ -254,129 +358,20 @@ def main() -> None:
         watch_cpu(a, env, runs_dir)
         return
     ensure_warm_cache(runs_dir, env)
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open("/tmp/app_bench_server.log", "wb")  # noqa: SIM115 -- closed in finally
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port),
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     run_dir = None
-    try:
-        for _ in range(300):
-            with contextlib.suppress(OSError):
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("streamlit did not start; see /tmp/app_bench_server.log")
-        with sync_playwright() as pw:
-            # -- 1. start latency ----------------------------------------------------------------
-            browser, ctx = new_context(pw)
-            page = ctx.new_page()
-            page.goto(url)
-            wait_ready(page, "New run", time.time())
-            start = page.get_by_role("button", name=re.compile(r"Start$"))
-            t0 = time.time()
-            start.click()
-            page.wait_for_url(re.compile(r"/live\?run="), timeout=60_000)
-            t_live = time.time() - t0
-            rid = re.search(r"run=([^&]+)", page.url).group(1)
-            run_dir = runs_dir / rid
-            while grid_step(page) < 0:
-                if time.time() - t0 > 600:
-                    raise TimeoutError("no synthetic image grid within 600 s")
-                page.wait_for_timeout(100)
-            t_img = time.time() - t0
-            snap = next(e for e in read_events(run_dir) if e["kind"] == "snapshot")
-            print(f"run {rid}\nstart -> Live page: {t_live:.1f} s")
-            print(f"start -> first synthetic images: {t_img:.1f} s  (grid at step "
-                  f"{grid_step(page)}; the worker wrote its first snapshot at "
-                  f"{snap['t'] - t0:.1f} s, the Live page polls images every 5 s)")
-
-            # -- 2. server CPU with 4 / 1 / 0 tabs watching -------------------------------------
-            tabs = [page]
-            for _ in range(3):
-                p = ctx.new_page()
-                p.goto(f"{url}/live?run={rid}")
-                tabs.append(p)
-            for p in tabs:
-                p.locator('[data-testid="stImageCaption"]').filter(has_text=STEP).first.wait_for()
-
-            def sample(label: str) -> None:
-                st0 = run_status(run_dir)
-                srv, wrk = cpu_sample(server.pid, a.sample_s)
-                st1 = run_status(run_dir)
-                print(f"server CPU with {label} watching: {srv:.1f} % of one core  (worker "
-                      f"{wrk:.0f} %; run {st0['status']}/{st0['stage']} -> "
-                      f"{st1['status']}/{st1['stage']})")
-            sample("4 tabs")
-            for p in tabs[1:]:
-                p.close()
-            sample("1 tab")
-
-            # -- 3. responsiveness while the run is active ------------------------------------
-            active = run_status(run_dir)
-            for target in ("BN discrepancy", "Live run"):
-                link = page.locator('[data-testid="stSidebarNav"] a').filter(has_text=target)
-                t0 = time.time()
-                link.click()
-                t_h1, t_idle = wait_ready(page, target, t0)
-                print(f"sidebar click -> '{target}' title: {t_h1:.2f} s, page idle: "
-                      f"{t_idle:.2f} s  (run {active['status']}/{active['stage']})")
-            browser.close()
-            sample("0 tabs (browser closed)")
-
-            # -- 4. wait for the end of the run -------------------------------------------------
-            t_end = time.time() + 600
-            while run_status(run_dir)["status"] in ("running", "created"):
-                if time.time() > t_end:
-                    raise TimeoutError("the run did not finish within 10 min")
-                time.sleep(2)
-            evs = read_events(run_dir)
-            t_start = next(e["t"] for e in evs if e["kind"] == "run_start")
-            end = next(e for e in reversed(evs) if e["kind"] == "run_end")
-            res = read_json(run_dir / "result.json") or {}
-            print(f"quick run from the app with a cached committee: {end['t'] - t_start:.1f} s  "
-                  f"(status {end.get('status')}); student_top1 = {res.get('student_top1')}")
-            stages = {e["stage"]: e.get("seconds") for e in evs if e["kind"] == "stage_end"}
-            print("  stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()
-                                                  if isinstance(v, (int, float))))
-
-            # -- 5. per-page render time on the finished run -----------------------------------
-            browser, ctx = new_context(pw)
-            print(f"\n{'page':<34}{'title shown (s)':>16}{'ready (s)':>12}   (fresh tab, "
-                  f"?run={rid})")
-            for path, title in PAGES:
-                p = ctx.new_page()
-                t0 = time.time()
-                p.goto(f"{url}/{path}?run={rid}", wait_until="commit")
-                t_title, t_ready = wait_ready(p, title, t0)
-                print(f"{title:<34}{t_title:>16.2f}{t_ready:>12.2f}")
-                if path in ("live", "soft_labels"):
-                    if path == "live":
-                        p.locator('[data-testid="stImage"] img').first.wait_for()
-                    p.wait_for_timeout(1500)  # plotly and images finish drawing
-                    # Streamlit scrolls inside <main data-testid=stMain>: grow the window to it
-                    h = p.evaluate("document.querySelector('[data-testid=stMain]').scrollHeight")
-                    p.set_viewport_size({"width": VIEW["width"], "height": min(int(h), 12000)})
-                    p.wait_for_timeout(1500)
-                    shot = f"/tmp/app_bench_{path}.png"
-                    p.screenshot(path=shot, full_page=True)
-                    print(f"  screenshot {shot}")
-                p.close()
-            browser.close()
-    finally:
-        if run_dir is not None and run_status(run_dir)["status"] == "running":
-            jobs.stop_job(run_dir, wait_s=20)  # an error left the worker running
-        server.terminate()
+    with serve(env) as (server, url), sync_playwright() as pw:
         try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+            browser, ctx = new_context(pw)
+            page, run_dir = start_latency(ctx, url, runs_dir)
+            cpu_with_tabs(ctx, page, url, run_dir, server.pid, a.sample_s)
+            responsiveness(page, run_dir)
+            browser.close()
+            cpu_with_tabs(None, None, url, run_dir, server.pid, a.sample_s)
+            wait_finished(run_dir)
+            render_times(pw, url, run_dir.name)
+        finally:
+            if run_dir is not None and run_status(run_dir)["status"] == "running":
+                jobs.stop_job(run_dir, wait_s=20)  # an error left the worker running
 
 
 if __name__ == "__main__":

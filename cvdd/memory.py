@@ -5,22 +5,30 @@ the one backward pass, so the memory a wave needs grows with its image count. Th
 measures what one image costs each member with a probe pass at the run's resolution and
 precision, takes the device's free memory (or `recover.memory_gb`) minus headroom, and picks
 the groups per wave. Images never depend on the wave size (each group has its own random
-stream), so a run may resume under another budget.
+stream), so a run may resume under another budget. Also here: the bf16 / channels_last fast
+path (what a step's tensors cost and how they are laid out) and the out-of-memory message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn as nn
 
+from . import layout
 from .config import RecoverConfig
 
 __all__ = [
     "plan_memory",
+    "fast_path",
+    "member_format",
+    "is_out_of_memory",
+    "out_of_memory_message",
     "GIB",
     "HEADROOM",
     "MemoryPlan",
@@ -62,19 +70,41 @@ class MemoryPlan:
     summary: str = field(default="")
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "notes": FIELD_NOTES}
 
     def describe(self) -> str:
         """One line for the log (and the `summary` field)."""
-        per = ", ".join(f"{m} {b / 2**20:.2f}" for m, b in self.bytes_per_image.items())
+        per = ", ".join(f"{m} {_size(b)}" for m, b in self.bytes_per_image.items())
         how = "forced by recover.groups_per_step" if self.forced else "planned"
         return (
             f"{self.waves} wave(s) of up to {self.groups_per_wave} group(s) "
-            f"({self.groups_per_wave * self.images_per_group} images, {how}); "
-            f"MiB per image kept for backward: {per}; estimated peak "
-            f"{self.estimated_peak_bytes / GIB:.2f} GiB, budget {self.budget_bytes / GIB:.2f} GiB "
-            f"({self.budget_source})"
+            f"({self.groups_per_wave * self.images_per_group} images, {how}); kept for backward "
+            f"per image: {per}; estimated peak {_size(self.estimated_peak_bytes)} "
+            f"of a {_size(self.budget_bytes)} budget ({self.budget_source})"
         )
+
+
+FIELD_NOTES = {
+    "sizes": "all *_bytes in bytes; summary rounds them",
+    "groups": "image groups of recover: IPC indices x chunks of recover.classes_per_group",
+    "groups_per_wave": "groups optimised together, one forward pass per member per step",
+    "forced": "true when recover.groups_per_step set groups_per_wave instead of the budget",
+    "bytes_per_image": "what one image adds to the memory a committee member keeps for backward",
+    "state_bytes_per_image": "pixels, gradient, Adam moments and input copies of one image",
+    "budget_bytes": "what a wave may fill: headroom x (recover.memory_gb or free memory) - held",
+    "held_bytes": "already on the device before the first step (the committee's weights)",
+    "estimated_peak_bytes": "held + the largest wave's groups x their images x their bytes",
+    "measured_peak_bytes": "CUDA only: torch.cuda.max_memory_allocated over the stage",
+    "fits": "false when even one group needs more than the budget (it runs, one per wave)",
+}
+
+
+def _size(n: int) -> str:
+    """Bytes in the unit that reads best: 812 KiB, 3.4 MiB, 12.0 GiB."""
+    for unit, scale in (("GiB", GIB), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.{1 if n >= 10 * scale else 2}f} {unit}"
+    return f"{n / 1024:.0f} KiB"
 
 
 def _available_ram() -> int:
@@ -255,3 +285,46 @@ def plan_memory(
     )
     plan.summary = plan.describe()
     return plan
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, Python's MemoryError, or the CPU allocator's RuntimeError."""
+    text = str(e).lower()
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate" in text)
+    )
+
+
+def out_of_memory_message(plan: MemoryPlan | None) -> str:
+    """The fix for an out-of-memory error in recover: the budget that applies, and a smaller one
+    (half the estimated peak) to resume with."""
+    if plan is None:
+        return "out of memory while planning recover; set a smaller recover.memory_gb"
+    suggest = max(round(plan.estimated_peak_bytes / GIB / 2, 2), 0.01)
+    return (
+        f"out of memory in recover with {plan.groups_per_wave} group(s) per wave (plan in "
+        f"{layout.MEMORY_PLAN}: {plan.summary}); give recover less memory: resume with "
+        f"{ENV_BUDGET}={suggest} python -m cvdd resume <run dir> (the images do not depend on "
+        f"the wave size), or start a run with --set recover.memory_gb={suggest}"
+    )
+
+
+def fast_path(cfg: RecoverConfig, device: torch.device) -> tuple[bool, bool]:
+    """(bf16 autocast, channels_last): both only with recover.precision=bf16 on CUDA, where
+    tensor cores prefer NHWC; plain fp32 NCHW everywhere else."""
+    on = cfg.precision == "bf16" and device.type == "cuda"
+    return on, on
+
+
+@contextlib.contextmanager
+def member_format(models: dict[str, nn.Module], channels_last: bool) -> Iterator[None]:
+    """Members in channels_last for the stage, restored afterwards (later stages share them)."""
+    if channels_last:
+        for m in models.values():
+            m.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        if channels_last:
+            for m in models.values():
+                m.to(memory_format=torch.contiguous_format)

@@ -12,16 +12,15 @@ then backward, Adam step, clamp.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import layout
 from .augment import shared_crop_flip_roll
 from .bn import BNStatsCollector, bn_matching_loss
 from .committee import (
@@ -36,9 +35,16 @@ from .committee import (
 )
 from .config import RecoverConfig
 from .data import denormalize, to_uint8
-from .memory import GIB, MemoryPlan, plan_memory
+from .memory import (
+    MemoryPlan,
+    fast_path,
+    is_out_of_memory,
+    member_format,
+    out_of_memory_message,
+    plan_memory,
+)
 from .utils import CvddError, StopRequested
-from .waves import checkpoint_state, grid_rows, open_wave, schedule_waves, snapshot_images
+from .waves import Wave, checkpoint_state, grid_rows, open_wave, schedule_waves, snapshot_images
 
 __all__ = [
     "Group",
@@ -49,7 +55,10 @@ __all__ = [
     "describe_plan",
     "augment_wave",
     "wave_loss",
-    "plan_memory",
+    "read_parts",
+    "fast_path",
+    "member_format",
+    "probe_losses",
     "recover_images",
     "result_settings",
     "EXECUTION_KEYS",
@@ -146,7 +155,7 @@ def read_parts(parts: dict, groups: int) -> dict:
 # memory plan
 
 
-def _probe_losses(
+def probe_losses(
     models: dict[str, nn.Module],
     collectors: dict,
     cfg: RecoverConfig,
@@ -168,39 +177,6 @@ def _probe_losses(
     return {m: loss_for(m) for m in models}
 
 
-def _fast_path(cfg: RecoverConfig, device: torch.device) -> tuple[bool, bool]:
-    """(bf16 autocast, channels_last): both only with recover.precision=bf16 on CUDA, where
-    tensor cores prefer NHWC; plain fp32 NCHW everywhere else."""
-    on = cfg.precision == "bf16" and device.type == "cuda"
-    return on, on
-
-
-@contextlib.contextmanager
-def _memory_format(models: dict[str, nn.Module], channels_last: bool) -> Iterator[None]:
-    """Members in channels_last for the stage, restored afterwards (later stages share them)."""
-    if channels_last:
-        for m in models.values():
-            m.to(memory_format=torch.channels_last)
-    try:
-        yield
-    finally:
-        if channels_last:
-            for m in models.values():
-                m.to(memory_format=torch.contiguous_format)
-
-
-def _oom_message(plan: MemoryPlan | None, cfg: RecoverConfig) -> str:
-    if plan is None:
-        return "out of memory while planning recover; lower recover.memory_gb or the model width"
-    suggest = max(round(plan.estimated_peak_bytes / GIB / 2, 2), 0.01)
-    return (
-        f"out of memory in recover with {plan.groups_per_wave} group(s) per wave (plan in "
-        f"{layout.MEMORY_PLAN}: {plan.summary}); give recover less memory: resume with "
-        f"CVDD_MEMORY_GB={suggest} python -m cvdd resume <run dir> (images do not depend on "
-        f"the wave size), or start a run with --set recover.memory_gb={suggest}"
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # the loop
 
@@ -220,11 +196,127 @@ def _pixel_bounds(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
     return (0 - m) / s, (1 - m) / s
 
 
-def _is_oom(e: BaseException) -> bool:
-    text = str(e).lower()
-    return isinstance(e, (torch.OutOfMemoryError, MemoryError)) or (
-        isinstance(e, RuntimeError) and ("out of memory" in text or "can't allocate" in text)
+@dataclass
+class _Run:
+    """What every step of one recover call shares."""
+
+    models: dict[str, nn.Module]
+    collectors: dict[str, BNStatsCollector]
+    cfg: RecoverConfig
+    hooks: Hooks
+    mean: tuple
+    std: tuple
+    priors: dict[str, float]
+    seed: int  # the groups' streams derive from it
+    out: torch.Tensor  # (N, C, H, W) uint8: final images of finished groups, the rest initial
+    finished: dict[int, torch.Tensor]  # group -> its final uint8 images
+    shown: list[int]  # rows a snapshot shows
+    amp: bool
+    channels_last: bool
+    bounds: tuple[torch.Tensor, torch.Tensor]  # valid pixels, normalised, per channel
+    trace_every: int
+    done: int = 0  # wave-steps done (the progress step)
+    total: int = 0
+    metrics: dict = field(default_factory=dict)  # the last values read from the device
+
+    def finish(self, w: Wave) -> None:
+        """A finished wave's final uint8 images into `out` and `finished` (checkpoints keep)."""
+        final = to_uint8(denormalize(w.x.detach(), self.mean, self.std)).cpu()
+        b = len(w.groups[0].classes)
+        for i, g in enumerate(w.groups):
+            self.finished[g.group] = self.out[g.indices] = final[i * b : (i + 1) * b]
+
+
+def _optimise_wave(r: _Run, w: Wave, votes: list[Vote]) -> None:
+    """The step loop of one wave: committee loss, backward, Adam, clamp; then the reports."""
+    cfg, names, n_g = r.cfg, list(r.models), len(w.groups)
+    bad = torch.zeros((), dtype=torch.bool, device=w.x.device)  # a non-finite loss was seen
+    for step in range(w.step, cfg.iterations):
+        if r.hooks.should_stop():
+            _check_finite(bad, r.done, cfg)
+            r.hooks.checkpoint(checkpoint_state(r.seed, r.done, r.finished, w.state(step)))
+            raise StopRequested
+        lr = 0.5 * (1 + math.cos(math.pi * step / cfg.iterations)) * cfg.lr  # no warm-up
+        for pg in w.opt.param_groups:
+            pg["lr"] = lr
+        if cfg.schedule == "per_iteration":  # a new N-subset per group and step, own stream
+            drawn = [draw_voters(names, r.priors, cfg, g) for g in w.gens]
+            votes = wave_votes([d[0] for d in drawn], [d[1] for d in drawn], w.targets, names)
+        xa = augment_wave(w.x, w.gens, cfg)
+        loss, parts = wave_loss(
+            xa,
+            votes,
+            n_g,
+            models=r.models,
+            collectors=r.collectors,
+            cfg=cfg,
+            amp=r.amp,
+            channels_last=r.channels_last,
+        )
+        w.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        w.opt.step()
+        with torch.no_grad():
+            w.x.clamp_(*r.bounds)  # valid [0, 1] pixels
+            bad |= ~torch.isfinite(parts["loss"])
+        r.done += 1
+        if r.done % r.trace_every == 0 or step + 1 == cfg.iterations:
+            rec = read_parts(parts, n_g)  # the loop's only device read
+            _check_finite(bad, r.done, cfg)
+            r.hooks.trace({"step": r.done, "lr": lr, **rec})
+            r.metrics = {"loss": rec["loss"], "ce": rec["ce"], "bn": rec["bn"], "lr": lr}
+        r.hooks.progress(r.done, r.total, r.metrics)  # every step: the heartbeat
+        if cfg.snapshot_every and (r.done % cfg.snapshot_every == 0 or r.done == r.total):
+            r.hooks.snapshot(r.done, snapshot_images(r.out, r.shown, w, r.mean, r.std))
+        if cfg.checkpoint_every and r.done % cfg.checkpoint_every == 0 and r.done < r.total:
+            _check_finite(bad, r.done, cfg)
+            r.hooks.checkpoint(checkpoint_state(r.seed, r.done, r.finished, w.state(step + 1)))
+    _check_finite(bad, r.done, cfg)
+
+
+def _start(images, groups, *, models, cfg, hooks, mean, std, gen, state, priors) -> _Run:
+    """The run's shared state, from scratch or from a checkpoint `state`."""
+    device = next(next(iter(models.values())).parameters()).device
+    st = state or {}
+    amp, cl = fast_path(cfg, device)
+    r = _Run(
+        models=models,
+        collectors={m: BNStatsCollector(model) for m, model in models.items()},
+        cfg=cfg,
+        hooks=hooks,
+        mean=mean,
+        std=std,
+        priors=priors or {},
+        seed=st["seed"] if st else int(torch.randint(2**62, (1,), generator=gen)),
+        out=images.detach().cpu().clone(),
+        finished=dict(st.get("finished", {})),
+        shown=grid_rows(groups),
+        amp=amp,
+        channels_last=cl,
+        bounds=_pixel_bounds(mean, std, device),
+        trace_every=cfg.trace_every or AUTO_TRACE_EVERY.get(device.type, 20),
+        done=st.get("done", 0),
     )
+    for g, final in r.finished.items():
+        r.out[groups[g].indices] = final
+    return r
+
+
+def _plan(r: _Run, groups: list[Group], committee, cur: dict | None, device) -> tuple:
+    """(memory plan, the waves still to run); sets the progress total."""
+    probes = probe_losses(
+        r.models, r.collectors, r.cfg, len(groups[0].classes), r.amp, r.channels_last
+    )
+    sizes, shape = [len(g.classes) for g in groups], tuple(r.out.shape[1:])
+    plan = plan_memory(
+        sizes, committee, probes, cfg=r.cfg, image_shape=shape, device=device, amp=r.amp
+    )
+    waves = schedule_waves(groups, set(r.finished), cur, plan.groups_per_wave)
+    live = set(cur["groups"]) if cur else set()
+    r.total = r.done + sum(
+        r.cfg.iterations - (cur["step"] if w[0].group in live else 0) for w in waves
+    )
+    return plan, waves
 
 
 def recover_images(
@@ -251,110 +343,45 @@ def recover_images(
     under another memory budget. `on_plan` gets the memory plan before the first step and again
     at the end (with the measured peak on CUDA).
     """
-    device = next(next(iter(models.values())).parameters()).device
-    out = images.detach().cpu().clone()  # finished groups hold their final images
-    st = state or {}
-    seed = st["seed"] if st else int(torch.randint(2**62, (1,), generator=gen))
-    finished: dict[int, torch.Tensor] = dict(st.get("finished", {}))  # group -> final uint8
-    for g, final in finished.items():
-        out[groups[g].indices] = final
-    cur, done = st.get("current"), st.get("done", 0)
-    amp, cl = _fast_path(cfg, device)
-    lo, hi = _pixel_bounds(mean, std, device)
-    names, shown = list(models), grid_rows(groups)
-    per_iteration = cfg.schedule == "per_iteration"
-    trace_every = cfg.trace_every or AUTO_TRACE_EVERY.get(device.type, 20)
-    plan, metrics = None, {}
-    collectors = {m: BNStatsCollector(model) for m, model in models.items()}
+    r = _start(
+        images,
+        groups,
+        models=models,
+        cfg=cfg,
+        hooks=hooks,
+        mean=mean,
+        std=std,
+        gen=gen,
+        state=state,
+        priors=priors,
+    )
+    device, cur, plan = r.bounds[0].device, (state or {}).get("current"), None
     try:
-        with _memory_format(models, cl):
-            probes = _probe_losses(models, collectors, cfg, len(groups[0].classes), amp, cl)
-            plan = plan_memory(
-                [len(g.classes) for g in groups],
-                committee,
-                probes,
-                cfg=cfg,
-                image_shape=tuple(out.shape[1:]),
-                device=device,
-                amp=amp,
-            )
+        with member_format(models, r.channels_last):
+            plan, waves = _plan(r, groups, committee, cur, device)
             if on_plan is not None:
                 on_plan(plan)
-            waves = schedule_waves(groups, set(finished), cur, plan.groups_per_wave)
-            live = set(cur["groups"]) if cur else set()
-            total = done + sum(
-                cfg.iterations - (cur["step"] if w[0].group in live else 0) for w in waves
-            )
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            for wave_groups in waves:
+            for wave_groups in waves:  # each wave: its own Adam, from its checkpoint or scratch
                 w = open_wave(
-                    wave_groups, out, cur, seed, cfg=cfg, mean=mean, std=std, device=device
+                    wave_groups, r.out, cur, r.seed, cfg=cfg, mean=mean, std=std, device=device
                 )
-                n_g, b = len(w.groups), len(w.groups[0].classes)
+                voters = [committee[g.group] for g in w.groups]
                 votes = wave_votes(
-                    [committee[g.group] for g in w.groups],
-                    [weights[g.group] for g in w.groups],
-                    w.targets,
-                    names,
+                    voters, [weights[g.group] for g in w.groups], w.targets, list(models)
                 )
-                bad = torch.zeros((), dtype=torch.bool, device=device)  # a non-finite loss seen
-                for step in range(w.step, cfg.iterations):
-                    if hooks.should_stop():
-                        _check_finite(bad, done, cfg)
-                        hooks.checkpoint(checkpoint_state(seed, done, finished, w.state(step)))
-                        raise StopRequested
-                    lr = (
-                        0.5 * (1 + math.cos(math.pi * step / cfg.iterations)) * cfg.lr
-                    )  # no warm-up
-                    for pg in w.opt.param_groups:
-                        pg["lr"] = lr
-                    if per_iteration:  # a new N-subset per group and step, from its own stream
-                        drawn = [draw_voters(names, priors or {}, cfg, g) for g in w.gens]
-                        votes = wave_votes(
-                            [d[0] for d in drawn], [d[1] for d in drawn], w.targets, names
-                        )
-                    xa = augment_wave(w.x, w.gens, cfg)
-                    loss, parts = wave_loss(
-                        xa,
-                        votes,
-                        n_g,
-                        models=models,
-                        collectors=collectors,
-                        cfg=cfg,
-                        amp=amp,
-                        channels_last=cl,
-                    )
-                    w.opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    w.opt.step()
-                    with torch.no_grad():
-                        w.x.clamp_(lo, hi)  # valid [0, 1] pixels, per channel
-                        bad |= ~torch.isfinite(parts["loss"])
-                    done += 1
-                    if done % trace_every == 0 or step + 1 == cfg.iterations:
-                        rec = read_parts(parts, n_g)  # the step's only device read
-                        _check_finite(bad, done, cfg)
-                        hooks.trace({"step": done, "lr": lr, **rec})
-                        metrics = {"loss": rec["loss"], "ce": rec["ce"], "bn": rec["bn"], "lr": lr}
-                    hooks.progress(done, total, metrics)  # every step: the heartbeat
-                    if cfg.snapshot_every and (done % cfg.snapshot_every == 0 or done == total):
-                        hooks.snapshot(done, snapshot_images(out, shown, w, mean, std))
-                    if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
-                        _check_finite(bad, done, cfg)
-                        hooks.checkpoint(checkpoint_state(seed, done, finished, w.state(step + 1)))
-                final = to_uint8(denormalize(w.x.detach(), mean, std)).cpu()
-                for i, g in enumerate(w.groups):
-                    finished[g.group] = out[g.indices] = final[i * b : (i + 1) * b]
+                _optimise_wave(r, w, votes)
+                r.finish(w)
             if device.type == "cuda":
                 plan.measured_peak_bytes = torch.cuda.max_memory_allocated(device)
             if on_plan is not None:
                 on_plan(plan)
     except Exception as e:
-        if _is_oom(e):
-            raise CvddError(_oom_message(plan, cfg)) from e
+        if is_out_of_memory(e):
+            raise CvddError(out_of_memory_message(plan)) from e
         raise
     finally:
-        for col in collectors.values():
+        for col in r.collectors.values():
             col.remove()
-    return out
+    return r.out

@@ -19,12 +19,15 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from cvdd.runs import is_alive, read_events, run_status  # noqa: E402 -- after the sys.path line
+
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
         "--disable-dev-shm-usage"]
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium")]
-sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+_pw = pytest.importorskip("playwright.sync_api")
+sync_playwright, expect = _pw.sync_playwright, _pw.expect
 STEP = re.compile(r"step (\d+) · rows")
 
 
@@ -70,33 +73,75 @@ def server(tmp_path):
 
 def _step(page) -> int:
     """Recover step of the snapshot grid on screen (-1 while there is none)."""
-    caps = page.locator('[data-testid="stImageCaption"]').all_inner_texts()
+    caps = page.get_by_test_id("stImageCaption").all_inner_texts()
     found = [int(m.group(1)) for c in caps for m in [STEP.search(c)] if m]
     return found[0] if found else -1
 
 
-def _wait_step_above(page, n: int, timeout: float) -> int:
-    t_end = time.time() + timeout
-    while time.time() < t_end:
-        s = _step(page)
-        if s > n:
-            return s
-        page.wait_for_timeout(500)
-    raise AssertionError(f"the image grid did not pass step {n} within {timeout}s")
+# true once a grid caption shows a recover step above n (evaluated in the page, on each frame)
+STEP_ABOVE_JS = """n => [...document.querySelectorAll('[data-testid="stImageCaption"]')].some(
+  c => { const m = /step (\\d+) · rows/.exec(c.innerText); return m !== null && +m[1] > n; })"""
+# the script is idle and nothing is still loading: what a screenshot should show
+IDLE_JS = """() => { const a = document.querySelector('[data-testid="stApp"]');
+  return !!a && a.getAttribute('data-test-script-state') === 'notRunning' &&
+    !document.querySelector('[data-testid="stSkeleton"]'); }"""
 
 
-def _status(page) -> str:
-    m = page.locator('[data-testid="stMetric"]').filter(has_text="status")
-    return m.locator('[data-testid="stMetricValue"]').inner_text() if m.count() else ""
+def _wait_step_above(page, n: int, timeout_s: float) -> int:
+    page.wait_for_function(STEP_ABOVE_JS, arg=n, timeout=timeout_s * 1000, polling=250)
+    return _step(page)
 
 
-def _wait_status(page, want: str, timeout: float) -> None:
-    t_end = time.time() + timeout
-    while time.time() < t_end:
-        if _status(page) == want:
-            return
-        page.wait_for_timeout(300)
-    raise AssertionError(f"status stayed {_status(page)!r}, wanted {want!r}")
+def _button(page, key: str):
+    """The button of the widget with this key. Streamlit marks the widget's container with the
+    class st-key-<key>; a name match is ambiguous, because while a script runs the page header
+    shows Streamlit's own 'Stop' button."""
+    return page.locator(f".st-key-{key}").get_by_role("button")
+
+
+def _status(page):
+    """The value of the 'status' metric (the label must be exactly that)."""
+    label = page.get_by_test_id("stMetricLabel").filter(has_text=re.compile(r"^\s*status\s*$"))
+    return page.get_by_test_id("stMetric").filter(has=label).get_by_test_id("stMetricValue")
+
+
+def _until(cond, timeout_s: float, what: str) -> None:
+    """Poll the run directory (not the page) until `cond()` holds."""
+    t_end = time.time() + timeout_s
+    while not cond():
+        if time.time() > t_end:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def _settled_screenshot(page, path: Path) -> None:
+    expect(page.locator('[data-testid="stImage"] img').first).to_be_visible()
+    page.wait_for_function(IDLE_JS, timeout=30_000, polling=100)
+    page.screenshot(path=str(path))
+
+
+def _start_a_long_tiny_run(page, url: str) -> None:
+    """New-run page: the tiny preset with 3000 recover steps and a grid every 25; Start."""
+    page.goto(url)
+    expect(page.get_by_text("What happens in each stage")).to_be_visible()
+    page.locator(".st-key-nr_preset").get_by_role("combobox").click()
+    page.get_by_role("option", name="tiny", exact=True).click()
+    expect(page.get_by_text("seconds: two tiny test models")).to_be_visible()
+    it = page.locator(".st-key-nr_iterations").get_by_role("spinbutton")
+    it.fill("3000")
+    it.press("Enter")
+    page.get_by_text("More settings").click()
+    extra = page.get_by_role("textbox", name=re.compile("Extra overrides"))
+    extra.fill("recover.snapshot_every=25\nrecover.checkpoint_every=50")
+    extra.press("Control+Enter")
+    # the app has taken both edits once the CLI command it shows carries them
+    page.get_by_text("Effective config and CLI command").click()
+    cli = page.get_by_test_id("stCode").filter(has_text="python -m cvdd run")
+    expect(cli).to_contain_text("recover.iterations=3000")
+    expect(cli).to_contain_text("recover.snapshot_every=25")
+    start = _button(page, "start")
+    expect(start).to_be_enabled()
+    start.click()
 
 
 def test_start_watch_stop_resume_in_a_browser(server, tmp_path):
@@ -107,54 +152,43 @@ def test_start_watch_stop_resume_in_a_browser(server, tmp_path):
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 2000})
         page.set_default_timeout(30_000)
-        page.goto(url)
-        page.get_by_text("What happens in each stage").wait_for()
-
-        # the tiny preset, made long enough to watch: 3000 recover steps, a grid every 25
-        page.locator('[data-testid="stSelectbox"]').filter(has_text="Preset").click()
-        page.get_by_role("option", name="tiny", exact=True).click()
-        page.get_by_text("seconds: two tiny test models").wait_for()
-        it = page.get_by_role("spinbutton", name="Recover iterations")
-        it.fill("3000")
-        it.press("Enter")
-        page.get_by_text("More settings").click()
-        extra = page.get_by_role("textbox", name=re.compile("Extra overrides"))
-        extra.fill("recover.snapshot_every=25\nrecover.checkpoint_every=50")
-        extra.press("Control+Enter")
-        page.wait_for_timeout(1000)
-        start = page.get_by_role("button", name=re.compile(r"Start$"))
-        assert start.is_enabled()
-        start.click()
-
+        expect.set_options(timeout=30_000)
+        _start_a_long_tiny_run(page, url)
         page.wait_for_url(re.compile(r"/live\?run="), timeout=30_000)
         rid = re.search(r"run=([^&]+)", page.url).group(1)
-        assert (runs_dir / rid / "config.json").is_file()
-        _wait_status(page, "running", 20)
-        first = _wait_step_above(page, 0, 60)  # recover started and a grid at step > 0 is up
-        later = _wait_step_above(page, first, 30)  # ... and it advances by itself
+        run_dir = runs_dir / rid
+        assert (run_dir / "config.json").is_file()
+        _until(lambda: is_alive(run_dir), 60, "the worker to take its lock")
+        expect(_status(page)).to_have_text("running", timeout=60_000)
+        first = _wait_step_above(page, 0, 90)  # recover started and a grid at step > 0 is up
+        later = _wait_step_above(page, first, 60)  # ... and it advances by itself
         assert later > first
 
-        page.get_by_role("button", name=re.compile(r"Stop$")).click()
-        _wait_status(page, "stopped", 30)
+        stop = _button(page, "stop")
+        expect(stop).to_be_enabled()
+        stop.click()
+        _until(lambda: run_status(run_dir)["status"] == "stopped", 60, "the worker to stop")
+        expect(_status(page)).to_have_text("stopped", timeout=30_000)
+        resume = _button(page, "resume")
+        expect(resume).to_be_enabled()  # after the page's own rerun on the status change
         stopped_at = _step(page)
-        page.wait_for_timeout(1500)  # let the full rerun after the status change settle
-        page.screenshot(path=str(shots / "e2e_stopped.png"))
+        _settled_screenshot(page, shots / "e2e_stopped.png")
 
-        page.get_by_role("button", name=re.compile(r"Resume$")).click()
-        _wait_status(page, "running", 30)
-        resumed = _wait_step_above(page, stopped_at, 60)
+        resume.click()
+        _until(lambda: is_alive(run_dir), 60, "the resumed worker to take its lock")
+        expect(_status(page)).to_have_text("running", timeout=60_000)
+        resumed = _wait_step_above(page, stopped_at, 90)
         assert resumed > stopped_at
-        page.locator('[data-testid="stImage"] img').first.wait_for()
-        page.wait_for_timeout(1000)
-        page.screenshot(path=str(shots / "e2e_running.png"))
+        _settled_screenshot(page, shots / "e2e_running.png")
 
         page.reload()  # a reload finds the same run, still running, no duplicate
-        page.get_by_text("Live run").first.wait_for()
-        _wait_status(page, "running", 30)
-        page.get_by_role("button", name=re.compile(r"Stop$")).click()
-        _wait_status(page, "stopped", 30)
+        expect(page.locator("h1").filter(has_text="Live run")).to_be_visible()
+        expect(_status(page)).to_have_text("running", timeout=30_000)
+        stop = _button(page, "stop")
+        expect(stop).to_be_enabled()
+        stop.click()
+        _until(lambda: not is_alive(run_dir), 60, "the worker to stop again")
+        expect(_status(page)).to_have_text("stopped", timeout=30_000)
         browser.close()
-    from cvdd.runs import read_events
-
-    starts = [e for e in read_events(runs_dir / rid) if e["kind"] == "run_start"]
+    starts = [e for e in read_events(run_dir) if e["kind"] == "run_start"]
     assert [e["attempt"] for e in starts] == [1, 2]

@@ -52,7 +52,12 @@ def _setup(**over):
         models[name] = m.eval().requires_grad_(False)
     groups = make_groups(4, 6, 4)  # 6 groups of 4 images
     cfg = dataclasses.replace(
-        RecoverConfig(), iterations=3, lr=0.1, jitter=2, snapshot_every=0, checkpoint_every=0,
+        RecoverConfig(),
+        iterations=3,
+        lr=0.1,
+        jitter=2,
+        snapshot_every=0,
+        checkpoint_every=0,
         **over,
     )
     images = torch.randint(0, 256, (24, 1, 16, 16), dtype=torch.uint8)
@@ -92,8 +97,14 @@ def _measured_run(images, groups, kw):
     rec = _SavedPerStep()
     with torch.autograd.graph.saved_tensors_hooks(rec.pack, lambda t: t):
         out = recover_images(
-            images, groups, **kw, mean=(0.5,), std=(0.25,), gen=torch.Generator().manual_seed(1),
-            hooks=rec, on_plan=rec.plans.append,
+            images,
+            groups,
+            **kw,
+            mean=(0.5,),
+            std=(0.25,),
+            gen=torch.Generator().manual_seed(1),
+            hooks=rec,
+            on_plan=rec.plans.append,
         )
     return out, rec
 
@@ -127,7 +138,12 @@ def test_out_of_memory_names_the_memory_budget(monkeypatch):
     monkeypatch.setattr(recover, "augment_wave", boom)
     with pytest.raises(CvddError, match="recover.memory_gb") as e:
         recover_images(
-            images, groups, **kw, mean=(0.5,), std=(0.25,), gen=torch.Generator(),
+            images,
+            groups,
+            **kw,
+            mean=(0.5,),
+            std=(0.25,),
+            gen=torch.Generator(),
             hooks=_SavedPerStep(),
         )
     assert "CVDD_MEMORY_GB=" in str(e.value) and "resume" in str(e.value)

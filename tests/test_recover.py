@@ -107,16 +107,24 @@ def _setup(num_classes=4, ipc=3, per_group=2, **over):
     weights = [[0.3, 0.7] if len(c) == 2 else [1.0] for c in committee]
     base = dict(iterations=6, lr=0.1, jitter=2, snapshot_every=0, checkpoint_every=0)
     cfg = dataclasses.replace(RecoverConfig(), **{**base, **over})
-    images = (torch.rand(num_classes * ipc, 1, 12, 12, generator=torch.Generator().manual_seed(3))
-              * 255).to(torch.uint8)
+    images = (
+        torch.rand(num_classes * ipc, 1, 12, 12, generator=torch.Generator().manual_seed(3)) * 255
+    ).to(torch.uint8)
     return images, groups, dict(committee=committee, weights=weights, models=models, cfg=cfg)
 
 
 def _run(images, groups, kw, hooks=None, state=None, **over):
     kw = {**kw, "cfg": dataclasses.replace(kw["cfg"], **over)}
     return recover_images(
-        images, groups, **kw, mean=MEAN, std=STD, gen=torch.Generator().manual_seed(1),
-        hooks=hooks or _Hooks(), state=state, priors={TINY[0]: 1.0, TINY[1]: 2.0},
+        images,
+        groups,
+        **kw,
+        mean=MEAN,
+        std=STD,
+        gen=torch.Generator().manual_seed(1),
+        hooks=hooks or _Hooks(),
+        state=state,
+        priors={TINY[0]: 1.0, TINY[1]: 2.0},
     )
 
 
@@ -224,8 +232,15 @@ def test_engine_run_matches_straightforward_loop():
         for step in range(cfg.iterations):
             for pg in opt.param_groups:
                 pg["lr"] = 0.5 * (1 + math.cos(math.pi * step / cfg.iterations)) * cfg.lr
-            ref.step(x, torch.tensor(g.classes), kw["committee"][g.group],
-                     kw["weights"][g.group], opt=opt, gen=gen, bounds=bounds)
+            ref.step(
+                x,
+                torch.tensor(g.classes),
+                kw["committee"][g.group],
+                kw["weights"][g.group],
+                opt=opt,
+                gen=gen,
+                bounds=bounds,
+            )
         expect[g.indices] = ((x.detach() * s + m) * 255).round().clamp(0, 255).to(torch.uint8)
     ref.remove()
     assert (out.int() - expect.int()).abs().max() <= 1

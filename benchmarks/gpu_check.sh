@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Every GPU check in one go (under 8 minutes on one H100 / H200), ending with one summary table:
+#   1. the gpu-marked tests (tests/test_gpu.py)
+#   2. the recover speed benchmark (benchmarks/recover_speed.py)
+#   3. the quick preset end to end on CUDA
+#   4. a CIFAR-100-shaped recover at IPC 10 and at IPC 50 (a few hundred steps), on a CIFAR-100
+#      "python version" folder given with --cifar100 DIR, else on a synthetic one made here
+# Without CUDA it says so and runs a CPU smoke version of each step (seconds to minutes);
+# --cpu-smoke does that on purpose.
+#
+#   bash benchmarks/gpu_check.sh [--cpu-smoke] [--cifar100 DIR] [--steps N]
+set -u
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+SMOKE=0
+CIFAR=""
+STEPS=300
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --cpu-smoke) SMOKE=1 ;;
+    --cifar100) CIFAR="$2"; shift ;;
+    --steps) STEPS="$2"; shift ;;
+    *) echo "unknown option $1 (use --cpu-smoke, --cifar100 DIR, --steps N)"; exit 2 ;;
+  esac
+  shift
+done
+if ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  if [ "$SMOKE" = 0 ]; then
+    echo "no CUDA device here: running the CPU smoke version of every check instead"
+  fi
+  SMOKE=1
+fi
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+export CVDD_THREADS=${CVDD_THREADS:-1}
+ROWS=()
+
+# run NAME TIMEOUT CMD...: time a step, keep its output in $TMP/NAME.log, add a summary row
+run() {
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name: $*"
+  local t0=$SECONDS
+  timeout "$limit" "$@" >"$TMP/$name.log" 2>&1
+  local rc=$? secs=$((SECONDS - t0))
+  tail -n 25 "$TMP/$name.log"
+  local status=ok
+  [ $rc -eq 124 ] && status="TIMEOUT (${limit}s)"
+  [ $rc -ne 0 ] && [ $rc -ne 124 ] && status="FAILED (rc $rc)"
+  ROWS+=("$(printf '%-12s %-16s %6ss  %s' "$name" "$status" "$secs" "$(figure "$name")")")
+}
+
+# figure NAME: the one number of a step worth a line in the summary
+figure() {
+  local log="$TMP/$1.log"
+  case "$1" in
+    gpu-tests) grep -E "passed|failed|skipped|error" "$log" | tail -n 1 ;;
+    speed) grep -E "^cifar100 .* batch +100 fp32" "$log" | head -n 1 | tr -s ' ' ;;
+    quick|ipc10|ipc50)
+      local dir
+      dir=$(tail -n 1 "$log")
+      [ -f "$dir/result.json" ] && $PY - "$dir" <<'EOF'
+import json, sys, pathlib
+d = pathlib.Path(sys.argv[1])
+res = json.loads((d / "result.json").read_text())
+plan = json.loads((d / "recover/memory_plan.json").read_text())
+peak = plan.get("measured_peak_bytes")
+peak = f"{peak / 2**30:.2f} GiB" if peak else "n/a on CPU"
+print(f"top-1 {res['student_top1']:.1f}%, recover {res['stage_seconds'].get('recover', 0):.0f}s, "
+      f"{plan['waves']} wave(s) of {plan['groups_per_wave']}, est. "
+      f"{plan['estimated_peak_bytes'] / 2**30:.2f} GiB, measured {peak}")
+EOF
+      ;;
+  esac
+}
+
+# a CIFAR-100-shaped "python version" folder: 100 classes, 60 train + 10 test images each,
+# class-dependent colours plus noise (enough for every stage to run; not for accuracy)
+make_cifar() {
+  $PY - "$1" <<'EOF'
+import pickle, sys, pathlib
+import numpy as np
+root = pathlib.Path(sys.argv[1]); root.mkdir(parents=True)
+rng = np.random.default_rng(0)
+colour = rng.integers(0, 256, (100, 3, 1, 1))
+def batch(per_class):
+    labels = np.repeat(np.arange(100), per_class)
+    x = colour[labels] * 0.6 + rng.integers(0, 256, (len(labels), 3, 32, 32)) * 0.4
+    return {b"data": x.astype(np.uint8).reshape(len(labels), -1), b"fine_labels": labels.tolist(),
+            b"coarse_labels": (labels // 5).tolist()}
+(root / "train").write_bytes(pickle.dumps(batch(60)))
+(root / "test").write_bytes(pickle.dumps(batch(10)))
+(root / "meta").write_bytes(pickle.dumps({b"fine_label_names": [b"c%02d" % i for i in range(100)],
+                                          b"coarse_label_names": [b"s%02d" % i for i in range(20)]}))
+EOF
+}
+
+if [ -z "$CIFAR" ]; then
+  CIFAR="$TMP/cifar-100-python"
+  make_cifar "$CIFAR" || exit 1
+  DATA_NOTE="synthetic CIFAR-100-shaped folder (100 classes x 60 images)"
+else
+  DATA_NOTE="$CIFAR"
+fi
+# the committee trains one epoch and the student one: these runs check recover at scale
+CIFAR_SETS=(--set squeeze.epochs=1 --set init.candidates=20 --set validate.epochs=1
+  --set validate.random_real=false --set validate.compare_eval_labels=false)
+
+if [ "$SMOKE" = 0 ]; then
+  run gpu-tests 150 $PY -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider
+  run speed 110 $PY benchmarks/recover_speed.py --device cuda --iters 10 --warmup 3
+  run quick 90 $PY -m cvdd run --preset quick --device cuda --runs-dir "$TMP/runs"
+  run ipc10 40 $PY -m cvdd run --preset cifar100_ipc10 --data "$CIFAR" --device cuda \
+    --runs-dir "$TMP/runs" "${CIFAR_SETS[@]}" --set recover.iterations="$STEPS"
+  run ipc50 90 $PY -m cvdd run --preset cifar100_ipc50 --data "$CIFAR" --device cuda \
+    --runs-dir "$TMP/runs" "${CIFAR_SETS[@]}" --set recover.iterations="$STEPS"
+else
+  # the same steps on the CPU, shrunk to seconds: narrow models, a few steps, small batches
+  NARROW=(--set squeeze.width=0.125 --set validate.width=0.125 --set recover.iterations=3
+    --set recover.snapshot_every=0)
+  run gpu-tests 60 $PY -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider
+  run speed 240 $PY benchmarks/recover_speed.py --device cpu --iters 1 --warmup 0 \
+    --sets cifar100 --batches 100 --cpu-cap 10
+  run quick 120 $PY -m cvdd run --preset tiny --device cpu --runs-dir "$TMP/runs"
+  run ipc10 240 $PY -m cvdd run --preset cifar100_ipc10 --data "$CIFAR" --device cpu \
+    --runs-dir "$TMP/runs" "${CIFAR_SETS[@]}" "${NARROW[@]}"
+  run ipc50 300 $PY -m cvdd run --preset cifar100_ipc50 --data "$CIFAR" --device cpu \
+    --runs-dir "$TMP/runs" "${CIFAR_SETS[@]}" "${NARROW[@]}"
+fi
+
+echo
+if [ "$SMOKE" = 1 ]; then
+  echo "## summary (CPU smoke: no CUDA used; 'quick' ran the tiny preset, ipc10/50 3 steps)"
+else
+  echo "## summary ($($PY -c 'import torch; print(torch.cuda.get_device_name())'), $STEPS steps)"
+fi
+echo "data: $DATA_NOTE"
+printf '%-12s %-16s %7s  %s\n' step status time figure
+for r in "${ROWS[@]}"; do echo "$r"; done

@@ -1,0 +1,209 @@
+"""GPU checks (marker `gpu`, skipped without CUDA; benchmarks/gpu_check.sh runs them): the tiny
+and quick presets on CUDA, bf16 against fp32, the memory plan against the measured peak, and
+resume on CUDA against an uninterrupted run."""
+
+import dataclasses
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cvdd.bn import BNStatsCollector
+from cvdd.committee import group_generator, make_groups, wave_votes
+from cvdd.config import RecoverConfig, from_preset
+from cvdd.layout import MEMORY_PLAN, RECOVER_IMAGES, RESULT
+from cvdd.memory import GIB, HEADROOM
+from cvdd.models import create_model
+from cvdd.recover import augment_wave, member_format, recover_images, wave_loss
+from cvdd.runs import RunDir
+from cvdd.utils import StopRequested
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+CUDA = torch.device("cuda")
+PAIR = ("resnet18", "mobilenetv2")
+MEAN, STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
+
+
+def _pipeline(tmp_path, preset: str, overrides: list[str]) -> dict:
+    from cvdd import pipeline
+
+    cfg = from_preset(preset, ["device=cuda", *overrides])
+    rd = RunDir.create(tmp_path, cfg.to_dict())
+    pipeline.run_pipeline(rd.path)
+    plan = json.loads((rd.path / MEMORY_PLAN).read_text())
+    assert plan["device"].startswith("cuda") and plan["measured_peak_bytes"] > 0
+    return json.loads((rd.path / RESULT).read_text())
+
+
+def test_tiny_preset_on_cuda(tmp_path):
+    res = _pipeline(tmp_path, "tiny", [])
+    assert res["device"].startswith("cuda") and res["student_top1"] is not None
+
+
+def test_quick_preset_on_cuda(tmp_path):
+    """Every stage of the quick preset on CUDA (fewer student epochs: this checks, not times)."""
+    res = _pipeline(tmp_path, "quick", ["validate.epochs=5", "validate.compare_eval_labels=false"])
+    assert res["student_top1"] > 20.0  # 10 classes: well above chance even after 5 epochs
+
+
+def _members(num_classes: int = 100) -> dict:
+    """Two CIFAR-100 members with random weights and running statistics of real-like inputs."""
+    torch.manual_seed(0)
+    out = {}
+    for name in PAIR:
+        m = create_model(name, num_classes, 3).to(CUDA).train()
+        with torch.no_grad():
+            for _ in range(5):
+                m(torch.randn(128, 3, 32, 32, device=CUDA))
+        out[name] = m.eval().requires_grad_(False)
+    return out
+
+
+def test_bf16_step_matches_fp32_within_tolerance():
+    """bf16 autocast + channels_last against fp32 on one wave of 2 groups x 100 images.
+
+    Stated tolerance: loss within 2 % (relative); pixel gradients with cosine similarity >= 0.98
+    and a norm within 10 %. BN statistics are fp32 in both (cvdd/bn.py).
+    """
+    models = _members()
+    groups = make_groups(100, 2, 100)
+    targets = torch.tensor([g.classes for g in groups], device=CUDA)
+    votes = wave_votes([list(PAIR)] * 2, [[0.6, 0.4]] * 2, targets, list(models))
+    x0 = torch.randn(200, 3, 32, 32, device=CUDA)
+    out = {}
+    for precision in ("fp32", "bf16"):
+        cfg = dataclasses.replace(RecoverConfig(), precision=precision)
+        amp = precision == "bf16"
+        with member_format(models, amp):
+            cols = {m: BNStatsCollector(model) for m, model in models.items()}
+            x = x0.clone().requires_grad_(True)
+            gens = [group_generator(3, g.group) for g in groups]
+            loss, _ = wave_loss(
+                augment_wave(x, gens, cfg),
+                votes,
+                2,
+                models=models,
+                collectors=cols,
+                cfg=cfg,
+                amp=amp,
+                channels_last=amp,
+            )
+            loss.backward()
+            for c in cols.values():
+                c.remove()
+        out[precision] = (loss.item(), x.grad.flatten().float())
+    (l32, g32), (l16, g16) = out["fp32"], out["bf16"]
+    assert abs(l16 - l32) <= 0.02 * abs(l32)
+    assert torch.nn.functional.cosine_similarity(g16, g32, dim=0) >= 0.98
+    assert abs(g16.norm() / g32.norm() - 1) <= 0.10
+
+
+class _Hooks:
+    def __init__(self, stop_at=None):
+        self.done, self.stop_at, self.states = 0, stop_at, []
+
+    def should_stop(self):
+        return self.stop_at is not None and self.done == self.stop_at
+
+    def progress(self, step, total, metrics):
+        self.done = step
+
+    def trace(self, r):
+        pass
+
+    def snapshot(self, *a):
+        pass
+
+    def checkpoint(self, s):
+        buf = io.BytesIO()
+        torch.save(s, buf)
+        self.states.append(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
+
+
+def _recover(models, cfg, hooks=None, state=None, plans=None):
+    groups = make_groups(100, 4, 100)  # IPC 4 of CIFAR-100: 4 groups of 100 images
+    gen = torch.Generator().manual_seed(5)
+    images = torch.randint(0, 256, (400, 3, 32, 32), generator=gen, dtype=torch.uint8)
+    return recover_images(
+        images,
+        groups,
+        committee=[list(PAIR)] * 4,
+        weights=[[0.6, 0.4]] * 4,
+        models=models,
+        cfg=cfg,
+        mean=MEAN,
+        std=STD,
+        gen=torch.Generator().manual_seed(1),
+        hooks=hooks or _Hooks(),
+        state=state,
+        on_plan=(plans.append if plans is not None else None),
+    )
+
+
+def test_plan_estimate_against_measured_peak():
+    """The planner's estimate brackets torch.cuda.max_memory_allocated, with and without a
+    small budget (which must give several waves and stay under it)."""
+    models = _members()
+    base = dataclasses.replace(RecoverConfig(), iterations=3, snapshot_every=0, checkpoint_every=0)
+    plans = []
+    _recover(models, base, plans=plans)
+    one = plans[-1]
+    assert one.waves == 1 and 0.6 <= one.measured_peak_bytes / one.estimated_peak_bytes <= 1.25
+    group = 100 * (one.state_bytes_per_image + sum(one.bytes_per_image.values()))
+    gb = (one.held_bytes + 2.5 * group / HEADROOM) / GIB  # room for two groups of the four
+    plans = []
+    _recover(models, dataclasses.replace(base, memory_gb=gb), plans=plans)
+    two = plans[-1]
+    assert two.groups_per_wave == 2 and two.waves == 2
+    assert two.measured_peak_bytes <= two.held_bytes + two.budget_bytes
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_resume_on_cuda_equals_uninterrupted(augment):
+    """Stop mid-wave, resume from the checkpoint (also with one group per wave). Without
+    augmentation, with deterministic cuDNN, pixel for pixel; with it, bilinear resizing's
+    backward adds in a nondeterministic order on CUDA, so two uninterrupted runs differ by as
+    much: at most 1 level in 1 % of the pixels."""
+    models = _members()
+    cfg = dataclasses.replace(
+        RecoverConfig(),
+        iterations=12,
+        augment=augment,
+        checkpoint_every=5,
+        snapshot_every=0,
+        groups_per_step=2,
+    )
+    torch.backends.cudnn.deterministic, saved = True, torch.backends.cudnn.deterministic
+    try:
+        full = _recover(models, cfg)
+        hooks = _Hooks(stop_at=17)
+        with pytest.raises(StopRequested):
+            _recover(models, cfg, hooks)
+        outs = [
+            _recover(models, dataclasses.replace(cfg, groups_per_step=n), state=hooks.states[-1])
+            for n in (2, 1)
+        ]
+    finally:
+        torch.backends.cudnn.deterministic = saved
+    for out in outs:
+        if not augment:
+            assert torch.equal(out, full)
+        else:
+            diff = (out.int() - full.int()).abs()
+            assert diff.max() <= 1 and (diff > 0).float().mean() <= 0.01
+
+
+def test_recover_images_file_is_uint8_on_cuda(tmp_path):
+    from cvdd import pipeline
+
+    cfg = from_preset("tiny", ["device=cuda", "recover.precision=bf16"])
+    rd = RunDir.create(tmp_path, cfg.to_dict())
+    pipeline.run_pipeline(rd.path)
+    with np.load(rd.path / RECOVER_IMAGES) as z:
+        assert z["images"].dtype == np.uint8
+    assert json.loads((rd.path / MEMORY_PLAN).read_text())["precision"] == "bf16"
