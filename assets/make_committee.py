@@ -44,9 +44,11 @@ from cvdd.utils import atomic_write_bytes, atomic_write_json, read_json, set_thr
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 # Epochs per member, chosen by pilot runs so that the five fit one CPU hour on one thread:
 # cheap members get more passes over the 60,000 images, the slow ones (ResNet-50, DenseNet-121)
-# fewer. The optimizer settings below are shared.
-EPOCHS = dict(resnet18=8, resnet50=4, shufflenetv2=8, mobilenetv2=5, densenet121=4)
-RECIPE = dict(optimizer="adam", lr=0.002, batch_size=128, weight_decay=1e-4)
+# fewer. The optimizer settings are shared; Adam at 5e-3 rather than the paper's 1e-3 because
+# the schedules are short (pilots, 1-2 epochs: +3 points for ShuffleNetV2 and MobileNetV2 over
+# 2e-3, the same for ResNet-18).
+EPOCHS = dict(resnet18=8, resnet50=5, shufflenetv2=8, mobilenetv2=5, densenet121=4)
+RECIPE = dict(optimizer="adam", lr=0.005, batch_size=128, weight_decay=1e-4)
 MAX_BYTES = 3_000_000  # all of assets/committee/ ships inside the repository
 NOTICE = "NOTICE.txt"
 
@@ -100,12 +102,14 @@ def train_member(name: str, args, work: Path, full) -> dict:
         f"squeeze.seed={args.seed}",
         *(f"squeeze.{key}={getattr(args, key)}" for key in RECIPE),
     ]
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     rd, ctx = run_stages(from_preset("quick", sets), work, [run_squeeze], full)
     (rec,) = read_json(rd.path / layout.MEMBERS)["members"]
     times = read_json(work / "train_seconds.json") or {}
-    if not rec["cached"]:  # the wall time of a member trained now, kept for a rerun's manifest
-        times[rec["file"]] = round(time.time() - t0, 1)
+    if not rec["cached"]:  # times of a member trained now, kept for a rerun's manifest
+        # CPU seconds as well: on a shared machine the wall time also counts others' work
+        wall, cpu = time.time() - t0, time.process_time() - cpu0
+        times[rec["file"]] = {"wall": round(wall, 1), "cpu": round(cpu, 1)}
         atomic_write_json(work / "train_seconds.json", times)
     return {**rec, "train_seconds": times.get(rec["file"]), "cache_dir": ctx.cache_dir}
 
@@ -166,7 +170,7 @@ def main() -> None:
         print(
             f"{name:14s} top-1 {m['test_top1']:.2f}% (fp32 {m['test_top1_fp32']:.2f}%), "
             f"{m['params']:,} params, {m['bytes']:,} bytes, {m['epochs']} epochs, "
-            f"{m['train_seconds']} s",
+            f"seconds {m['train_seconds']}",
             flush=True,
         )
     if args.dry_run:

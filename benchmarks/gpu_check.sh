@@ -3,7 +3,7 @@
 #   1. the gpu-marked tests (tests/test_gpu.py)
 #   2. the recover speed benchmark (benchmarks/recover_speed.py)
 #   3. the quick preset end to end on CUDA
-#   4. a CIFAR-100-shaped recover at IPC 10 and at IPC 50 (a few hundred steps), on a CIFAR-100
+#   4. a CIFAR-100-shaped recover at IPC 10 and at IPC 50 (--steps, 200), on a CIFAR-100
 #      "python version" folder given with --cifar100 DIR, else on a synthetic one made here
 # Without CUDA it says so and runs a CPU smoke version of each step (seconds to minutes);
 # --cpu-smoke does that on purpose.
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 SMOKE=0
 CIFAR=""
-STEPS=300
+STEPS=200
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu-smoke) SMOKE=1 ;;
@@ -55,7 +55,7 @@ figure() {
   local log="$TMP/$1.log"
   case "$1" in
     gpu-tests) grep -E "passed|failed|skipped|error" "$log" | tail -n 1 ;;
-    speed) grep -E "^cifar100 .* batch +100 fp32" "$log" | head -n 1 | tr -s ' ' ;;
+    speed) grep -E "^cifar100 " "$log" | head -n 1 | tr -s ' ' | cut -d '(' -f 1 ;;
     quick|ipc10|ipc50)
       local dir
       dir=$(tail -n 1 "$log")
@@ -64,11 +64,12 @@ import json, sys, pathlib
 d = pathlib.Path(sys.argv[1])
 res = json.loads((d / "result.json").read_text())
 plan = json.loads((d / "recover/memory_plan.json").read_text())
+def size(n):
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 peak = plan.get("measured_peak_bytes")
-peak = f"{peak / 2**30:.2f} GiB" if peak else "n/a on CPU"
 print(f"top-1 {res['student_top1']:.1f}%, recover {res['stage_seconds'].get('recover', 0):.0f}s, "
-      f"{plan['waves']} wave(s) of {plan['groups_per_wave']}, est. "
-      f"{plan['estimated_peak_bytes'] / 2**30:.2f} GiB, measured {peak}")
+      f"{plan['waves']} wave(s) of {plan['groups_per_wave']} group(s), peak est. "
+      f"{size(plan['estimated_peak_bytes'])}, measured {size(peak) if peak else 'n/a (CPU)'}")
 EOF
       ;;
   esac
@@ -107,30 +108,33 @@ CIFAR_SETS=(--set squeeze.epochs=1 --set init.candidates=20 --set validate.epoch
   --set validate.random_real=false --set validate.compare_eval_labels=false)
 
 if [ "$SMOKE" = 0 ]; then
-  run gpu-tests 150 $PY -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider
-  run speed 110 $PY benchmarks/recover_speed.py --device cuda --iters 10 --warmup 3
-  run quick 90 $PY -m cvdd run --preset quick --device cuda --runs-dir "$TMP/runs"
-  run ipc10 40 $PY -m cvdd run --preset cifar100_ipc10 --data "$CIFAR" --device cuda \
+  # time limits add up to 8 minutes; a step over its limit shows TIMEOUT in the summary
+  run gpu-tests 110 $PY -m pytest -m gpu tests/test_gpu.py -p no:cacheprovider
+  run speed 130 $PY benchmarks/recover_speed.py --device cuda --iters 5 --warmup 2
+  run quick 80 $PY -m cvdd run --preset quick --device cuda --runs-dir "$TMP/runs"
+  run ipc10 60 $PY -m cvdd run --preset cifar100_ipc10 --data "$CIFAR" --device cuda \
     --runs-dir "$TMP/runs" "${CIFAR_SETS[@]}" --set recover.iterations="$STEPS"
-  run ipc50 90 $PY -m cvdd run --preset cifar100_ipc50 --data "$CIFAR" --device cuda \
+  run ipc50 100 $PY -m cvdd run --preset cifar100_ipc50 --data "$CIFAR" --device cuda \
     --runs-dir "$TMP/runs" "${CIFAR_SETS[@]}" --set recover.iterations="$STEPS"
 else
-  # the same steps on the CPU, shrunk to seconds: narrow models, a few steps, small batches
-  NARROW=(--set squeeze.width=0.125 --set validate.width=0.125 --set recover.iterations=3
-    --set recover.snapshot_every=0)
-  run gpu-tests 60 $PY -m pytest -m gpu tests/test_gpu.py -q -p no:cacheprovider
+  # the same steps on the CPU, shrunk to minutes: two narrow members, 2 recover steps, small
+  # benchmark batches; IPC 50 under a 1 GiB budget, so its groups run in several waves
+  NARROW=(--set squeeze.members=resnet18,shufflenetv2 --set squeeze.width=0.125
+    --set validate.width=0.125 --set recover.iterations=2 --set recover.snapshot_every=0)
+  run gpu-tests 60 $PY -m pytest -m gpu tests/test_gpu.py -p no:cacheprovider
   run speed 240 $PY benchmarks/recover_speed.py --device cpu --iters 1 --warmup 0 \
     --sets cifar100 --batches 100 --cpu-cap 10
   run quick 120 $PY -m cvdd run --preset tiny --device cpu --runs-dir "$TMP/runs"
-  run ipc10 240 $PY -m cvdd run --preset cifar100_ipc10 --data "$CIFAR" --device cpu \
+  run ipc10 300 $PY -m cvdd run --preset cifar100_ipc10 --data "$CIFAR" --device cpu \
     --runs-dir "$TMP/runs" "${CIFAR_SETS[@]}" "${NARROW[@]}"
-  run ipc50 300 $PY -m cvdd run --preset cifar100_ipc50 --data "$CIFAR" --device cpu \
-    --runs-dir "$TMP/runs" "${CIFAR_SETS[@]}" "${NARROW[@]}"
+  run ipc50 400 $PY -m cvdd run --preset cifar100_ipc50 --data "$CIFAR" --device cpu \
+    --runs-dir "$TMP/runs" "${CIFAR_SETS[@]}" "${NARROW[@]}" --set recover.memory_gb=1
 fi
 
 echo
 if [ "$SMOKE" = 1 ]; then
-  echo "## summary (CPU smoke: no CUDA used; 'quick' ran the tiny preset, ipc10/50 3 steps)"
+  echo "## summary (CPU smoke, no CUDA: 'quick' ran the tiny preset; ipc10/50: 2 narrow members,"
+  echo "## 2 recover steps, IPC 50 under recover.memory_gb=1)"
 else
   echo "## summary ($($PY -c 'import torch; print(torch.cuda.get_device_name())'), $STEPS steps)"
 fi

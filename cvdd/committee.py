@@ -128,18 +128,26 @@ def wave_votes(
             continue
         w = [weights[i][voters[i].index(m)] for i in sel]
         every = len(sel) == len(voters)  # no gather copy of the input when it sees the whole wave
-        index = None if every else torch.tensor(sel, device=targets.device)
+        index = None if every else _to_device(torch.tensor(sel), targets.device)
         out.append(
             Vote(
                 member=m,
                 count=len(sel),
                 index=index,
-                weights=torch.tensor(w, dtype=torch.float32).to(targets.device),
-                targets=(targets if every else targets[index]).flatten(),
+                weights=_to_device(torch.tensor(w, dtype=torch.float32), targets.device),
+                targets=(targets if every else targets.index_select(0, index)).flatten(),
                 mean_weight=sum(w) / len(w),
             )
         )
     return out
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor to the device without waiting for the GPU's queue (per_iteration
+    builds votes every step): pinned memory lets the copy run asynchronously."""
+    if device.type != "cuda":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def describe_plan(

@@ -121,7 +121,9 @@ def wave_loss(
     loss = xa.new_zeros((), dtype=torch.float32)
     ce_sum, bn_sum, members = loss, loss, {}
     for v in votes:
-        inp = xa if v.index is None else xa.view(groups, b, *xa.shape[1:])[v.index].flatten(0, 1)
+        inp = xa  # (G * B, C, H, W); the member's groups only when it does not vote for all
+        if v.index is not None:
+            inp = xa.view(groups, b, *xa.shape[1:]).index_select(0, v.index).flatten(0, 1)
         if channels_last:
             inp = inp.contiguous(memory_format=torch.channels_last)
         col = collectors[v.member]
