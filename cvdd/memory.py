@@ -24,18 +24,18 @@ from . import layout
 from .config import RecoverConfig
 
 __all__ = [
-    "plan_memory",
-    "fast_path",
-    "member_format",
-    "is_out_of_memory",
-    "out_of_memory_message",
     "GIB",
     "HEADROOM",
     "MemoryPlan",
     "memory_budget",
     "measure_bytes_per_image",
-    "plan_waves",
     "split_waves",
+    "plan_waves",
+    "plan_memory",
+    "fast_path",
+    "member_format",
+    "is_out_of_memory",
+    "out_of_memory_message",
 ]
 
 GIB = 2**30
@@ -91,7 +91,8 @@ FIELD_NOTES = {
     "forced": "true when recover.groups_per_step set groups_per_wave instead of the budget",
     "bytes_per_image": "what one image adds to the memory a committee member keeps for backward",
     "state_bytes_per_image": "pixels, gradient, Adam moments and input copies of one image",
-    "budget_bytes": "what a wave may fill: headroom x (recover.memory_gb or free memory) - held",
+    "budget_bytes": "what a wave may fill: headroom x the lesser of the free memory and "
+    "recover.memory_gb (or CVDD_MEMORY_GB) minus held_bytes",
     "held_bytes": "already on the device before the first step (the committee's weights)",
     "estimated_peak_bytes": "held + the largest wave's groups x their images x their bytes",
     "measured_peak_bytes": "CUDA only: torch.cuda.max_memory_allocated over the stage",

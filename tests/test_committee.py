@@ -26,7 +26,9 @@ MANIFEST = json.loads((SHIPPED / squeeze.SHIPPED_MANIFEST).read_text())
 
 
 def _context(tmp_path: Path, overrides: list[str] | None = None) -> Context:
-    cfg = from_preset("quick", [f"cache_dir={tmp_path / 'cache'}", "device=cpu", *(overrides or [])])
+    cfg = from_preset(
+        "quick", [f"cache_dir={tmp_path / 'cache'}", "device=cpu", *(overrides or [])]
+    )
     rd = RunDir.create(tmp_path / "runs", cfg.to_dict())
     return Context(cfg, rd, torch.device("cpu"), load_dataset("builtin"), tmp_path / "cache")
 
@@ -60,7 +62,9 @@ def test_quick_preset_resolves_to_the_shipped_committee():
         entry = MANIFEST["members"][name]
         assert squeeze.member_width(cfg.squeeze, name) == entry["width"]
         # the shipped prior is used only while the preset's prior settings give the same key
-        rel = layout.member_weights_path("fashion_mnist_subset", name, f"shipped-{entry['sha256'][:12]}")
+        rel = layout.member_weights_path(
+            "fashion_mnist_subset", name, f"shipped-{entry['sha256'][:12]}"
+        )
         assert prior_key(cfg, rel, 10) == MANIFEST["priors"]["keys"][name]
     others = [p for p in PRESETS if p != "quick"]
     assert all(from_preset(p).squeeze.source == "train" for p in others)

@@ -84,6 +84,38 @@ def _train_indices(ctx: Context) -> torch.Tensor:
     )
 
 
+def _new_member(ctx: Context, name: str):
+    """A freshly initialised member (seeded per member, apart from the run) and its optimizer."""
+    from ..models import create_model
+
+    s = ctx.cfg.squeeze
+    torch.manual_seed(ctx.seed_for(STAGE, name, "init", seed=s.seed))
+    model = create_model(
+        name, ctx.data.num_classes, ctx.data.in_channels, width=member_width(s, name)
+    ).to(ctx.device)
+    if s.optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    else:
+        opt = torch.optim.SGD(
+            model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay
+        )
+    return model, opt
+
+
+def _train_step(model, opt, x: torch.Tensor, targets: torch.Tensor, name: str, lr: float):
+    """One cross-entropy step; returns the loss and the number of correct predictions."""
+    logits = model(x)
+    loss = F.cross_entropy(logits, targets)
+    if not torch.isfinite(loss):
+        raise CvddError(
+            f"squeeze loss of {name} became {loss.item()}; lower squeeze.lr (now {lr}) and resume"
+        )
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item(), int((logits.argmax(1) == targets).sum())
+
+
 def _train_member(
     ctx: Context,
     name: str,
@@ -93,19 +125,8 @@ def _train_member(
     offset: int,
     stage_total: int,
 ):
-    from ..models import create_model
-
     s, dev = ctx.cfg.squeeze, ctx.device
-    torch.manual_seed(ctx.seed_for(STAGE, name, "init", seed=ctx.cfg.squeeze.seed))
-    model = create_model(
-        name, ctx.data.num_classes, ctx.data.in_channels, width=member_width(s, name)
-    ).to(dev)
-    if s.optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    else:
-        opt = torch.optim.SGD(
-            model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay
-        )
+    model, opt = _new_member(ctx, name)
     gen = ctx.gen(STAGE, name, seed=ctx.cfg.squeeze.seed)
     epoch0 = 0
     if state is not None and state.get("member") == name:
@@ -119,14 +140,8 @@ def _train_member(
     correct = seen = 0
 
     def save(epoch: int) -> None:  # member weights + optimizer + RNG at an epoch boundary
-        state = dict(
-            member=name,
-            model=model.state_dict(),
-            opt=opt.state_dict(),
-            gen=gen.get_state(),
-            epoch=epoch,
-            step=epoch * steps,
-        )
+        weights = dict(member=name, model=model.state_dict(), opt=opt.state_dict())
+        state = dict(weights, gen=gen.get_state(), epoch=epoch, step=epoch * steps)
         ctx.rd.save_checkpoint(STAGE, state, cfg_hash)
 
     for epoch in range(epoch0, s.epochs):
@@ -145,24 +160,13 @@ def _train_member(
             for pg in opt.param_groups:
                 pg["lr"] = lr
             x = pad_crop_flip(ctx.normalize(ctx.data.train.load(b).to(dev)), gen, pad)
-            y = labels[b].to(dev)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            if not torch.isfinite(loss):
-                raise CvddError(
-                    f"squeeze loss of {name} became {loss.item()}; lower squeeze.lr "
-                    f"(now {s.lr}) and resume"
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(b)
+            loss, right = _train_step(model, opt, x, labels[b].to(dev), name, s.lr)
+            correct, seen = correct + right, seen + len(b)
             ctx.rd.progress(  # stage-wide step count, so the ETA covers every member
                 STAGE,
                 offset + epoch * steps + i + 1,
                 stage_total,
-                {"loss": loss.item(), "train_acc": 100 * correct / seen, "lr": lr},
+                {"loss": loss, "train_acc": 100 * correct / seen, "lr": lr},
                 label=name,
             )
         save(epoch + 1)
@@ -285,10 +289,42 @@ def _shipped_committee(ctx: Context) -> list[dict]:
     return out
 
 
-def _trained_committee(ctx: Context, cfg_hash: str) -> list[dict]:
-    """Train (or take from the cache, or evaluate user weights) every member, in order."""
+def _user_member(ctx: Context, name: str):
+    """A member from the user's local weights file (evaluated, not trained); its cache path."""
     from ..models import create_model
 
+    s = ctx.cfg.squeeze
+    try:
+        model = create_model(
+            name,
+            ctx.data.num_classes,
+            ctx.data.in_channels,
+            width=member_width(s, name),
+            weights=s.weights[name],
+        ).to(ctx.device)
+    except ValueError as e:  # missing / corrupt / mismatched file: the message names it
+        raise CvddError(f"{e}; fix squeeze.weights.{name}") from e
+    user_key = hashlib.sha256(str(s.weights[name]).encode()).hexdigest()[:12]
+    return model, layout.member_weights_path(ctx.data.name, name, f"user-{user_key}")
+
+
+def _cached_member(ctx: Context, name: str, rel: str) -> dict | None:
+    """The record of a member trained earlier with the same key, or None (then it trains)."""
+    path = ctx.cache_dir / rel
+    if not path.exists():
+        return None
+    try:
+        info = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a corrupt cache entry is rebuilt, not fatal
+        ctx.rd.log(f"{name}: cached weights {rel} are corrupt; retraining", "warning", STAGE)
+        path.unlink(missing_ok=True)
+        return None
+    ctx.rd.log(f"{name}: using cached weights {rel}", stage=STAGE)
+    return {k: info[k] for k in ("name", "test_top1", "train_top1", "params", "epochs")}
+
+
+def _trained_committee(ctx: Context, cfg_hash: str) -> list[dict]:
+    """Train (or take from the cache, or evaluate user weights) every member, in order."""
     s = ctx.cfg.squeeze
     state = ctx.rd.load_checkpoint(STAGE, cfg_hash)
     idx = _train_indices(ctx)
@@ -298,48 +334,18 @@ def _trained_committee(ctx: Context, cfg_hash: str) -> list[dict]:
     for k, name in enumerate(s.members):
         t0 = time.time()
         rel = layout.member_weights_path(ctx.data.name, name, member_key(ctx, name))
-        path = ctx.cache_dir / rel
-        info = None
-        if name in s.weights:  # user-supplied local weights: evaluate only
-            try:
-                model = create_model(
-                    name,
-                    ctx.data.num_classes,
-                    ctx.data.in_channels,
-                    width=member_width(s, name),
-                    weights=s.weights[name],
-                ).to(ctx.device)
-            except ValueError as e:  # missing / corrupt / mismatched file: the message names it
-                raise CvddError(f"{e}; fix squeeze.weights.{name}") from e
-            user_key = hashlib.sha256(str(s.weights[name]).encode()).hexdigest()[:12]
-            rel = layout.member_weights_path(ctx.data.name, name, f"user-{user_key}")
-            path, train_top1, cached = ctx.cache_dir / rel, None, False
-        elif path.exists():
-            try:
-                info = torch.load(path, map_location="cpu", weights_only=True)
-                ctx.rd.log(f"{name}: using cached weights {rel}", stage=STAGE)
-            except Exception:  # a corrupt cache entry is rebuilt, not fatal
-                ctx.rd.log(
-                    f"{name}: cached weights {rel} are corrupt; retraining", "warning", STAGE
-                )
-                path.unlink(missing_ok=True)
+        info = None if name in s.weights else _cached_member(ctx, name, rel)
         if info is not None:
-            out.append(
-                {
-                    **{k: info[k] for k in ("name", "test_top1", "train_top1", "params", "epochs")},
-                    "file": rel,
-                    "cached": True,
-                    "source": "train",
-                    "seconds": round(time.time() - t0, 2),
-                }
-            )
+            secs = round(time.time() - t0, 2)
+            out.append({**info, "file": rel, "cached": True, "source": "train", "seconds": secs})
             ctx.rd.progress(STAGE, (k + 1) * per_member, stage_total, label=name, force=True)
             continue
-        if name not in s.weights:
+        if name in s.weights:  # user-supplied local weights: evaluate only
+            (model, rel), train_top1 = _user_member(ctx, name), None
+        else:
             model, train_top1 = _train_member(
                 ctx, name, idx, cfg_hash, state, k * per_member, stage_total
             )
-            cached = False
         state = None
         top1, _ = evaluate(model, ctx.data.test, ctx.mean, ctx.std, ctx.device)
         params = sum(p.numel() for p in model.parameters())
@@ -352,17 +358,9 @@ def _trained_committee(ctx: Context, cfg_hash: str) -> list[dict]:
         }
         buf = io.BytesIO()
         torch.save({**rec, "width": member_width(s, name), "state_dict": model.state_dict()}, buf)
-        atomic_write_bytes(path, buf.getvalue())
-        src = "user" if name in s.weights else "train"
-        out.append(
-            {
-                **rec,
-                "file": rel,
-                "cached": cached,
-                "source": src,
-                "seconds": round(time.time() - t0, 2),
-            }
-        )
+        atomic_write_bytes(ctx.cache_dir / rel, buf.getvalue())
+        src, secs = ("user" if name in s.weights else "train"), round(time.time() - t0, 2)
+        out.append({**rec, "file": rel, "cached": False, "source": src, "seconds": secs})
         ctx.rd.log(f"{name}: test top-1 {top1:.2f}% ({params / 1e6:.2f}M params)", stage=STAGE)
     return out
 
