@@ -1,5 +1,6 @@
 """Render helpers shared by the pages: run picker + header, stage progress, image grids,
 loss curves, committee. Data comes from app/state.py, shapes from app/shaping.py."""
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,10 @@ def guard(what: str):
     try:
         yield
     except Exception as e:  # not BaseException: st.rerun / st.stop must pass through
-        st.warning(f"Could not show {what}: {type(e).__name__}: {e}. The run directory may be "
-                   "partial, from another version, or damaged.")
+        st.warning(
+            f"Could not show {what}: {type(e).__name__}: {e}. The run directory may be "
+            "partial, from another version, or damaged."
+        )
 
 
 def _picked(key: str) -> None:
@@ -40,9 +43,16 @@ def run_header(page_key: str, title: str, show_status: bool = True) -> Path | No
         st.session_state[key] = rid
     else:
         st.session_state.pop(key, None)
-    st.selectbox("Run in view", ids, index=None, key=key, on_change=_picked, args=(key,),
-                 placeholder="choose a run" if ids else "no runs yet",
-                 format_func=lambda i: _run_label(i, rows))
+    st.selectbox(
+        "Run in view",
+        ids,
+        index=None,
+        key=key,
+        on_change=_picked,
+        args=(key,),
+        placeholder="choose a run" if ids else "no runs yet",
+        format_func=lambda i: _run_label(i, rows),
+    )
     if not rid:
         if ids:
             st.info("Choose a run above, or open one from the **Runs** page.")
@@ -59,14 +69,18 @@ def run_header(page_key: str, title: str, show_status: bool = True) -> Path | No
     if show_status:
         status_line(state.status(run_dir))
     if doc is None:
-        st.warning(f"`{rid}` has no readable config.json: it is damaged or not a cvdd run "
-                   "directory. Panels below show whatever files they can read.")
+        st.warning(
+            f"`{rid}` has no readable config.json: it is damaged or not a cvdd run "
+            "directory. Panels below show whatever files they can read."
+        )
     else:
         s = shaping.config_summary(doc["config"])
-        st.caption(f"preset **{s['preset']}** · data **{s['dataset']}** · IPC **{s['ipc']}** · "
-                   f"committee **{', '.join(s['members'])}** · N={s['N']} · T={s['T']} · "
-                   f"voter {s['voter']} · schedule {s['schedule']} · labels {s['labels']} · "
-                   f"seed {s['seed']}")
+        st.caption(
+            f"preset **{s['preset']}** · data **{s['dataset']}** · IPC **{s['ipc']}** · "
+            f"committee **{', '.join(s['members'])}** · N={s['N']} · T={s['T']} · "
+            f"voter {s['voter']} · schedule {s['schedule']} · labels {s['labels']} · "
+            f"seed {s['seed']}"
+        )
     return run_dir
 
 
@@ -86,8 +100,11 @@ def status_line(stat: dict) -> None:
     elif s == "done":
         st.success(text, icon=icon)
     elif s == "starting":
-        st.info(text + " — the worker process is loading Python and PyTorch; the page follows "
-                "it once it runs.", icon=":material/hourglass_top:")
+        st.info(
+            text + " — the worker process is loading Python and PyTorch; the page follows "
+            "it once it runs.",
+            icon=":material/hourglass_top:",
+        )
     else:
         st.info(text, icon=icon)
 
@@ -118,8 +135,10 @@ def snapshot_viewer(run_dir: Path, evs: list[dict], live: bool) -> None:
     """Grid of synthetic images at a saved recover step, a slider to scrub, a per-class view."""
     snaps = shaping.snapshots(evs, "recover")
     if not snaps:
-        st.info("No image snapshot yet: the grid appears when **recover** starts "
-                "(step 0 shows the initial images).")
+        st.info(
+            "No image snapshot yet: the grid appears when **recover** starts "
+            "(step 0 shows the initial images)."
+        )
         return
     rid, steps = run_dir.name, [s["step"] for s in snaps]
     skey, fkey = f"snap_{rid}", f"follow_{rid}"
@@ -131,8 +150,12 @@ def snapshot_viewer(run_dir: Path, evs: list[dict], live: bool) -> None:
         st.toggle("Follow latest", key=fkey, help="Jump to each new snapshot as it arrives.")
     with c1:
         if len(steps) > 1:
-            step = st.select_slider("Recover step (saved snapshots)", steps, key=skey,
-                                    on_change=lambda: st.session_state.update({fkey: False}))
+            step = st.select_slider(
+                "Recover step (saved snapshots)",
+                steps,
+                key=skey,
+                on_change=lambda: st.session_state.update({fkey: False}),
+            )
         else:
             step = steps[0]
     snap = snaps[steps.index(step)]
@@ -145,21 +168,32 @@ def snapshot_viewer(run_dir: Path, evs: list[dict], live: bool) -> None:
     left, right = st.columns([3, 2], gap="large")
     with left:
         f = max(1, round(520 / max(grid.shape[:2])))  # nearest-neighbour zoom, no blur
-        st.image(grid.repeat(f, 0).repeat(f, 1), width=min(520, grid.shape[1] * f),
-                 caption=f"step {step} · rows = classes {rows} · columns = IPC indices {cols}")
-        st.caption(f"{len(steps)} snapshots saved, latest step {steps[-1]}" +
-                   (" · live" if live else ""))
+        st.image(
+            grid.repeat(f, 0).repeat(f, 1),
+            width=min(520, grid.shape[1] * f),
+            caption=f"step {step} · rows = classes {rows} · columns = IPC indices {cols}",
+        )
+        st.caption(
+            f"{len(steps)} snapshots saved, latest step {steps[-1]}" + (" · live" if live else "")
+        )
     cell, pad = snap.get("cell"), snap.get("pad", 0)
     if not (rows and cell):
         return
     with right:
-        pick = st.selectbox("Per-class view", range(len(rows)), key=f"cls_{rid}",
-                            format_func=lambda r: shaping.class_name(names, rows[r]))
+        pick = st.selectbox(
+            "Per-class view",
+            range(len(rows)),
+            key=f"cls_{rid}",
+            format_func=lambda r: shaping.class_name(names, rows[r]),
+        )
         try:
             strip = shaping.crop_grid_row(grid, pick, len(rows), int(cell), int(pad or 0))
             z = max(1, min(320 // max(1, strip.shape[1]), 96 // max(1, strip.shape[0])))
-            st.image(strip.repeat(z, 0).repeat(z, 1), width=strip.shape[1] * z,
-                     caption=f"{shaping.class_name(names, rows[pick])} at step {step}")
+            st.image(
+                strip.repeat(z, 0).repeat(z, 1),
+                width=strip.shape[1] * z,
+                caption=f"{shaping.class_name(names, rows[pick])} at step {step}",
+            )
         except (IndexError, ValueError) as e:
             st.warning(f"Could not crop the class row: {e}")
         final_images(run_dir, rows[pick], names)
@@ -187,9 +221,11 @@ def loss_panel(run_dir: Path) -> None:
     d = shaping.downsample(df)
     st.plotly_chart(figures.loss_curves(d, log_y), key=f"loss_{run_dir.name}")
     last = df.iloc[-1]
-    st.caption(f"step {int(last['step'])} · loss {last['loss']:.4g} · CE {last['ce']:.4g} · "
-               f"BN {last['bn']:.4g}" + (f" · lr {last['lr']:.3g}" if "lr" in df and
-                                          last['lr'] is not None else ""))
+    st.caption(
+        f"step {int(last['step'])} · loss {last['loss']:.4g} · CE {last['ce']:.4g} · "
+        f"BN {last['bn']:.4g}"
+        + (f" · lr {last['lr']:.3g}" if "lr" in df and last["lr"] is not None else "")
+    )
     if any(c.endswith(".ce") for c in df.columns):
         with st.expander("Loss per committee member"):
             st.plotly_chart(figures.member_losses(d, "ce"), key=f"mce_{run_dir.name}")
@@ -209,8 +245,9 @@ def committee_panel(run_dir: Path) -> None:
     if not isinstance(com, dict):
         st.info("The committee is chosen when **recover** starts (recover/committee.json).")
         if isinstance(pri.get("values"), dict):
-            st.caption("Priors α so far: " + ", ".join(f"{m} {v:.1f}" for m, v in
-                                                       pri["values"].items()))
+            st.caption(
+                "Priors α so far: " + ", ".join(f"{m} {v:.1f}" for m, v in pri["values"].items())
+            )
         squeeze_table(run_dir)
         return
     T = float(com.get("temperature") or 1.0)
@@ -224,11 +261,20 @@ def committee_panel(run_dir: Path) -> None:
     if len(mat):
         st.plotly_chart(_figure("committee_heatmap", mat), key=f"com_{run_dir.name}")
     if com.get("schedule") == "per_iteration":
-        st.caption("schedule = per_iteration: members are redrawn every step; the map shows "
-                   "the first draw.")
+        st.caption(
+            "schedule = per_iteration: members are redrawn every step; the map shows "
+            "the first draw."
+        )
     if priors:
-        t2 = st.slider("Try another temperature T", 0.5, 50.0, T, 0.5, key=f"T_{run_dir.name}",
-                       help="Small T: the best prior dominates; large T: equal votes.")
+        t2 = st.slider(
+            "Try another temperature T",
+            0.5,
+            50.0,
+            T,
+            0.5,
+            key=f"T_{run_dir.name}",
+            help="Small T: the best prior dominates; large T: equal votes.",
+        )
         w = shaping.softmax_weights(priors, list(priors), t2)
         st.plotly_chart(_figure("prior_bars", priors, w, t2), key=f"pri_{run_dir.name}")
         src = pri.get("source")
@@ -241,8 +287,12 @@ def committee_panel(run_dir: Path) -> None:
 def squeeze_table(run_dir: Path) -> None:
     doc = state.read_json_file(run_dir / layout.MEMBERS)
     if isinstance(doc, dict) and isinstance(doc.get("members"), list):
-        st.caption("The committee after **squeeze** (accuracy of each member itself on the "
-                   "real test set; α above measures something else: how well it distils)")
+        st.caption(
+            "The committee after **squeeze** (accuracy of each member itself on the "
+            "real test set; α above measures something else: how well it distils)"
+        )
         cols = ["name", "test_top1", "train_top1", "params", "epochs", "cached", "seconds"]
-        st.dataframe([{k: m.get(k) for k in cols} for m in doc["members"] if isinstance(m, dict)],
-                     hide_index=True)
+        st.dataframe(
+            [{k: m.get(k) for k in cols} for m in doc["members"] if isinstance(m, dict)],
+            hide_index=True,
+        )

@@ -1,4 +1,5 @@
 """Plotly figures built from the DataFrames of app/shaping.py (no streamlit import)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,26 +8,38 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-SOURCE_COLORS = {"init": "#9e9e9e", "synthetic": "#e4572e", "real": "#2e86ab",
-                 "random_real": "#2e86ab"}
+SOURCE_COLORS = {
+    "init": "#9e9e9e",
+    "synthetic": "#e4572e",
+    "real": "#2e86ab",
+    "random_real": "#2e86ab",
+}
 MODE_COLORS = {"bssl": "#e4572e", "eval": "#2e86ab"}
 
 
 def _tidy(fig: go.Figure, height: int = 320) -> go.Figure:
-    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      legend={"orientation": "h", "y": -0.2})
+    fig.update_layout(
+        height=height,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"orientation": "h", "y": -0.2},
+    )
     return fig
 
 
 def loss_curves(df: pd.DataFrame, log_y: bool = False) -> go.Figure:
     """Total, CE and BN loss per recover step, side by side (their scales differ a lot)."""
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("total loss", "CE (committee vote)",
-                                                        "BN statistics"))
-    for i, (col, color) in enumerate((("loss", "#333333"), ("ce", "#e4572e"),
-                                      ("bn", "#2e86ab")), start=1):
+    fig = make_subplots(
+        rows=1, cols=3, subplot_titles=("total loss", "CE (committee vote)", "BN statistics")
+    )
+    for i, (col, color) in enumerate(
+        (("loss", "#333333"), ("ce", "#e4572e"), ("bn", "#2e86ab")), start=1
+    ):
         if col in df:
-            fig.add_trace(go.Scatter(x=df["step"], y=df[col], name=col, mode="lines",
-                                     line={"color": color}), row=1, col=i)
+            fig.add_trace(
+                go.Scatter(x=df["step"], y=df[col], name=col, mode="lines", line={"color": color}),
+                row=1,
+                col=i,
+            )
         fig.update_xaxes(title_text="step", row=1, col=i)
         if log_y:
             fig.update_yaxes(type="log", row=1, col=i)
@@ -39,17 +52,29 @@ def member_losses(df: pd.DataFrame, what: str = "ce") -> go.Figure:
     fig = go.Figure()
     for c in cols:
         fig.add_trace(go.Scatter(x=df["step"], y=df[c], name=c.rsplit(".", 1)[0], mode="lines"))
-    fig.update_layout(title=f"{what.upper()} loss per committee member (while it votes)",
-                      xaxis_title="step")
+    fig.update_layout(
+        title=f"{what.upper()} loss per committee member (while it votes)", xaxis_title="step"
+    )
     return _tidy(fig)
 
 
 def committee_heatmap(mat: pd.DataFrame) -> go.Figure:
     z = mat.to_numpy(dtype=float)
     text = np.where(np.isnan(z), "", np.vectorize(lambda v: f"{v:.2f}")(np.nan_to_num(z)))
-    fig = go.Figure(go.Heatmap(z=z, x=list(mat.columns), y=list(mat.index), text=text,
-                               texttemplate="%{text}", colorscale="Oranges", zmin=0, zmax=1,
-                               hoverongaps=False, colorbar={"title": "weight"}))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(mat.columns),
+            y=list(mat.index),
+            text=text,
+            texttemplate="%{text}",
+            colorscale="Oranges",
+            zmin=0,
+            zmax=1,
+            hoverongaps=False,
+            colorbar={"title": "weight"},
+        )
+    )
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(title="Who votes for each IPC index, and with which weight softmax(α/T)")
     return _tidy(fig, max(260, 28 * len(mat) + 120))
@@ -57,30 +82,49 @@ def committee_heatmap(mat: pd.DataFrame) -> go.Figure:
 
 def prior_bars(priors: dict, weights: dict, temperature: float) -> go.Figure:
     ms = list(priors)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(
-        "prior α (student top-1 %, SRe²L++ alone)",
-        f"softmax(α/T), T={temperature:g}, all members"))
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=(
+            "prior α (student top-1 %, SRe²L++ alone)",
+            f"softmax(α/T), T={temperature:g}, all members",
+        ),
+    )
     fig.add_trace(go.Bar(x=ms, y=[priors[m] for m in ms], marker_color="#2e86ab"), row=1, col=1)
-    fig.add_trace(go.Bar(x=ms, y=[weights.get(m, 0) for m in ms], marker_color="#e4572e"),
-                  row=1, col=2)
+    fig.add_trace(
+        go.Bar(x=ms, y=[weights.get(m, 0) for m in ms], marker_color="#e4572e"), row=1, col=2
+    )
     fig.update_layout(showlegend=False)
     return _tidy(fig, 300)
 
 
 def bn_gaps(df: pd.DataFrame) -> go.Figure:
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("‖batch mean − running mean‖",
-                                                        "‖batch var − running var‖"))
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("‖batch mean − running mean‖", "‖batch var − running var‖")
+    )
     for src in df["source"].unique() if len(df) else []:
         d = df[df["source"] == src]
         color = SOURCE_COLORS.get(src)
-        fig.add_trace(go.Bar(x=d["label"], y=d["mean_gap"], name=src, marker_color=color,
-                             legendgroup=src), row=1, col=1)
-        fig.add_trace(go.Bar(x=d["label"], y=d["var_gap"], name=src, marker_color=color,
-                             legendgroup=src, showlegend=False), row=1, col=2)
+        fig.add_trace(
+            go.Bar(x=d["label"], y=d["mean_gap"], name=src, marker_color=color, legendgroup=src),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Bar(
+                x=d["label"],
+                y=d["var_gap"],
+                name=src,
+                marker_color=color,
+                legendgroup=src,
+                showlegend=False,
+            ),
+            row=1,
+            col=2,
+        )
     fig.update_xaxes(tickangle=-60, tickfont={"size": 10})
     _tidy(fig, 440)
-    fig.update_layout(barmode="group", legend={"orientation": "h", "y": 1.18},
-                      margin={"t": 80})
+    fig.update_layout(barmode="group", legend={"orientation": "h", "y": 1.18}, margin={"t": 80})
     return fig
 
 
@@ -88,40 +132,59 @@ def bn_scatter(df: pd.DataFrame, stat: str, sources: list[str]) -> go.Figure:
     """Per channel: running stat (x) vs the batch stat of each source (y); y = x is a match."""
     d = df[df["source"].isin(sources)]
     x, y = f"running_{stat}", f"batch_{stat}"
-    fig = px.scatter(d, x=x, y=y, color="source", hover_data=["channel"],
-                     color_discrete_map=SOURCE_COLORS,
-                     labels={x: f"running {stat} (stored in the model)", y: f"batch {stat}"})
+    fig = px.scatter(
+        d,
+        x=x,
+        y=y,
+        color="source",
+        hover_data=["channel"],
+        color_discrete_map=SOURCE_COLORS,
+        labels={x: f"running {stat} (stored in the model)", y: f"batch {stat}"},
+    )
     if len(d):
         lo = float(min(d[x].min(), d[y].min()))
         hi = float(max(d[x].max(), d[y].max()))
-        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x",
-                                 line={"color": "black", "dash": "dot"}))
+        fig.add_trace(
+            go.Scatter(
+                x=[lo, hi],
+                y=[lo, hi],
+                mode="lines",
+                name="y = x",
+                line={"color": "black", "dash": "dot"},
+            )
+        )
     fig.update_layout(title=f"per-channel {stat}: batch vs running")
     return _tidy(fig, 380)
 
 
 def topk_bars(df: pd.DataFrame) -> go.Figure:
-    fig = px.bar(df, x="name", y="prob", color="mode", barmode="group",
-                 color_discrete_map=MODE_COLORS)
-    fig.update_layout(title="soft label of this image", yaxis_title="probability",
-                      xaxis_title="")
+    fig = px.bar(
+        df, x="name", y="prob", color="mode", barmode="group", color_discrete_map=MODE_COLORS
+    )
+    fig.update_layout(title="soft label of this image", yaxis_title="probability", xaxis_title="")
     return _tidy(fig, 320)
 
 
 def entropy_hist(ent: dict[str, np.ndarray]) -> go.Figure:
     fig = go.Figure()
     for mode, v in ent.items():
-        fig.add_trace(go.Histogram(x=v, name=mode, opacity=0.6, nbinsx=30,
-                                   marker_color=MODE_COLORS.get(mode)))
-    fig.update_layout(barmode="overlay", title="entropy of the soft labels (nats)",
-                      xaxis_title="entropy", yaxis_title="images")
+        fig.add_trace(
+            go.Histogram(x=v, name=mode, opacity=0.6, nbinsx=30, marker_color=MODE_COLORS.get(mode))
+        )
+    fig.update_layout(
+        barmode="overlay",
+        title="entropy of the soft labels (nats)",
+        xaxis_title="entropy",
+        yaxis_title="images",
+    )
     return _tidy(fig)
 
 
 def kl_hist(kl: np.ndarray) -> go.Figure:
     fig = go.Figure(go.Histogram(x=kl, nbinsx=30, marker_color="#7a5195"))
-    fig.update_layout(title="KL(BSSL ‖ eval) per image (nats)", xaxis_title="KL",
-                      yaxis_title="images")
+    fig.update_layout(
+        title="KL(BSSL ‖ eval) per image (nats)", xaxis_title="KL", yaxis_title="images"
+    )
     return _tidy(fig)
 
 
@@ -132,10 +195,12 @@ def student_curves(df: pd.DataFrame) -> go.Figure:
 
 
 def diversity_bars(df: pd.DataFrame, title: str) -> go.Figure:
-    fig = px.bar(df, x="name", y="cosine", color="source", barmode="group",
-                 color_discrete_map=SOURCE_COLORS)
-    fig.update_layout(title=title, yaxis_title="mean pairwise cosine (lower = more diverse)",
-                      xaxis_title="")
+    fig = px.bar(
+        df, x="name", y="cosine", color="source", barmode="group", color_discrete_map=SOURCE_COLORS
+    )
+    fig.update_layout(
+        title=title, yaxis_title="mean pairwise cosine (lower = more diverse)", xaxis_title=""
+    )
     return _tidy(fig, 360)
 
 
@@ -143,20 +208,40 @@ def similarity_heatmap(mat: np.ndarray, title: str, zmin: float | None = None) -
     """Pairwise cosine similarity of one class's images; share `zmin` to compare sources."""
     m = np.asarray(mat, dtype=float)
     zmin = float(np.nanmin(m)) if zmin is None else zmin
-    fig = go.Figure(go.Heatmap(z=m, colorscale="Viridis", zmin=min(zmin, 0.999), zmax=1,
-                               x=[f"#{i}" for i in range(m.shape[1])],
-                               y=[f"#{i}" for i in range(m.shape[0])]))
+    fig = go.Figure(
+        go.Heatmap(
+            z=m,
+            colorscale="Viridis",
+            zmin=min(zmin, 0.999),
+            zmax=1,
+            x=[f"#{i}" for i in range(m.shape[1])],
+            y=[f"#{i}" for i in range(m.shape[0])],
+        )
+    )
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(title=title)
     return _tidy(fig, 320)
 
 
 def compare_bars(df: pd.DataFrame) -> go.Figure:
-    d = df.melt(id_vars=["run"], value_vars=[c for c in ("student_top1", "random_real_top1")
-                                             if c in df], var_name="what", value_name="top1")
+    d = df.melt(
+        id_vars=["run"],
+        value_vars=[c for c in ("student_top1", "random_real_top1") if c in df],
+        var_name="what",
+        value_name="top1",
+    )
     d = d.dropna(subset=["top1"])
-    fig = px.bar(d, x="run", y="top1", color="what", barmode="group",
-                 color_discrete_map={"student_top1": "#e4572e", "random_real_top1": "#2e86ab"})
-    fig.update_layout(title="student top-1 (distilled vs the same number of random real images)",
-                      yaxis_title="top-1 %", xaxis_title="")
+    fig = px.bar(
+        d,
+        x="run",
+        y="top1",
+        color="what",
+        barmode="group",
+        color_discrete_map={"student_top1": "#e4572e", "random_real_top1": "#2e86ab"},
+    )
+    fig.update_layout(
+        title="student top-1 (distilled vs the same number of random real images)",
+        yaxis_title="top-1 %",
+        xaxis_title="",
+    )
     return _tidy(fig, 380)

@@ -8,6 +8,7 @@ caller can change the shared copy. Growing JSON-lines files (events, the loss tr
 tailed: each poll parses only the lines appended since. Readers return None for a missing,
 torn or corrupt file; pages turn that into an st.info / st.warning, never a traceback.
 """
+
 from __future__ import annotations
 
 import gc
@@ -52,6 +53,7 @@ def _stat(path: Path) -> tuple[str, int, int] | None:
 
 
 # -- cached readers (the key arguments make the cache follow the file) ------------------------
+
 
 @st.cache_data(max_entries=256, show_spinner=False)
 def _json(path: str, size: int, mtime: int):
@@ -105,7 +107,7 @@ class _Tail:
             if recs is not self._seen:
                 self._seen, self._n, self._fold = recs, 0, self._fold_fn([], None)
             if len(recs) > self._n:
-                self._fold = self._fold_fn(recs[self._n:], self._fold)
+                self._fold = self._fold_fn(recs[self._n :], self._fold)
             if not self._keep:
                 recs.clear()  # folded: JsonlTail never looks at old records again
             self._n = len(recs)
@@ -222,6 +224,7 @@ def all_runs(root: str) -> list[dict]:
 
 
 # -- the run in view --------------------------------------------------------------------------
+
 
 def current_run_id() -> str | None:
     """`?run=` from the URL; when a page link dropped it, restore it from this session."""

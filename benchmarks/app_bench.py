@@ -16,6 +16,7 @@ CVDD_THREADS=1. Run:  python benchmarks/app_bench.py [--runs-dir /work/bench_app
 Server CPU only, N tabs watching a long `tiny` run started from the CLI (about 2 min):
   python benchmarks/app_bench.py --tabs 4 --seconds 60 --runs-dir /tmp/app_bench_cpu
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,12 +39,25 @@ from cvdd.runs import list_runs, read_events, run_status  # noqa: E402
 from cvdd.utils import read_json  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-        "--disable-dev-shm-usage"]
-PAGES = [("new", "New run"), ("runs", "Runs"), ("live", "Live run"), ("bn", "BN discrepancy"),
-         ("soft_labels", "Soft labels: BSSL vs eval mode"), ("diversity", "Diversity"),
-         ("compare", "Compare & export")]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+]
+PAGES = [
+    ("new", "New run"),
+    ("runs", "Runs"),
+    ("live", "Live run"),
+    ("bn", "BN discrepancy"),
+    ("soft_labels", "Soft labels: BSSL vs eval mode"),
+    ("diversity", "Diversity"),
+    ("compare", "Compare & export"),
+]
 STEP = re.compile(r"step (\d+) · rows")
 TICK = os.sysconf("SC_CLK_TCK")
 VIEW = {"width": 1400, "height": 1400}
@@ -80,18 +94,21 @@ def children(pid: int) -> dict[int, str]:
 
 def cpu_sample(server_pid: int, seconds: float) -> tuple[float, float]:
     """% of one core used by the server (+ non-worker children) and by the cvdd worker(s)."""
+
     def snap():
         kids = children(server_pid)
         work = [k for k, c in kids.items() if "cvdd" in c and "resume" in c]
         serv = [server_pid] + [k for k in kids if k not in work]
         return {k: ticks(k) for k in serv}, {k: ticks(k) for k in work}
+
     s0, w0 = snap()
     t0 = time.time()
     time.sleep(seconds)
     s1, w1 = snap()
     dt = time.time() - t0
-    return tuple(100 * sum(b[k] - a.get(k, 0) for k in b) / TICK / dt
-                 for a, b in ((s0, s1), (w0, w1)))
+    return tuple(
+        100 * sum(b[k] - a.get(k, 0) for k in b) / TICK / dt for a, b in ((s0, s1), (w0, w1))
+    )
 
 
 def wait_ready(page, title: str, t0: float, timeout: float = 120, settle: float = 0.5):
@@ -130,16 +147,25 @@ def grid_step(page) -> int:
 def ensure_warm_cache(runs_dir: Path, env: dict) -> None:
     done = [r for r in list_runs(runs_dir) if r["preset"] == "quick" and r["status"] == "done"]
     if done:
-        print(f"cache: finished quick run {done[0]['run_id']} found in {runs_dir}, committee "
-              "and priors cached")
+        print(
+            f"cache: finished quick run {done[0]['run_id']} found in {runs_dir}, committee "
+            "and priors cached"
+        )
         return
     runs_dir.mkdir(parents=True, exist_ok=True)
     t0, cmd = time.time(), ["-m", "cvdd", "run", "--preset", "quick", "--runs-dir", str(runs_dir)]
     with open("/tmp/app_bench_cold_run.log", "wb") as log:
-        subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env, stdout=log,
-                       stderr=subprocess.STDOUT, check=True)
-    print(f"quick run, cold cache: {time.time() - t0:.1f} s  "
-          "(CLI, log /tmp/app_bench_cold_run.log)")
+        subprocess.run(
+            [sys.executable, *cmd],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=True,
+        )
+    print(
+        f"quick run, cold cache: {time.time() - t0:.1f} s  (CLI, log /tmp/app_bench_cold_run.log)"
+    )
 
 
 @contextlib.contextmanager
@@ -148,10 +174,28 @@ def serve(env: dict, log_path: str = "/tmp/app_bench_server.log"):
     url = f"http://127.0.0.1:{free_port()}"
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless",
-             "true", "--server.address", "127.0.0.1", "--server.port", url.rsplit(":", 1)[1],
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app/main.py",
+                "--server.headless",
+                "true",
+                "--server.address",
+                "127.0.0.1",
+                "--server.port",
+                url.rsplit(":", 1)[1],
+                "--browser.gatherUsageStats",
+                "false",
+                "--server.fileWatcherType",
+                "none",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             for _ in range(300):
                 with contextlib.suppress(OSError):
@@ -172,15 +216,32 @@ def serve(env: dict, log_path: str = "/tmp/app_bench_server.log"):
 def start_cli_run(a, env: dict, runs_dir: Path) -> tuple[subprocess.Popen, Path]:
     """A CLI worker on a long recover (not a child of the server, so not in its CPU)."""
     runs_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "cvdd", "run", "--preset", a.preset, "--runs-dir",
-           str(runs_dir), "--set", f"recover.iterations={a.iterations}",
-           "--set", f"recover.snapshot_every={a.snapshot_every}",
-           "--set", f"recover.checkpoint_every={a.snapshot_every * 5}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cvdd",
+        "run",
+        "--preset",
+        a.preset,
+        "--runs-dir",
+        str(runs_dir),
+        "--set",
+        f"recover.iterations={a.iterations}",
+        "--set",
+        f"recover.snapshot_every={a.snapshot_every}",
+        "--set",
+        f"recover.checkpoint_every={a.snapshot_every * 5}",
+    ]
     log_path = runs_dir / "_bench_worker.log"
     wroot = Path(a.worker_root or ROOT)  # the engine that writes the run (the app reads it)
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=wroot, env=dict(env, PYTHONPATH=str(wroot)),
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=wroot,
+            env=dict(env, PYTHONPATH=str(wroot)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     t_end = time.time() + 300
     while time.time() < t_end:  # the CLI prints "run dir: <path>" first
         m = re.search(r"run dir: (\S+)", log_path.read_text(errors="replace"))
@@ -191,8 +252,9 @@ def start_cli_run(a, env: dict, runs_dir: Path) -> tuple[subprocess.Popen, Path]
     else:
         proc.kill()
         raise TimeoutError(f"no run dir from the worker; see {log_path}")
-    while not any(e["kind"] == "snapshot" and e.get("stage") == "recover"
-                  for e in read_events(run_dir)):  # watch recover, the stage with images
+    while not any(
+        e["kind"] == "snapshot" and e.get("stage") == "recover" for e in read_events(run_dir)
+    ):  # watch recover, the stage with images
         if proc.poll() is not None or time.time() > t_end:
             raise RuntimeError(f"the worker did not reach recover; see {log_path}")
         time.sleep(0.5)
@@ -220,12 +282,16 @@ def watch_cpu(a, env: dict, runs_dir: Path) -> None:
             browser.close()
         cpu_s, wall = (c1 - c0) / TICK, t1 - t0
         ok = st0["status"] == st1["status"] == "running" and st1["stage"] == "recover"
-        print(f"{ROOT}: {a.tabs} tab(s) on /live for {wall:.1f} s: server used {cpu_s:.2f} "
-              f"CPU-s = {cpu_s / wall:.3f} CPU-s per wall-s  (run {st0['status']}/{st0['stage']}"
-              f" step {st0['step']} -> {st1['status']}/{st1['stage']} step {st1['step']}"
-              f"{'' if ok else '; NOT running the whole window: use more --iterations'})")
-        print(f"  image grid step per tab, start -> end of the window: "
-              f"{', '.join(f'{x}->{y}' for x, y in zip(g0, g1))}")
+        print(
+            f"{ROOT}: {a.tabs} tab(s) on /live for {wall:.1f} s: server used {cpu_s:.2f} "
+            f"CPU-s = {cpu_s / wall:.3f} CPU-s per wall-s  (run {st0['status']}/{st0['stage']}"
+            f" step {st0['step']} -> {st1['status']}/{st1['stage']} step {st1['step']}"
+            f"{'' if ok else '; NOT running the whole window: use more --iterations'})"
+        )
+        print(
+            f"  image grid step per tab, start -> end of the window: "
+            f"{', '.join(f'{x}->{y}' for x, y in zip(g0, g1))}"
+        )
     finally:
         worker.terminate()  # SIGTERM: the worker checkpoints and ends as 'stopped'
         worker.wait(timeout=60)
@@ -250,21 +316,26 @@ def start_latency(ctx, url: str, runs_dir: Path):
     t_img = time.time() - t0
     snap = next(e for e in read_events(run_dir) if e["kind"] == "snapshot")
     print(f"run {rid}\nstart -> Live page: {t_live:.1f} s")
-    print(f"start -> first synthetic images: {t_img:.1f} s  (grid at step "
-          f"{grid_step(page)}; the worker wrote its first snapshot at "
-          f"{snap['t'] - t0:.1f} s, the Live page polls images every 5 s)")
+    print(
+        f"start -> first synthetic images: {t_img:.1f} s  (grid at step "
+        f"{grid_step(page)}; the worker wrote its first snapshot at "
+        f"{snap['t'] - t0:.1f} s, the Live page polls images every 5 s)"
+    )
     return page, run_dir
 
 
 def cpu_with_tabs(ctx, page, url: str, run_dir: Path, server_pid: int, seconds: float) -> None:
     """2. Server CPU with 4 and then 1 tab watching (`page` plus 3 more), or with none."""
+
     def sample(label: str) -> None:
         st0 = run_status(run_dir)
         srv, wrk = cpu_sample(server_pid, seconds)
         st1 = run_status(run_dir)
-        print(f"server CPU with {label} watching: {srv:.1f} % of one core  (worker "
-              f"{wrk:.0f} %; run {st0['status']}/{st0['stage']} -> "
-              f"{st1['status']}/{st1['stage']})")
+        print(
+            f"server CPU with {label} watching: {srv:.1f} % of one core  (worker "
+            f"{wrk:.0f} %; run {st0['status']}/{st0['stage']} -> "
+            f"{st1['status']}/{st1['stage']})"
+        )
 
     if page is None:
         sample("0 tabs (browser closed)")
@@ -288,8 +359,10 @@ def responsiveness(page, run_dir: Path) -> None:
         t0 = time.time()
         link.click()
         t_h1, t_idle = wait_ready(page, target, t0)
-        print(f"sidebar click -> '{target}' title: {t_h1:.2f} s, page idle: "
-              f"{t_idle:.2f} s  (run {active['status']}/{active['stage']})")
+        print(
+            f"sidebar click -> '{target}' title: {t_h1:.2f} s, page idle: "
+            f"{t_idle:.2f} s  (run {active['status']}/{active['stage']})"
+        )
 
 
 def wait_finished(run_dir: Path) -> None:
@@ -303,11 +376,15 @@ def wait_finished(run_dir: Path) -> None:
     t_start = next(e["t"] for e in evs if e["kind"] == "run_start")
     end = next(e for e in reversed(evs) if e["kind"] == "run_end")
     res = read_json(run_dir / "result.json") or {}
-    print(f"quick run from the app with a cached committee: {end['t'] - t_start:.1f} s  "
-          f"(status {end.get('status')}); student_top1 = {res.get('student_top1')}")
+    print(
+        f"quick run from the app with a cached committee: {end['t'] - t_start:.1f} s  "
+        f"(status {end.get('status')}); student_top1 = {res.get('student_top1')}"
+    )
     stages = {e["stage"]: e.get("seconds") for e in evs if e["kind"] == "stage_end"}
-    print("  stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()
-                                          if isinstance(v, (int, float))))
+    print(
+        "  stage seconds: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in stages.items() if isinstance(v, (int, float)))
+    )
 
 
 def render_times(pw, url: str, rid: str) -> None:
@@ -339,17 +416,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs-dir", default="/work/bench_app_runs")
     ap.add_argument("--sample-s", type=float, default=30.0, help="CPU sampling window")
-    ap.add_argument("--tabs", type=int, help="only measure server CPU with this many tabs on "
-                    "the Live page of a CLI run (see watch_cpu); skips everything else")
+    ap.add_argument(
+        "--tabs",
+        type=int,
+        help="only measure server CPU with this many tabs on "
+        "the Live page of a CLI run (see watch_cpu); skips everything else",
+    )
     ap.add_argument("--seconds", type=float, default=60.0, help="window for --tabs")
     ap.add_argument("--warmup", type=float, default=10.0, help="settle time before it")
     ap.add_argument("--preset", default="tiny", help="preset of the watched run (--tabs)")
-    ap.add_argument("--iterations", type=int, default=30000,
-                    help="recover.iterations of that run: enough to outlast the window")
-    ap.add_argument("--snapshot-every", type=int, default=200,
-                    help="recover.snapshot_every of that run")
-    ap.add_argument("--worker-root", help="checkout whose cvdd runs that worker (default: "
-                    "this one), so that two versions of the app can watch the same engine")
+    ap.add_argument(
+        "--iterations",
+        type=int,
+        default=30000,
+        help="recover.iterations of that run: enough to outlast the window",
+    )
+    ap.add_argument(
+        "--snapshot-every", type=int, default=200, help="recover.snapshot_every of that run"
+    )
+    ap.add_argument(
+        "--worker-root",
+        help="checkout whose cvdd runs that worker (default: "
+        "this one), so that two versions of the app can watch the same engine",
+    )
     a = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
     runs_dir = Path(a.runs_dir).resolve()

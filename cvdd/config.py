@@ -36,6 +36,7 @@ __all__ = [
 
 COMMITTEE = ("resnet18", "resnet50", "shufflenetv2", "mobilenetv2", "densenet121")  # paper §3.5
 
+
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = "builtin"  # "builtin" (embedded Fashion-MNIST subset) or a local path
@@ -362,9 +363,7 @@ def _apply_override(d: dict, item: str) -> None:
             )
         node = node[p]
     if parts[-1] not in node:
-        raise CvddError(
-            f"unknown config key {key!r}; valid keys here: {sorted(node)}", field=key
-        )
+        raise CvddError(f"unknown config key {key!r}; valid keys here: {sorted(node)}", field=key)
     node[parts[-1]] = value.strip()  # typed later by _coerce
 
 

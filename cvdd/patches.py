@@ -32,7 +32,6 @@ def check_ipc(trainset, class_names: list[str], need: int, what: str = "IPC") ->
         )
 
 
-
 @torch.no_grad()
 def select_patches(
     trainset,

@@ -172,4 +172,3 @@ PRESET_NOTES = {
     "tiny": "seconds: two tiny test models, IPC 2 (tests, smoke checks)",
     **{k: "paper defaults, needs --data PATH" for k in PRESETS if "_ipc" in k},
 }
-

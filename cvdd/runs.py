@@ -54,7 +54,7 @@ class RunDir:
 
     # -- creation ---------------------------------------------------------------------------
     @classmethod
-    def create(cls, runs_root: str | Path, config: dict, meta: dict | None = None) -> "RunDir":
+    def create(cls, runs_root: str | Path, config: dict, meta: dict | None = None) -> RunDir:
         """Make a new, uniquely named run dir and write config.json into it. Never reuses one."""
         root = Path(runs_root)
         try:
@@ -89,7 +89,7 @@ class RunDir:
         return rd
 
     @classmethod
-    def open(cls, path: str | Path) -> "RunDir":
+    def open(cls, path: str | Path) -> RunDir:
         p = Path(path)
         if not (p / layout.CONFIG).is_file():
             raise CvddError(
@@ -320,8 +320,18 @@ def resolve_run(runs_root: str | Path, run_id: str) -> Path:
     return p
 
 
-_ROW_KEYS = ("run_id", "status", "stage", "preset", "dataset", "ipc", "members",
-             "student_top1", "created_t", "updated_t")
+_ROW_KEYS = (
+    "run_id",
+    "status",
+    "stage",
+    "preset",
+    "dataset",
+    "ipc",
+    "members",
+    "student_top1",
+    "created_t",
+    "updated_t",
+)
 
 
 def list_runs(
@@ -336,8 +346,9 @@ def list_runs(
     root = Path(runs_root)
     rows = []
     try:
-        folders = sorted((p for p in root.iterdir() if not p.name.startswith(("_", "."))),
-                         reverse=True)
+        folders = sorted(
+            (p for p in root.iterdir() if not p.name.startswith(("_", "."))), reverse=True
+        )
     except OSError:
         return rows
     for p in folders:
@@ -348,8 +359,12 @@ def list_runs(
                 continue
             s = summary_of(p)
             st = run_status(p, folded=fold_of(p) if fold_of else None)
-            row.update({k: v for k, v in s.items() if k != "ok"}, stage=st["stage"],
-                       status=st["status"] if s["ok"] else "corrupt", updated_t=st["updated_t"])
+            row.update(
+                {k: v for k, v in s.items() if k != "ok"},
+                stage=st["stage"],
+                status=st["status"] if s["ok"] else "corrupt",
+                updated_t=st["updated_t"],
+            )
         except Exception:  # leftovers of a crash or another tool: never raise
             pass  # the row stays 'corrupt'
         rows.append(row)

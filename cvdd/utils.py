@@ -86,8 +86,6 @@ def read_json(path: str | Path, default: Any = None) -> Any:
         return default
 
 
-
-
 def resolve_device(name: str = "auto") -> str:
     """'auto' -> 'cuda' when a GPU is visible, else 'cpu'. Unknown names fail with the menu."""
     import torch
@@ -118,4 +116,3 @@ def set_threads(n: int = 0) -> int:
     n = n or max(1, min(8, (os.cpu_count() or 1) - 1))
     torch.set_num_threads(n)
     return n
-

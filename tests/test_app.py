@@ -3,6 +3,7 @@
 Every page renders a finished `tiny` run; missing, invalid and damaged runs give a message,
 never an exception; the job buttons start, stop and resume a real worker process.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,11 @@ def ok(at: AppTest) -> AppTest:
 
 
 def texts(at: AppTest) -> str:
-    parts = [e.value for kind in ("error", "warning", "info", "success", "markdown", "caption")
-             for e in getattr(at, kind)]
+    parts = [
+        e.value
+        for kind in ("error", "warning", "info", "success", "markdown", "caption")
+        for e in getattr(at, kind)
+    ]
     return "\n".join(str(p) for p in parts)
 
 
@@ -67,6 +71,7 @@ def metrics(at: AppTest) -> dict:
 
 
 # -- pages on a finished run ----------------------------------------------------------------
+
 
 def test_new_run_opens_ready_on_builtin_quick(root):
     at = ok(render())
@@ -100,8 +105,9 @@ def test_every_page_renders_a_finished_run(root, tiny_run_dir, page):
     n_plotly, n_img = len(at.get("plotly_chart")), len(at.image)
     # a healthy run shows no error and no warning: components.guard turns an exception inside
     # a panel into st.warning, so a warning here is a swallowed bug
-    assert not at.exception and not at.error and not at.warning, \
-        [e.value for kind in ("exception", "error", "warning") for e in getattr(at, kind)]
+    assert not at.exception and not at.error and not at.warning, [
+        e.value for kind in ("exception", "error", "warning") for e in getattr(at, kind)
+    ]
     if page == "live":
         assert metrics(at)["status"] == "done" and metrics(at)["student top-1"].endswith("%")
         assert n_img >= 2 and n_plotly >= 2  # snapshot grid + class row; losses + committee
@@ -139,8 +145,9 @@ def test_runs_list_open_sets_query_param(root, tiny_run_dir):
     at.selectbox(key="runs_pick").set_value(tiny_run_dir.name)
     at.button(key="runs_open").click().run()
     ok(at)
-    assert at.query_params["run"] == [tiny_run_dir.name] or \
-        at.query_params["run"] == tiny_run_dir.name
+    assert (
+        at.query_params["run"] == [tiny_run_dir.name] or at.query_params["run"] == tiny_run_dir.name
+    )
     assert at.title[0].value == "Live run"
 
 
@@ -163,15 +170,23 @@ def test_the_ui_process_never_imports_torch(root, tiny_run_dir):
         "        at.switch_page(f'views/{page}.py')\n"
         "    at.run()\n"
         "    assert not at.exception, (page, [e.value for e in at.exception])\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=False, cwd=ROOT, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 # -- bad run ids and damaged run folders -----------------------------------------------------
+
 
 @pytest.mark.parametrize("page", RUN_PAGES)
 def test_missing_run_id_gives_a_message(root, page):
@@ -192,11 +207,21 @@ def damaged_root(tmp_path, tiny_run_dir, monkeypatch) -> Path:
     analysis/relabel outputs), in their own runs root."""
     monkeypatch.setenv("CVDD_RUNS_DIR", str(tmp_path))
     bad = tmp_path / "20260101-000000-builtin-ipc2-dead"
-    for rel in ("config.json", "recover/committee.json", "prior/priors.json",
-                "analysis/bn_stats.json", "analysis/diversity.json", "analysis/soft_labels.json",
-                "validate/students.json", "result.json", "recover/trace.jsonl",
-                "recover/images.npz", "init/images.npz", "relabel/soft_labels.npz",
-                "snapshots/recover/000000.png"):
+    for rel in (
+        "config.json",
+        "recover/committee.json",
+        "prior/priors.json",
+        "analysis/bn_stats.json",
+        "analysis/diversity.json",
+        "analysis/soft_labels.json",
+        "validate/students.json",
+        "result.json",
+        "recover/trace.jsonl",
+        "recover/images.npz",
+        "init/images.npz",
+        "relabel/soft_labels.npz",
+        "snapshots/recover/000000.png",
+    ):
         (bad / rel).parent.mkdir(parents=True, exist_ok=True)
         (bad / rel).write_bytes(b"\x00garbage{[")
     (bad / "analysis/bn_stats.json").write_text(json.dumps({"layers": [{"sources": 3}]}))
@@ -206,7 +231,8 @@ def damaged_root(tmp_path, tiny_run_dir, monkeypatch) -> Path:
         '{"seq": 1, "kind": "snapshot", "stage": "recover", "step": 0, '
         '"path": "snapshots/recover/000000.png", "rows": [0], "cols": [0], "cell": 28}\n'
         '{"seq": 2, "kind": "snapshot", "stage": "recover", "step": 2, "path": "nope.png"}\n'
-        '{"seq": 3, "kind": "progr')
+        '{"seq": 3, "kind": "progr'
+    )
     part = tmp_path / "20260101-000001-builtin-ipc2-beef"
     shutil.copytree(tiny_run_dir, part, ignore=shutil.ignore_patterns("checkpoints", "export"))
     for rel in ("analysis", "relabel", "validate", "result.json"):
@@ -230,11 +256,19 @@ def test_failed_run_shows_error_and_offers_resume(tmp_path, tiny_run_dir, monkey
     d = tmp_path / "20260101-000002-builtin-ipc2-f00d"
     shutil.copytree(tiny_run_dir, d, ignore=shutil.ignore_patterns("checkpoints", "export"))
     evs = runs.read_events(d)
-    cut = next(i for i, e in enumerate(evs) if e["kind"] == "stage_start"
-               and e.get("stage") == "relabel")
-    evs = evs[:cut] + [{"seq": cut, "t": evs[cut]["t"], "kind": "run_end", "status": "failed",
-                        "error": "teacher exploded; lower relabel.batch_size",
-                        "traceback": "Traceback (most recent call last): ..."}]
+    cut = next(
+        i for i, e in enumerate(evs) if e["kind"] == "stage_start" and e.get("stage") == "relabel"
+    )
+    evs = evs[:cut] + [
+        {
+            "seq": cut,
+            "t": evs[cut]["t"],
+            "kind": "run_end",
+            "status": "failed",
+            "error": "teacher exploded; lower relabel.batch_size",
+            "traceback": "Traceback (most recent call last): ...",
+        }
+    ]
     (d / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in evs))
     at = ok(render("live", run=d.name))
     assert any("teacher exploded" in e.value for e in at.error)
@@ -252,6 +286,7 @@ def test_empty_runs_root(tmp_path, monkeypatch):
 
 
 # -- the job manager: start, refuse duplicates, stop, resume, "server restart" ---------------
+
 
 def _wait(cond, timeout: float, what: str) -> None:
     t_end = time.time() + timeout

@@ -35,8 +35,15 @@ FOREIGN_LINES = (
     b"\xff\xfe\x00binary\n"
 )
 JSON_FILES = (
-    layout.CONFIG, layout.RESULT, layout.MEMBERS, layout.PRIORS, layout.COMMITTEE,
-    layout.BN_STATS, layout.DIVERSITY, layout.SOFT_LABEL_STATS, layout.STUDENTS,
+    layout.CONFIG,
+    layout.RESULT,
+    layout.MEMBERS,
+    layout.PRIORS,
+    layout.COMMITTEE,
+    layout.BN_STATS,
+    layout.DIVERSITY,
+    layout.SOFT_LABEL_STATS,
+    layout.STUDENTS,
 )
 BINARY_FILES = (layout.INIT_IMAGES, layout.RANDOM_REAL, layout.RECOVER_IMAGES, layout.SOFT_LABELS)
 
@@ -88,8 +95,12 @@ def _unreadable(d: Path) -> None:
         p.mkdir()
 
 
-DAMAGE = {"foreign": _foreign, "truncated": _truncated, "wrongtypes": _wrong_types,
-          "unreadable": _unreadable}
+DAMAGE = {
+    "foreign": _foreign,
+    "truncated": _truncated,
+    "wrongtypes": _wrong_types,
+    "unreadable": _unreadable,
+}
 
 
 @pytest.fixture(scope="module")

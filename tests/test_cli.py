@@ -23,8 +23,9 @@ def test_debug_is_read_before_or_after_the_subcommand(argv, debug):
     assert getattr(_parser().parse_args(argv), "debug", False) is debug
 
 
-@pytest.mark.parametrize("argv", [["--debug", "run", "--preset", "nope"],
-                                  ["run", "--preset", "nope", "--debug"]])
+@pytest.mark.parametrize(
+    "argv", [["--debug", "run", "--preset", "nope"], ["run", "--preset", "nope", "--debug"]]
+)
 def test_debug_shows_the_exception(argv):
     with pytest.raises(CvddError, match="unknown preset"):
         main(argv)

@@ -20,7 +20,6 @@ def _pixels(n: int, *shape: int) -> np.ndarray:
     return RNG.integers(0, 256, size=(n, *shape), dtype=np.uint8)
 
 
-
 def _write_cifar10(root: Path, names=(b"cat", b"dog", b"ship")) -> dict:
     root.mkdir(parents=True)
     batches = {}
@@ -111,4 +110,3 @@ def test_cifar_pickle_cannot_run_code(tmp_path):
     with pytest.raises(DataError, match="test_batch"):
         load_dataset(str(root))
     assert not marker.exists()
-

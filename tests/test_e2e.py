@@ -3,6 +3,7 @@ stop it, resume it. Needs Debian's chromium (`apt-get install chromium`) and pip
 
 Screenshots go to $CVDD_E2E_SHOTS (default: the test's tmp folder).
 """
+
 from __future__ import annotations
 
 import os
@@ -21,11 +22,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from cvdd.runs import is_alive, read_events, run_status  # noqa: E402 -- after the sys.path line
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-        "--disable-dev-shm-usage"]
-pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium")]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium"),
+]
 _pw = pytest.importorskip("playwright.sync_api")
 sync_playwright, expect = _pw.sync_playwright, _pw.expect
 STEP = re.compile(r"step (\d+) · rows")
@@ -41,14 +51,31 @@ def _free_port() -> int:
 def server(tmp_path):
     """`streamlit run app/main.py` on a free port, runs in tmp_path/runs."""
     port, runs_dir = _free_port(), tmp_path / "runs"
-    env = dict(os.environ, CVDD_RUNS_DIR=str(runs_dir), CVDD_THREADS="1",
-               PYTHONPATH=str(ROOT))
+    env = dict(os.environ, CVDD_RUNS_DIR=str(runs_dir), CVDD_THREADS="1", PYTHONPATH=str(ROOT))
     log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 -- closed in finally
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app/main.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         t_end = time.time() + 30

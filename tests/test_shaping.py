@@ -1,4 +1,5 @@
 """app/shaping.py: pure functions from run-dir contents to tables, arrays and texts."""
+
 from __future__ import annotations
 
 import io
@@ -23,8 +24,10 @@ def test_shaping_does_not_import_streamlit_or_torch():
         assert not bad, f"{f.name} imports {bad}"
 
 
-@pytest.mark.parametrize("s,txt", [(None, "?"), (float("nan"), "?"), (0, "0s"), (59.4, "59s"),
-                                   (95, "1m35s"), (4000, "1h06m")])
+@pytest.mark.parametrize(
+    "s,txt",
+    [(None, "?"), (float("nan"), "?"), (0, "0s"), (59.4, "59s"), (95, "1m35s"), (4000, "1h06m")],
+)
 def test_fmt_duration(s, txt):
     assert shaping.fmt_duration(s) == txt
 
@@ -49,8 +52,15 @@ def test_status_text():
 EVENTS = [
     {"kind": "run_start", "attempt": 1},
     {"kind": "stage_start", "stage": "squeeze"},
-    {"kind": "progress", "stage": "squeeze", "step": 5, "total": 10, "eta_s": 3, "label": "r18",
-     "metrics": {"loss": 1.0}},
+    {
+        "kind": "progress",
+        "stage": "squeeze",
+        "step": 5,
+        "total": 10,
+        "eta_s": 3,
+        "label": "r18",
+        "metrics": {"loss": 1.0},
+    },
     {"kind": "stage_end", "stage": "squeeze", "seconds": 12.5, "metrics": {}},
     {"kind": "stage_start", "stage": "prior"},
     {"kind": "stage_end", "stage": "prior", "seconds": 1.0},
@@ -92,11 +102,19 @@ def test_log_messages_and_progress_df():
 
 
 def test_trace_df_keeps_last_record_per_step():
-    recs = [{"step": 1, "lr": 0.2, "loss": 3.0, "ce": 2.0, "bn": 1.0,
-             "members": {"a": {"ce": 2.1, "bn": 0.9, "weight": 0.6}}},
-            {"step": 2, "loss": 2.0, "ce": 1.5, "bn": 0.5},
-            {"step": 1, "loss": 9.0, "ce": 9.0, "bn": 9.0},  # re-run after resume
-            {"no": "step"}]
+    recs = [
+        {
+            "step": 1,
+            "lr": 0.2,
+            "loss": 3.0,
+            "ce": 2.0,
+            "bn": 1.0,
+            "members": {"a": {"ce": 2.1, "bn": 0.9, "weight": 0.6}},
+        },
+        {"step": 2, "loss": 2.0, "ce": 1.5, "bn": 0.5},
+        {"step": 1, "loss": 9.0, "ce": 9.0, "bn": 9.0},  # re-run after resume
+        {"no": "step"},
+    ]
     df = shaping.trace_df(recs)
     assert list(df["step"]) == [1, 2] and df["loss"].tolist() == [9.0, 2.0]
     empty = shaping.trace_df([])
@@ -119,15 +137,15 @@ def test_softmax_weights_follow_temperature():
 
 
 def test_committee_matrix_and_usage():
-    com = {"priors": {"a": 60, "b": 65, "c": 50},
-           "groups": [{"ipc_idx": 0, "classes": [0, 1], "members": ["a", "b"],
-                       "weights": [0.3, 0.7]},
-                      {"ipc_idx": 0, "classes": [2, 3], "members": ["a", "b"],
-                       "weights": [0.3, 0.7]},
-                      {"ipc_idx": 1, "classes": [0, 1], "members": ["b", "c"],
-                       "weights": [0.9, 0.1]},
-                      {"ipc_idx": 1, "classes": [2, 3], "members": ["a", "c"],
-                       "weights": [0.8, 0.2]}]}
+    com = {
+        "priors": {"a": 60, "b": 65, "c": 50},
+        "groups": [
+            {"ipc_idx": 0, "classes": [0, 1], "members": ["a", "b"], "weights": [0.3, 0.7]},
+            {"ipc_idx": 0, "classes": [2, 3], "members": ["a", "b"], "weights": [0.3, 0.7]},
+            {"ipc_idx": 1, "classes": [0, 1], "members": ["b", "c"], "weights": [0.9, 0.1]},
+            {"ipc_idx": 1, "classes": [2, 3], "members": ["a", "c"], "weights": [0.8, 0.2]},
+        ],
+    }
     m = shaping.committee_matrix(com)
     assert list(m.columns) == ["a", "b", "c"]
     assert list(m.index) == ["IPC 0", "IPC 1 · classes 0–1", "IPC 1 · classes 2–3"]
@@ -145,7 +163,7 @@ def _grid(n_rows, n_cols, cell, pad, border=True):
     for r in range(n_rows):
         for c in range(n_cols):
             y, x = off + r * (cell + pad), off + c * (cell + pad)
-            g[y:y + cell, x:x + cell] = 10 * r + c
+            g[y : y + cell, x : x + cell] = 10 * r + c
     return g
 
 
@@ -183,12 +201,17 @@ def test_image_index_class_major():
 
 
 def test_bn_frames():
-    layer = {"index": 0, "name": "bn1", "channels": 2, "running_mean": [0.0, 1.0],
-             "running_var": [1.0, 2.0],
-             "sources": {"init": {"mean": [0.5, 1.5], "var": [1.0, 1.0], "mean_gap": 0.7,
-                                  "var_gap": 1.0},
-                         "synthetic": {"mean": [0.1, 1.1], "var": [1.0, 2.0], "mean_gap": 0.14,
-                                       "var_gap": 0.0}}}
+    layer = {
+        "index": 0,
+        "name": "bn1",
+        "channels": 2,
+        "running_mean": [0.0, 1.0],
+        "running_var": [1.0, 2.0],
+        "sources": {
+            "init": {"mean": [0.5, 1.5], "var": [1.0, 1.0], "mean_gap": 0.7, "var_gap": 1.0},
+            "synthetic": {"mean": [0.1, 1.1], "var": [1.0, 2.0], "mean_gap": 0.14, "var_gap": 0.0},
+        },
+    }
     g = shaping.bn_gap_df({"layers": [layer]})
     assert len(g) == 2 and g.set_index("source").loc["init", "mean_gap"] == 0.7
     assert g["label"].iloc[0] == "0: bn1"
@@ -206,8 +229,9 @@ def test_entropy_kl_topk_and_stats():
     assert kl[0] == pytest.approx(np.log(2)) and kl[1] == pytest.approx(0.0, abs=1e-9)
     df = shaping.topk_df({"bssl": p[0], "eval": q[0]}, 1, ["x", "y", "z"])
     assert set(df["name"]) == {"x"}
-    df2 = shaping.topk_df({"bssl": np.array([0.1, 0.2, 0.7]), "eval": np.array([0.6, 0.3, 0.1])},
-                          1, ["x", "y"])
+    df2 = shaping.topk_df(
+        {"bssl": np.array([0.1, 0.2, 0.7]), "eval": np.array([0.6, 0.3, 0.1])}, 1, ["x", "y"]
+    )
     assert list(df2["name"].unique()) == ["class 2", "x"] and len(df2) == 4
     s = shaping.soft_label_stats(p, q, np.array([0, 2]))
     assert s["agreement"] == 1.0 and s["acc_bssl"] == 0.5
@@ -215,9 +239,18 @@ def test_entropy_kl_topk_and_stats():
 
 
 def test_students_and_curves():
-    stu = {"students": {"distilled_bssl": {"data": "distilled", "labels": "bssl", "top1": 60,
-                                           "curve": [[1, 10.0], [2, 20.0]]},
-                        "distilled_eval": {"top1": 55, "curve": [[2, 18.0]]}, "bad": 3}}
+    stu = {
+        "students": {
+            "distilled_bssl": {
+                "data": "distilled",
+                "labels": "bssl",
+                "top1": 60,
+                "curve": [[1, 10.0], [2, 20.0]],
+            },
+            "distilled_eval": {"top1": 55, "curve": [[2, 18.0]]},
+            "bad": 3,
+        }
+    }
     df = shaping.students_df(stu)
     assert list(df["key"]) == ["distilled_bssl", "distilled_eval"]
     c = shaping.curves_df(stu)
@@ -226,25 +259,54 @@ def test_students_and_curves():
 
 
 def test_diversity_frames():
-    div = {"class_names": ["a", "b"],
-           "sources": {"synthetic": {"per_class": [0.3, 0.4], "mean": 0.35},
-                       "random_real": {"per_class": [0.5, 0.6], "mean": 0.55}}}
+    div = {
+        "class_names": ["a", "b"],
+        "sources": {
+            "synthetic": {"per_class": [0.3, 0.4], "mean": 0.35},
+            "random_real": {"per_class": [0.5, 0.6], "mean": 0.55},
+        },
+    }
     df = shaping.diversity_df(div)
     assert len(df) == 4 and df.iloc[1]["name"] == "b"
     assert shaping.diversity_means(div) == {"synthetic": 0.35, "random_real": 0.55}
 
 
 def test_runs_table_and_compare_row():
-    rows = [{"run_id": "r1", "status": "done", "stage": "validate", "preset": "tiny",
-             "dataset": "/data/cifar10", "ipc": 2, "members": ["a", "b"], "student_top1": 10.0,
-             "created_t": 0, "updated_t": 50}]
+    rows = [
+        {
+            "run_id": "r1",
+            "status": "done",
+            "stage": "validate",
+            "preset": "tiny",
+            "dataset": "/data/cifar10",
+            "ipc": 2,
+            "members": ["a", "b"],
+            "student_top1": 10.0,
+            "created_t": 0,
+            "updated_t": 50,
+        }
+    ]
     df = shaping.runs_table(rows, now=120)
     assert df.iloc[0]["dataset"] == "cifar10" and df.iloc[0]["age"] == "2 min ago"
     assert df.iloc[0]["members"] == 2 and df.iloc[0]["status"] == "done"
-    cfg = {"config": {"ipc": 2, "data": {"dataset": "builtin"}, "squeeze": {"members": ["a"]},
-                      "recover": {"voter": "equal"}, "relabel": {"mode": "eval"}}}
-    r = shaping.compare_row("r1", cfg, {"student_top1": 12.0, "labels": {"bssl": 12.0},
-                                        "baselines": {"random_real": {"student_top1": 9.0}}})
+    cfg = {
+        "config": {
+            "ipc": 2,
+            "data": {"dataset": "builtin"},
+            "squeeze": {"members": ["a"]},
+            "recover": {"voter": "equal"},
+            "relabel": {"mode": "eval"},
+        }
+    }
+    r = shaping.compare_row(
+        "r1",
+        cfg,
+        {
+            "student_top1": 12.0,
+            "labels": {"bssl": 12.0},
+            "baselines": {"random_real": {"student_top1": 9.0}},
+        },
+    )
     assert r["method"] == "sre2l++" and r["voter"] == "equal" and r["relabel"] == "eval"
     assert r["random_real_top1"] == 9.0 and r["bssl_top1"] == 12.0 and r["eval_top1"] is None
     assert shaping.compare_row("x", None, None)["student_top1"] is None
@@ -260,9 +322,20 @@ def test_zip_folder(tmp_path):
 
 
 def test_form_overrides():
-    v = {"ipc": 3, "seed": 1, "device": "cpu", "num_experts": 2, "temperature": 5.0,
-         "voter": "prior", "schedule": "auto", "iterations": 40, "teacher": "a",
-         "members": ["a", "b"], "bssl": False, "dataset": "builtin"}
+    v = {
+        "ipc": 3,
+        "seed": 1,
+        "device": "cpu",
+        "num_experts": 2,
+        "temperature": 5.0,
+        "voter": "prior",
+        "schedule": "auto",
+        "iterations": 40,
+        "teacher": "a",
+        "members": ["a", "b"],
+        "bssl": False,
+        "dataset": "builtin",
+    }
     o = shaping.form_overrides(v)
     assert "squeeze.members=a,b" in o and "relabel.mode=eval" in o and "ipc=3" in o
     assert "recover.iterations=40" in o and "data.dataset=builtin" in o
@@ -271,25 +344,48 @@ def test_form_overrides():
 
 def test_tail_and_config_summary():
     assert shaping.tail_lines(b"a\nb\nc\n", 2) == "b\nc" and shaping.tail_lines(None) == ""
-    s = shaping.config_summary({"name": "tiny", "ipc": 2, "squeeze": {"members": ["a"]},
-                                "recover": {"num_experts": 1}, "relabel": {"mode": "bssl"}})
+    s = shaping.config_summary(
+        {
+            "name": "tiny",
+            "ipc": 2,
+            "squeeze": {"members": ["a"]},
+            "recover": {"num_experts": 1},
+            "relabel": {"mode": "bssl"},
+        }
+    )
     assert s["members"] == ["a"] and s["N"] == 1 and s["labels"] == "bssl" and s["T"] is None
 
 
 def test_figures_build_from_the_shaped_frames():
     from app import figures
 
-    tr = shaping.trace_df([{"step": i, "loss": 1.0 / (i + 1), "ce": 0.5, "bn": 0.2,
-                            "members": {"a": {"ce": 0.4, "bn": 0.1, "weight": 1.0}}}
-                           for i in range(5)])
+    tr = shaping.trace_df(
+        [
+            {
+                "step": i,
+                "loss": 1.0 / (i + 1),
+                "ce": 0.5,
+                "bn": 0.2,
+                "members": {"a": {"ce": 0.4, "bn": 0.1, "weight": 1.0}},
+            }
+            for i in range(5)
+        ]
+    )
     assert len(figures.loss_curves(tr, log_y=True).data) == 3
     assert len(figures.member_losses(tr).data) == 1
-    com = {"priors": {"a": 60, "b": 65}, "groups": [{"ipc_idx": 0, "members": ["a", "b"],
-                                                     "weights": [0.4, 0.6]}]}
+    com = {
+        "priors": {"a": 60, "b": 65},
+        "groups": [{"ipc_idx": 0, "members": ["a", "b"], "weights": [0.4, 0.6]}],
+    }
     assert figures.committee_heatmap(shaping.committee_matrix(com)).data[0].type == "heatmap"
     assert len(figures.prior_bars({"a": 60, "b": 65}, {"a": 0.3, "b": 0.7}, 5).data) == 2
-    layer = {"index": 0, "name": "bn1", "running_mean": [0.0], "running_var": [1.0],
-             "sources": {"init": {"mean": [0.5], "var": [1.5], "mean_gap": 0.5, "var_gap": 0.5}}}
+    layer = {
+        "index": 0,
+        "name": "bn1",
+        "running_mean": [0.0],
+        "running_var": [1.0],
+        "sources": {"init": {"mean": [0.5], "var": [1.5], "mean_gap": 0.5, "var_gap": 0.5}},
+    }
     assert len(figures.bn_gaps(shaping.bn_gap_df({"layers": [layer]})).data) == 2
     ch = shaping.bn_channels_df(layer)
     assert len(figures.bn_scatter(ch, "mean", ["init"]).data) == 2  # dots + y = x

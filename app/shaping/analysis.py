@@ -1,4 +1,5 @@
 """The analysis files: BN statistics (Fig. 5), soft labels (§3.7), students, diversity (Fig. 4)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,9 +11,16 @@ def bn_gap_df(bn: dict) -> pd.DataFrame:
     rows = []
     for layer in bn.get("layers") or []:
         for src, v in (layer.get("sources") or {}).items():
-            rows.append({"layer": layer.get("index"), "name": layer.get("name", ""),
-                         "label": f"{layer.get('index')}: {layer.get('name', '')}",
-                         "source": src, "mean_gap": v.get("mean_gap"), "var_gap": v.get("var_gap")})
+            rows.append(
+                {
+                    "layer": layer.get("index"),
+                    "name": layer.get("name", ""),
+                    "label": f"{layer.get('index')}: {layer.get('name', '')}",
+                    "source": src,
+                    "mean_gap": v.get("mean_gap"),
+                    "var_gap": v.get("var_gap"),
+                }
+            )
     return pd.DataFrame(rows, columns=["layer", "name", "label", "source", "mean_gap", "var_gap"])
 
 
@@ -23,14 +31,25 @@ def bn_channels_df(layer: dict) -> pd.DataFrame:
     for src, v in (layer.get("sources") or {}).items():
         for c, (m, s) in enumerate(zip(v.get("mean") or [], v.get("var") or [])):
             if c < len(rm) and c < len(rv):
-                rows.append({"channel": c, "source": src, "running_mean": rm[c],
-                             "batch_mean": m, "running_var": rv[c], "batch_var": s})
-    return pd.DataFrame(rows, columns=["channel", "source", "running_mean", "batch_mean",
-                                       "running_var", "batch_var"])
+                rows.append(
+                    {
+                        "channel": c,
+                        "source": src,
+                        "running_mean": rm[c],
+                        "batch_mean": m,
+                        "running_var": rv[c],
+                        "batch_var": s,
+                    }
+                )
+    return pd.DataFrame(
+        rows,
+        columns=["channel", "source", "running_mean", "batch_mean", "running_var", "batch_var"],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # soft labels (paper §3.7)
+
 
 def entropy(p: np.ndarray) -> np.ndarray:
     """Shannon entropy in nats of each row of a probability matrix."""
@@ -55,20 +74,23 @@ def topk_df(probs: dict[str, np.ndarray], k: int, class_names: list[str]) -> pd.
     rows = []
     for mode, p in probs.items():
         for c in keep:
-            rows.append({"mode": mode, "class": c, "name": class_name(class_names, c),
-                         "prob": float(p[c])})
+            rows.append(
+                {"mode": mode, "class": c, "name": class_name(class_names, c), "prob": float(p[c])}
+            )
     return pd.DataFrame(rows, columns=["mode", "class", "name", "prob"])
 
 
 def soft_label_stats(pb: np.ndarray, pe: np.ndarray, targets: np.ndarray) -> dict:
     """Agreement of the argmax, mean KL(bssl||eval), mean entropies and label accuracy."""
     pb, pe, t = np.asarray(pb), np.asarray(pe), np.asarray(targets)
-    return {"agreement": float((pb.argmax(1) == pe.argmax(1)).mean()) if len(pb) else float("nan"),
-            "kl_mean": float(kl_div(pb, pe).mean()) if len(pb) else float("nan"),
-            "entropy_bssl": float(entropy(pb).mean()) if len(pb) else float("nan"),
-            "entropy_eval": float(entropy(pe).mean()) if len(pe) else float("nan"),
-            "acc_bssl": float((pb.argmax(1) == t).mean()) if len(pb) else float("nan"),
-            "acc_eval": float((pe.argmax(1) == t).mean()) if len(pe) else float("nan")}
+    return {
+        "agreement": float((pb.argmax(1) == pe.argmax(1)).mean()) if len(pb) else float("nan"),
+        "kl_mean": float(kl_div(pb, pe).mean()) if len(pb) else float("nan"),
+        "entropy_bssl": float(entropy(pb).mean()) if len(pb) else float("nan"),
+        "entropy_eval": float(entropy(pe).mean()) if len(pe) else float("nan"),
+        "acc_bssl": float((pb.argmax(1) == t).mean()) if len(pb) else float("nan"),
+        "acc_eval": float((pe.argmax(1) == t).mean()) if len(pe) else float("nan"),
+    }
 
 
 def class_name(names: list[str] | None, c: int) -> str:
@@ -76,9 +98,18 @@ def class_name(names: list[str] | None, c: int) -> str:
 
 
 def students_df(students: dict) -> pd.DataFrame:
-    rows = [{"key": k, "data": v.get("data"), "labels": v.get("labels"), "top1": v.get("top1"),
-             "top5": v.get("top5"), "seconds": v.get("seconds")}
-            for k, v in ((students or {}).get("students") or {}).items() if isinstance(v, dict)]
+    rows = [
+        {
+            "key": k,
+            "data": v.get("data"),
+            "labels": v.get("labels"),
+            "top1": v.get("top1"),
+            "top5": v.get("top5"),
+            "seconds": v.get("seconds"),
+        }
+        for k, v in ((students or {}).get("students") or {}).items()
+        if isinstance(v, dict)
+    ]
     return pd.DataFrame(rows, columns=["key", "data", "labels", "top1", "top5", "seconds"])
 
 
@@ -93,6 +124,7 @@ def curves_df(students: dict) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------
 # diversity (paper Fig. 4)
+
 
 def diversity_df(div: dict, names: list[str] | None = None) -> pd.DataFrame:
     """Long table: class, name, source, cosine (mean pairwise cosine similarity in the class)."""

@@ -1,4 +1,5 @@
 """Snapshot grids and image arrays: crop a class row, make small images visible."""
+
 from __future__ import annotations
 
 import math
@@ -17,16 +18,17 @@ def crop_grid_row(grid: np.ndarray, r: int, n_rows: int, cell: int, pad: int) ->
     if not 0 <= r < n_rows:
         raise IndexError(f"row {r} outside 0..{n_rows - 1}")
     y = grid_cell_origin(grid.shape[0], n_rows, cell, pad) + r * (cell + pad)
-    return grid[y:y + cell]
+    return grid[y : y + cell]
 
 
-def crop_grid_cell(grid: np.ndarray, r: int, c: int, n_rows: int, n_cols: int, cell: int,
-                   pad: int) -> np.ndarray:
+def crop_grid_cell(
+    grid: np.ndarray, r: int, c: int, n_rows: int, n_cols: int, cell: int, pad: int
+) -> np.ndarray:
     row = crop_grid_row(grid, r, n_rows, cell, pad)
     if not 0 <= c < n_cols:
         raise IndexError(f"column {c} outside 0..{n_cols - 1}")
     x = grid_cell_origin(grid.shape[1], n_cols, cell, pad) + c * (cell + pad)
-    return row[:, x:x + cell]
+    return row[:, x : x + cell]
 
 
 def to_display(img: np.ndarray, min_side: int = 96) -> np.ndarray:
@@ -52,7 +54,7 @@ def image_index(targets: np.ndarray, ipc_idx: np.ndarray | None, cls: int, k: in
         hit = np.where((t == cls) & (np.asarray(ipc_idx) == k))[0]
     else:
         hit = np.where(t == cls)[0]
-        hit = hit[k:k + 1]
+        hit = hit[k : k + 1]
     return int(hit[0]) if len(hit) else None
 
 

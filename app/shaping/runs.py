@@ -3,6 +3,7 @@
 Inputs are the parsed files of docs/rundir.md; every function tolerates missing keys, because a
 run that is still going, crashed or came from an older version may lack any of them.
 """
+
 from __future__ import annotations
 
 import io
@@ -17,14 +18,21 @@ import numpy as np
 import pandas as pd
 
 from cvdd.layout import STAGES
-STATUS_ICONS = {"running": ":material/play_circle:", "done": ":material/check_circle:",
-                "failed": ":material/error:", "stopped": ":material/pause_circle:",
-                "crashed": ":material/warning:", "created": ":material/schedule:",
-                "corrupt": ":material/broken_image:"}  # Streamlit material icons (markdown)
+
+STATUS_ICONS = {
+    "running": ":material/play_circle:",
+    "done": ":material/check_circle:",
+    "failed": ":material/error:",
+    "stopped": ":material/pause_circle:",
+    "crashed": ":material/warning:",
+    "created": ":material/schedule:",
+    "corrupt": ":material/broken_image:",
+}  # Streamlit material icons (markdown)
 
 
 # ---------------------------------------------------------------------------------------------
 # small text helpers
+
 
 def fmt_duration(s: float | None) -> str:
     """12 -> '12s', 95 -> '1m35s', 4000 -> '1h06m'; None -> '?'."""
@@ -81,10 +89,23 @@ def tail_lines(data: bytes | str | None, n: int = 40) -> str:
 # ---------------------------------------------------------------------------------------------
 # events
 
+
 def stage_rows(events: list[dict], status: str = "running") -> list[dict]:
     """Per stage: state (pending/running/done/interrupted), step, total, frac, eta_s, seconds."""
-    rows = {s: {"stage": s, "state": "pending", "step": None, "total": None, "frac": 0.0,
-                "eta_s": None, "seconds": None, "label": "", "metrics": {}} for s in STAGES}
+    rows = {
+        s: {
+            "stage": s,
+            "state": "pending",
+            "step": None,
+            "total": None,
+            "frac": 0.0,
+            "eta_s": None,
+            "seconds": None,
+            "label": "",
+            "metrics": {},
+        }
+        for s in STAGES
+    }
     for e in events:
         s = e.get("stage")
         if s not in rows:
@@ -94,12 +115,23 @@ def stage_rows(events: list[dict], status: str = "running") -> list[dict]:
             r.update(state="running", step=0, total=None, frac=0.0, eta_s=None, seconds=None)
         elif k == "progress":
             step, total = e.get("step") or 0, e.get("total") or 0
-            r.update(state="running", step=step, total=total,
-                     frac=min(1.0, step / total) if total else 0.0, eta_s=e.get("eta_s"),
-                     label=e.get("label") or "", metrics=e.get("metrics") or {})
+            r.update(
+                state="running",
+                step=step,
+                total=total,
+                frac=min(1.0, step / total) if total else 0.0,
+                eta_s=e.get("eta_s"),
+                label=e.get("label") or "",
+                metrics=e.get("metrics") or {},
+            )
         elif k == "stage_end":
-            r.update(state="done", frac=1.0, eta_s=None, seconds=e.get("seconds"),
-                     metrics=e.get("metrics") or r["metrics"])
+            r.update(
+                state="done",
+                frac=1.0,
+                eta_s=None,
+                seconds=e.get("seconds"),
+                metrics=e.get("metrics") or r["metrics"],
+            )
     if status != "running":  # a started stage without stage_end did not finish
         for r in rows.values():
             if r["state"] == "running":
@@ -109,8 +141,14 @@ def stage_rows(events: list[dict], status: str = "running") -> list[dict]:
 
 def snapshots(events: list[dict], stage: str = "recover") -> list[dict]:
     """Snapshot events of a stage, one per step (the last wins after a resume), by step."""
-    by_step = {e["step"]: e for e in events if e.get("kind") == "snapshot"
-               and e.get("stage") == stage and isinstance(e.get("step"), int) and e.get("path")}
+    by_step = {
+        e["step"]: e
+        for e in events
+        if e.get("kind") == "snapshot"
+        and e.get("stage") == stage
+        and isinstance(e.get("step"), int)
+        and e.get("path")
+    }
     return [by_step[k] for k in sorted(by_step)]
 
 
@@ -128,13 +166,17 @@ def log_messages(events: list[dict], n: int = 30) -> list[str]:
 
 def progress_df(events: list[dict], stage: str) -> pd.DataFrame:
     """Metrics of a stage's progress events (step + one column per metric)."""
-    rows = [{"step": e.get("step"), "label": e.get("label") or "", **(e.get("metrics") or {})}
-            for e in events if e.get("kind") == "progress" and e.get("stage") == stage]
+    rows = [
+        {"step": e.get("step"), "label": e.get("label") or "", **(e.get("metrics") or {})}
+        for e in events
+        if e.get("kind") == "progress" and e.get("stage") == stage
+    ]
     return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------------
 # recover: trace, committee
+
 
 def trace_df(records: list[dict]) -> pd.DataFrame:
     """recover/trace.jsonl -> one row per step (last record wins), columns step, lr, loss, ce, bn
@@ -190,9 +232,11 @@ def committee_matrix(committee: dict) -> pd.DataFrame:
     rows, index = [], []
     for k in sorted(by_ipc):
         gs = by_ipc[k]
-        sig = {(tuple(g.get("members") or []), tuple(round(w, 6) for w in g.get("weights") or []))
-               for g in gs}
-        for g in (gs[:1] if len(sig) == 1 else gs):
+        sig = {
+            (tuple(g.get("members") or []), tuple(round(w, 6) for w in g.get("weights") or []))
+            for g in gs
+        }
+        for g in gs[:1] if len(sig) == 1 else gs:
             row = {m: np.nan for m in members}
             for m, w in zip(g.get("members") or [], g.get("weights") or []):
                 row[m] = float(w)
@@ -213,32 +257,54 @@ def member_usage(committee: dict) -> pd.DataFrame:
             wsum[m] = wsum.get(m, 0.0) + float(w)
     priors = committee.get("priors") or {}
     names = list(dict.fromkeys(list(priors) + list(count)))
-    return pd.DataFrame({"member": names,
-                         "alpha": [priors.get(m, np.nan) for m in names],
-                         "groups": [count.get(m, 0) for m in names],
-                         "mean_weight": [wsum[m] / count[m] if count.get(m) else np.nan
-                                         for m in names]})
+    return pd.DataFrame(
+        {
+            "member": names,
+            "alpha": [priors.get(m, np.nan) for m in names],
+            "groups": [count.get(m, 0) for m in names],
+            "mean_weight": [wsum[m] / count[m] if count.get(m) else np.nan for m in names],
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # runs list, comparison, export
+
 
 def runs_table(rows: list[dict], now: float | None = None) -> pd.DataFrame:
     """cvdd.runs.list_runs() rows -> the runs-list table."""
     out = []
     for r in rows:
         ds = r.get("dataset") or ""
-        out.append({"run": r.get("run_id"),
-                    "status": r.get("status"),
-                    "stage": "" if r.get("status") == "done" else r.get("stage") or "",
-                    "preset": r.get("preset") or "",
-                    "dataset": Path(str(ds)).name if ds else "", "ipc": r.get("ipc"),
-                    "members": len(r.get("members") or []) or None,
-                    "top1": r.get("student_top1"),
-                    "age": fmt_age(r.get("created_t"), now),
-                    "updated": fmt_age(r.get("updated_t"), now) if r.get("updated_t") else ""})
-    return pd.DataFrame(out, columns=["run", "status", "stage", "preset", "dataset", "ipc",
-                                      "members", "top1", "age", "updated"])
+        out.append(
+            {
+                "run": r.get("run_id"),
+                "status": r.get("status"),
+                "stage": "" if r.get("status") == "done" else r.get("stage") or "",
+                "preset": r.get("preset") or "",
+                "dataset": Path(str(ds)).name if ds else "",
+                "ipc": r.get("ipc"),
+                "members": len(r.get("members") or []) or None,
+                "top1": r.get("student_top1"),
+                "age": fmt_age(r.get("created_t"), now),
+                "updated": fmt_age(r.get("updated_t"), now) if r.get("updated_t") else "",
+            }
+        )
+    return pd.DataFrame(
+        out,
+        columns=[
+            "run",
+            "status",
+            "stage",
+            "preset",
+            "dataset",
+            "ipc",
+            "members",
+            "top1",
+            "age",
+            "updated",
+        ],
+    )
 
 
 def dig(d: Any, *keys: str) -> Any:
@@ -293,11 +359,18 @@ def zip_folder(folder: str | Path, arc_root: str = "") -> bytes:
 def form_overrides(v: dict[str, Any]) -> list[str]:
     """Form values -> `section.key=value` overrides for cvdd.config.from_preset."""
     out = []
-    simple = [("ipc", "ipc"), ("seed", "seed"), ("device", "device"),
-              ("num_experts", "recover.num_experts"), ("temperature", "recover.temperature"),
-              ("voter", "recover.voter"), ("schedule", "recover.schedule"),
-              ("iterations", "recover.iterations"), ("teacher", "relabel.teacher"),
-              ("dataset", "data.dataset")]
+    simple = [
+        ("ipc", "ipc"),
+        ("seed", "seed"),
+        ("device", "device"),
+        ("num_experts", "recover.num_experts"),
+        ("temperature", "recover.temperature"),
+        ("voter", "recover.voter"),
+        ("schedule", "recover.schedule"),
+        ("iterations", "recover.iterations"),
+        ("teacher", "relabel.teacher"),
+        ("dataset", "data.dataset"),
+    ]
     for field, key in simple:
         if v.get(field) is not None and v.get(field) != "":
             out.append(f"{key}={v[field]}")
@@ -311,9 +384,17 @@ def form_overrides(v: dict[str, Any]) -> list[str]:
 def config_summary(cfg: dict) -> dict:
     """A few headline settings of a RunConfig dict, for captions."""
     rec = cfg.get("recover") or {}
-    return {"preset": cfg.get("name"), "dataset": (cfg.get("data") or {}).get("dataset"),
-            "ipc": cfg.get("ipc"), "members": list((cfg.get("squeeze") or {}).get("members") or []),
-            "N": rec.get("num_experts"), "T": rec.get("temperature"), "voter": rec.get("voter"),
-            "schedule": rec.get("schedule"), "iterations": rec.get("iterations"),
-            "labels": (cfg.get("relabel") or {}).get("mode"), "device": cfg.get("device"),
-            "seed": cfg.get("seed")}
+    return {
+        "preset": cfg.get("name"),
+        "dataset": (cfg.get("data") or {}).get("dataset"),
+        "ipc": cfg.get("ipc"),
+        "members": list((cfg.get("squeeze") or {}).get("members") or []),
+        "N": rec.get("num_experts"),
+        "T": rec.get("temperature"),
+        "voter": rec.get("voter"),
+        "schedule": rec.get("schedule"),
+        "iterations": rec.get("iterations"),
+        "labels": (cfg.get("relabel") or {}).get("mode"),
+        "device": cfg.get("device"),
+        "seed": cfg.get("seed"),
+    }

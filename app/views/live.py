@@ -4,6 +4,7 @@ Two fragments refresh themselves while the run is starting or running (progress 
 images and curves every 5 s); nothing here blocks: Resume returns as soon as the worker
 process is spawned, and the page says 'starting' until that process holds the run's lock.
 """
+
 from __future__ import annotations
 
 import streamlit as st
@@ -24,30 +25,47 @@ active = running or stat0["status"] == "starting"  # starting: poll until the wo
 # -- actions ------------------------------------------------------------------------------------
 bar = st.container(horizontal=True, vertical_alignment="center")
 msg = st.empty()
-if bar.button("Stop", icon=":material/stop_circle:", key="stop", disabled=not running,
-              help="The worker finishes its step, saves a checkpoint and ends as 'stopped'."):
+if bar.button(
+    "Stop",
+    icon=":material/stop_circle:",
+    key="stop",
+    disabled=not running,
+    help="The worker finishes its step, saves a checkpoint and ends as 'stopped'.",
+):
     if jobs.stop_job(run_dir):
         st.toast("Stop requested: the worker checkpoints and ends.")
     else:
         st.toast("This run is not running.")
 resumable = stat0["status"] in ("stopped", "crashed", "failed")
-if bar.button("Resume", icon=":material/play_arrow:", key="resume", disabled=not resumable,
-              help="Continue from the last checkpoint in a new worker process."):
+if bar.button(
+    "Resume",
+    icon=":material/play_arrow:",
+    key="resume",
+    disabled=not resumable,
+    help="Continue from the last checkpoint in a new worker process.",
+):
     try:
         if jobs.resume_job(run_dir, wait=False):
             st.toast("Resuming: the worker process is starting.")
             st.rerun()
         else:
-            msg.warning("Already running (started from another tab or process); not started "
-                        "again.")
+            msg.warning("Already running (started from another tab or process); not started again.")
     except CvddError as e:
         msg.error(str(e))
-if bar.button("Clone", icon=":material/content_copy:", key="clone",
-              disabled=state.run_config(run_dir) is None,
-              help="New run with this run's settings (you can edit them first)."):
+if bar.button(
+    "Clone",
+    icon=":material/content_copy:",
+    key="clone",
+    disabled=state.run_config(run_dir) is None,
+    help="New run with this run's settings (you can edit them first).",
+):
     st.switch_page(C.NEW_RUN, query_params={"clone": rid})
-paused = bar.toggle("Pause live updates", key=f"pause_{rid}", disabled=not active,
-                    help="Freeze the panels (e.g. to zoom into a chart) while the run goes on.")
+paused = bar.toggle(
+    "Pause live updates",
+    key=f"pause_{rid}",
+    disabled=not active,
+    help="Freeze the panels (e.g. to zoom into a chart) while the run goes on.",
+)
 live = active and not paused
 
 
@@ -74,8 +92,12 @@ def progress_panel() -> None:
             res = state.read_json_file(run_dir / layout.RESULT)
             m = st.columns(2)
             m[0].metric("status", stat["status"])
-            m[1].metric("student top-1", f"{res['student_top1']:.1f} %"
-                        if isinstance(res, dict) and res.get("student_top1") is not None else "—")
+            m[1].metric(
+                "student top-1",
+                f"{res['student_top1']:.1f} %"
+                if isinstance(res, dict) and res.get("student_top1") is not None
+                else "—",
+            )
             if stat["status"] == "running" and stat.get("eta_s") is not None:
                 st.caption(f"{stat['stage']}: ETA {shaping.fmt_duration(stat['eta_s'])}")
             if stat.get("updated_t"):
@@ -86,8 +108,7 @@ def progress_panel() -> None:
             if end.get("traceback"):
                 st.code(end["traceback"], language=None)
             st.caption("worker.log (last lines)")
-            st.code(state.worker_log(run_dir) or "(worker.log is empty or missing)",
-                    language=None)
+            st.code(state.worker_log(run_dir) or "(worker.log is empty or missing)", language=None)
 
 
 progress_panel()
@@ -97,8 +118,9 @@ progress_panel()
 @st.fragment(run_every=5 if live else None)
 def detail_panel() -> None:
     evs = state.events(run_dir)
-    t_img, t_loss, t_com, t_log = st.tabs(["Synthetic images", "Loss curves", "Committee",
-                                           "Events"], key=f"tabs_{rid}")
+    t_img, t_loss, t_com, t_log = st.tabs(
+        ["Synthetic images", "Loss curves", "Committee", "Events"], key=f"tabs_{rid}"
+    )
     with t_img, C.guard("the image grid"):
         C.snapshot_viewer(run_dir, evs, live)
     with t_loss, C.guard("the loss curves"):

@@ -4,6 +4,7 @@ The form is validated on every change with the engine's own RunConfig checks, so
 shows its error next to the field before anything starts. Clone (`?clone=<run id>`) prefills
 the form from an earlier run's config.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,41 +19,76 @@ from cvdd.config import COMMITTEE, PRESET_NOTES, PRESETS, RunConfig, from_preset
 from cvdd.utils import CvddError
 
 ss = st.session_state
-ALL_MEMBERS = list(dict.fromkeys(list(COMMITTEE) + [
-    m for p in PRESETS.values() for m in p.get("squeeze", {}).get("members", ())]))
-DATA_KINDS = {"builtin": "Built-in (Fashion-MNIST subset, offline)",
-              "cifar": "CIFAR folder (or .tar.gz)",
-              "folder": "ImageFolder path (also Tiny-ImageNet, IDX)"}
-VOTERS = {"prior": "prior: softmax(α/T) — CV-DD", "equal": "equal: 1/N each",
-          "random": "random weights (ablation)"}
-SCHEDULES = {"auto": "auto (by IPC, as in the paper)", "fixed": "fixed: the same N members",
-             "enumerate": "enumerate: cycle through member subsets per IPC index",
-             "random": "random: a random subset per IPC index",
-             "per_iteration": "per_iteration: redraw the subset every step"}
+ALL_MEMBERS = list(
+    dict.fromkeys(
+        list(COMMITTEE)
+        + [m for p in PRESETS.values() for m in p.get("squeeze", {}).get("members", ())]
+    )
+)
+DATA_KINDS = {
+    "builtin": "Built-in (Fashion-MNIST subset, offline)",
+    "cifar": "CIFAR folder (or .tar.gz)",
+    "folder": "ImageFolder path (also Tiny-ImageNet, IDX)",
+}
+VOTERS = {
+    "prior": "prior: softmax(α/T) — CV-DD",
+    "equal": "equal: 1/N each",
+    "random": "random weights (ablation)",
+}
+SCHEDULES = {
+    "auto": "auto (by IPC, as in the paper)",
+    "fixed": "fixed: the same N members",
+    "enumerate": "enumerate: cycle through member subsets per IPC index",
+    "random": "random: a random subset per IPC index",
+    "per_iteration": "per_iteration: redraw the subset every step",
+}
 DEVICES = ["auto", "cpu", "cuda"]
 # config key a CvddError names (`e.field`) -> the form field whose slot shows the message;
 # other keys (e.g. set under "Extra overrides") show above the form
-ERROR_FIELDS = {"ipc": "ipc", "seed": "seed", "device": "device", "data.dataset": "dataset",
-                "squeeze.members": "members", "recover.num_experts": "num_experts",
-                "recover.temperature": "temperature", "recover.voter": "voter",
-                "recover.schedule": "schedule", "recover.fixed_members": "schedule",
-                "recover.iterations": "iterations", "relabel.teacher": "teacher"}
+ERROR_FIELDS = {
+    "ipc": "ipc",
+    "seed": "seed",
+    "device": "device",
+    "data.dataset": "dataset",
+    "squeeze.members": "members",
+    "recover.num_experts": "num_experts",
+    "recover.temperature": "temperature",
+    "recover.voter": "voter",
+    "recover.schedule": "schedule",
+    "recover.fixed_members": "schedule",
+    "recover.iterations": "iterations",
+    "relabel.teacher": "teacher",
+}
 P = {"persist_state": "session"}  # keep the form when the user visits another page
 
 
 def _fill(cfg: dict, preset: str) -> None:
     """Put a config dict's values into the form fields."""
     ds = str(cfg["data"]["dataset"])
-    kind = ("builtin" if ds in ("builtin", "fashion_mnist_subset") else
-            "cifar" if "cifar" in (ds or preset).lower() else "folder")
-    ss.update(nr_preset=preset, nr_kind=kind, nr_path="" if kind == "builtin" else ds,
-              nr_ipc=int(cfg["ipc"]), nr_members=list(cfg["squeeze"]["members"]),
-              nr_num_experts=int(cfg["recover"]["num_experts"]),
-              nr_temperature=float(cfg["recover"]["temperature"]),
-              nr_voter=cfg["recover"]["voter"], nr_schedule=cfg["recover"]["schedule"],
-              nr_bssl=cfg["relabel"]["mode"] == "bssl",
-              nr_iterations=int(cfg["recover"]["iterations"]), nr_device=cfg["device"],
-              nr_seed=int(cfg["seed"]), nr_teacher=cfg["relabel"]["teacher"], nr_extra="")
+    kind = (
+        "builtin"
+        if ds in ("builtin", "fashion_mnist_subset")
+        else "cifar"
+        if "cifar" in (ds or preset).lower()
+        else "folder"
+    )
+    ss.update(
+        nr_preset=preset,
+        nr_kind=kind,
+        nr_path="" if kind == "builtin" else ds,
+        nr_ipc=int(cfg["ipc"]),
+        nr_members=list(cfg["squeeze"]["members"]),
+        nr_num_experts=int(cfg["recover"]["num_experts"]),
+        nr_temperature=float(cfg["recover"]["temperature"]),
+        nr_voter=cfg["recover"]["voter"],
+        nr_schedule=cfg["recover"]["schedule"],
+        nr_bssl=cfg["relabel"]["mode"] == "bssl",
+        nr_iterations=int(cfg["recover"]["iterations"]),
+        nr_device=cfg["device"],
+        nr_seed=int(cfg["seed"]),
+        nr_teacher=cfg["relabel"]["teacher"],
+        nr_extra="",
+    )
 
 
 def _on_preset() -> None:
@@ -88,66 +124,124 @@ slots: dict = {}  # field -> placeholder for its error
 
 with form:
     if ss.get("nr_base"):
-        st.info(f"Cloned from run **{ss['nr_loaded'].split(':', 1)[1]}**: the form holds its "
-                "settings (including the ones not shown here). Edit and Start.")
+        st.info(
+            f"Cloned from run **{ss['nr_loaded'].split(':', 1)[1]}**: the form holds its "
+            "settings (including the ones not shown here). Edit and Start."
+        )
         st.button("Start from a preset instead", on_click=_unclone, key="nr_unclone")
     c1, c2 = st.columns([2, 3])
-    c1.selectbox("Preset", list(PRESETS), key="nr_preset", on_change=_on_preset,
-                 disabled=bool(ss.get("nr_base")), **P)
+    c1.selectbox(
+        "Preset",
+        list(PRESETS),
+        key="nr_preset",
+        on_change=_on_preset,
+        disabled=bool(ss.get("nr_base")),
+        **P,
+    )
     c2.caption(PRESET_NOTES.get(ss["nr_preset"], ""))
 
     c1, c2 = st.columns([2, 3])
     c1.radio("Data set", list(DATA_KINDS), format_func=DATA_KINDS.get, key="nr_kind", **P)
     if ss["nr_kind"] != "builtin":
-        c2.text_input("Path on the server", key="nr_path", **P,
-                      placeholder="/data/cifar-10-batches-py" if ss["nr_kind"] == "cifar"
-                      else "/data/imagenette (with train/<class>/...)")
+        c2.text_input(
+            "Path on the server",
+            key="nr_path",
+            **P,
+            placeholder="/data/cifar-10-batches-py"
+            if ss["nr_kind"] == "cifar"
+            else "/data/imagenette (with train/<class>/...)",
+        )
     else:
-        c2.caption("5 000 training and 1 000 test images of Fashion-MNIST (10 classes, 28×28, "
-                   "grey) ship with cvdd: nothing to download.")
+        c2.caption(
+            "5 000 training and 1 000 test images of Fashion-MNIST (10 classes, 28×28, "
+            "grey) ship with cvdd: nothing to download."
+        )
     slots["dataset"] = c2.empty()
 
     c1, c2, c3 = st.columns(3)
     c1.number_input("Images per class (IPC)", 1, 1000, key="nr_ipc", **P)
-    c2.number_input("Recover iterations", 1, 100000, step=50, key="nr_iterations", **P,
-                    help="Pixel-optimisation steps per image group.")
+    c2.number_input(
+        "Recover iterations",
+        1,
+        100000,
+        step=50,
+        key="nr_iterations",
+        **P,
+        help="Pixel-optimisation steps per image group.",
+    )
     c3.number_input("Seed", 0, 2**31 - 1, key="nr_seed", **P)
     slots.update(dict.fromkeys(("ipc", "iterations", "seed"), st.empty()))
 
     opts = list(dict.fromkeys(ALL_MEMBERS + list(ss.get("nr_members") or [])))
-    st.multiselect("Committee members", opts, key="nr_members", **P,
-                   help="One member = the SRe²L++ baseline; several = CV-DD.")
+    st.multiselect(
+        "Committee members",
+        opts,
+        key="nr_members",
+        **P,
+        help="One member = the SRe²L++ baseline; several = CV-DD.",
+    )
     slots["members"] = st.empty()
 
     c1, c2, c3 = st.columns(3)
-    c1.number_input("Experts per image N", 1, 10, key="nr_num_experts", **P,
-                    help="How many members vote on one IPC index.")
-    c2.number_input("Temperature T", 0.01, 1000.0, step=0.5, key="nr_temperature", **P,
-                    help="Weights are softmax(α/T): small T favours the best prior.")
+    c1.number_input(
+        "Experts per image N",
+        1,
+        10,
+        key="nr_num_experts",
+        **P,
+        help="How many members vote on one IPC index.",
+    )
+    c2.number_input(
+        "Temperature T",
+        0.01,
+        1000.0,
+        step=0.5,
+        key="nr_temperature",
+        **P,
+        help="Weights are softmax(α/T): small T favours the best prior.",
+    )
     c3.selectbox("Voter", list(VOTERS), format_func=VOTERS.get, key="nr_voter", **P)
     slots.update(dict.fromkeys(("num_experts", "temperature", "voter"), st.empty()))
 
     c1, c2, c3 = st.columns(3)
-    c1.selectbox("Committee schedule", list(SCHEDULES), format_func=SCHEDULES.get,
-                 key="nr_schedule", **P)
+    c1.selectbox(
+        "Committee schedule", list(SCHEDULES), format_func=SCHEDULES.get, key="nr_schedule", **P
+    )
     devices = list(dict.fromkeys(DEVICES + [ss.get("nr_device") or "auto"]))
-    c2.selectbox("Device", devices, key="nr_device", **P,
-                 help="auto = the GPU when the worker sees one, else CPU.")
-    c3.toggle("BSSL soft labels", key="nr_bssl", **P,
-              help="On: the teacher's BN uses each synthetic batch's statistics (CV-DD). "
-                   "Off: eval mode, the stored running statistics.")
+    c2.selectbox(
+        "Device",
+        devices,
+        key="nr_device",
+        **P,
+        help="auto = the GPU when the worker sees one, else CPU.",
+    )
+    c3.toggle(
+        "BSSL soft labels",
+        key="nr_bssl",
+        **P,
+        help="On: the teacher's BN uses each synthetic batch's statistics (CV-DD). "
+        "Off: eval mode, the stored running statistics.",
+    )
     slots.update(dict.fromkeys(("schedule", "device"), st.empty()))
 
     with st.expander("More settings"):
         teachers = list(ss.get("nr_members") or []) + ["committee"]
         if ss.get("nr_teacher") not in teachers:
             ss["nr_teacher"] = teachers[0]
-        st.selectbox("Relabel teacher", teachers, key="nr_teacher",
-                     help="The model that writes the soft labels; 'committee' = prior-weighted "
-                          "logits of all members.")
+        st.selectbox(
+            "Relabel teacher",
+            teachers,
+            key="nr_teacher",
+            help="The model that writes the soft labels; 'committee' = prior-weighted "
+            "logits of all members.",
+        )
         slots["teacher"] = st.empty()
-        st.text_area("Extra overrides, one `section.key=value` per line", key="nr_extra", **P,
-                     placeholder="recover.snapshot_every=20\nvalidate.epochs=40")
+        st.text_area(
+            "Extra overrides, one `section.key=value` per line",
+            key="nr_extra",
+            **P,
+            placeholder="recover.snapshot_every=20\nvalidate.epochs=40",
+        )
 
 # -- build and check the config --------------------------------------------------------------
 errors: dict[str, str] = {}
@@ -160,9 +254,22 @@ else:
     dataset = path
     if not Path(path).expanduser().exists():
         errors["dataset"] = f"`{path}` does not exist on the server's file system."
-vals = {k: ss.get(f"nr_{k}") for k in ("ipc", "seed", "device", "num_experts", "temperature",
-                                        "voter", "schedule", "iterations", "teacher",
-                                        "members", "bssl")}
+vals = {
+    k: ss.get(f"nr_{k}")
+    for k in (
+        "ipc",
+        "seed",
+        "device",
+        "num_experts",
+        "temperature",
+        "voter",
+        "schedule",
+        "iterations",
+        "teacher",
+        "members",
+        "bssl",
+    )
+}
 vals["dataset"] = dataset or None
 extra = [ln.strip() for ln in str(ss.get("nr_extra") or "").splitlines() if ln.strip()]
 overrides = shaping.form_overrides(vals) + extra
@@ -185,19 +292,29 @@ for field, msg in errors.items():
 
 with form:
     c1, c2 = st.columns([1, 3], vertical_alignment="center")
-    start = c1.button("Start", icon=":material/play_arrow:", type="primary", key="start",
-                      disabled=bool(errors), width="stretch")
+    start = c1.button(
+        "Start",
+        icon=":material/play_arrow:",
+        type="primary",
+        key="start",
+        disabled=bool(errors),
+        width="stretch",
+    )
     busy = [r for r in state.all_runs(str(state.runs_root())) if r["status"] == "running"]
     if busy:
-        c2.caption(f"{len(busy)} run(s) already running (e.g. {busy[0]['run_id']}); a new one "
-                   "shares the CPU/GPU with them.")
+        c2.caption(
+            f"{len(busy)} run(s) already running (e.g. {busy[0]['run_id']}); a new one "
+            "shares the CPU/GPU with them."
+        )
     else:
         c2.caption(f"Runs go to `{state.runs_root()}`. The run continues if you close the tab.")
     if cfg is not None:
         with st.expander("Effective config and CLI command"):
             if not ss.get("nr_base"):
-                cli = " ".join(["python -m cvdd run --preset", ss["nr_preset"]] +
-                               [f"--set '{o}'" for o in overrides])
+                cli = " ".join(
+                    ["python -m cvdd run --preset", ss["nr_preset"]]
+                    + [f"--set '{o}'" for o in overrides]
+                )
                 st.code(cli, language="bash")
             st.code(json.dumps(cfg.to_dict(), indent=1), language="json")
 
@@ -236,6 +353,8 @@ with teach, st.container(border=True):
 6. **validate** — train a fresh student only on the distilled images and soft labels, and
    report its top-1 on the real test set, next to a baseline with as many random real images.
 """)
-    st.caption("Each run is its own process writing to its run folder: reload the page, "
-               "open a second tab or restart the server — nothing is lost. Stop saves a "
-               "checkpoint; Resume continues from it.")
+    st.caption(
+        "Each run is its own process writing to its run folder: reload the page, "
+        "open a second tab or restart the server — nothing is lost. Stop saves a "
+        "checkpoint; Resume continues from it."
+    )

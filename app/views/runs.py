@@ -1,4 +1,5 @@
 """Runs: every run folder with its status; choosing one opens it (`?run=<id>`)."""
+
 from __future__ import annotations
 
 import streamlit as st
@@ -31,15 +32,25 @@ def table() -> None:
         st.rerun(scope="app")
     df = shaping.runs_table(now_rows)
     ev = st.dataframe(
-        df, hide_index=True, on_select="rerun", selection_mode="single-row", key="runs_table",
-        column_config={"top1": st.column_config.NumberColumn("student top-1 %", format="%.1f"),
-                       "run": st.column_config.TextColumn("run", width="large")})
+        df,
+        hide_index=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        key="runs_table",
+        column_config={
+            "top1": st.column_config.NumberColumn("student top-1 %", format="%.1f"),
+            "run": st.column_config.TextColumn("run", width="large"),
+        },
+    )
     sel = getattr(getattr(ev, "selection", None), "rows", None) or []
     if sel:
         _open(str(df.iloc[sel[0]]["run"]))
     counts = df["status"].value_counts().to_dict()
-    st.caption(f"{len(df)} runs in `{root}` · " + " · ".join(f"{k} {v}" for k, v in counts.items())
-               + " · click a row to open it")
+    st.caption(
+        f"{len(df)} runs in `{root}` · "
+        + " · ".join(f"{k} {v}" for k, v in counts.items())
+        + " · click a row to open it"
+    )
 
 
 table()

@@ -1,5 +1,6 @@
 """Soft labels (paper §3.7): the same images labelled with BSSL (batch statistics) and with
 eval mode (running statistics), and what each labelling gave the student."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,12 +19,15 @@ st.markdown(
     "A teacher turns every synthetic image into a probability vector (soft label) that the "
     "student learns from. In **eval** mode its BatchNorm layers normalise with the running "
     "statistics of the real data; with **BSSL** they use the statistics of the synthetic batch "
-    "itself (teacher in train mode, weights frozen). Below: the same images, both ways.")
+    "itself (teacher in train mode, weights frozen). Below: the same images, both ways."
+)
 z = state.read_npz_file(run_dir / layout.SOFT_LABELS)
 if z is None or "probs_bssl" not in z or "probs_eval" not in z:
     stat = state.status(run_dir)
-    st.info("No soft labels yet: relabel/soft_labels.npz is written at the end of **relabel** "
-            f"(this run: {stat['status']}, stage {stat['stage'] or '—'}).")
+    st.info(
+        "No soft labels yet: relabel/soft_labels.npz is written at the end of **relabel** "
+        f"(this run: {stat['status']}, stage {stat['stage'] or '—'})."
+    )
     st.stop()
 
 an = state.read_json_file(run_dir / layout.SOFT_LABEL_STATS)
@@ -35,24 +39,30 @@ targets = np.asarray(z.get("targets", np.zeros(len(pb), int)))
 with C.guard("the label statistics"):
     s = shaping.soft_label_stats(pb, pe, targets)
     c = st.columns(5)
-    c[0].metric("argmax agreement", f"{100 * s['agreement']:.0f} %",
-                help="Images whose most likely class is the same in both modes.")
+    c[0].metric(
+        "argmax agreement",
+        f"{100 * s['agreement']:.0f} %",
+        help="Images whose most likely class is the same in both modes.",
+    )
     c[1].metric("mean KL(BSSL ‖ eval)", f"{s['kl_mean']:.3g} nats")
     c[2].metric("mean entropy BSSL", f"{s['entropy_bssl']:.3g}")
     c[3].metric("mean entropy eval", f"{s['entropy_eval']:.3g}")
-    c[4].metric("label = class (BSSL / eval)",
-                f"{100 * s['acc_bssl']:.0f} / {100 * s['acc_eval']:.0f} %")
+    c[4].metric(
+        "label = class (BSSL / eval)", f"{100 * s['acc_bssl']:.0f} / {100 * s['acc_eval']:.0f} %"
+    )
     if an.get("teacher"):
-        st.caption(f"teacher **{an['teacher']}** · batch size {an.get('batch_size')} · "
-                   f"{len(pb)} images")
+        st.caption(
+            f"teacher **{an['teacher']}** · batch size {an.get('batch_size')} · {len(pb)} images"
+        )
 
 with C.guard("one image's soft label"):
     st.subheader("One image")
     imgs = state.read_npz_file(run_dir / layout.RECOVER_IMAGES)
     classes = sorted({int(t) for t in targets})
     c1, c2, c3 = st.columns([2, 2, 1])
-    cls = c1.selectbox("Class", classes, key="sl_cls",
-                       format_func=lambda k: shaping.class_name(names, k))
+    cls = c1.selectbox(
+        "Class", classes, key="sl_cls", format_func=lambda k: shaping.class_name(names, k)
+    )
     idx = shaping.class_indices(targets, cls)
     k = c2.selectbox("Image (IPC index)", range(len(idx)), key="sl_k")
     topk = c3.number_input("top-k", 1, max(1, pb.shape[1]), min(5, pb.shape[1]), key="sl_topk")
@@ -71,8 +81,10 @@ with C.guard("one image's soft label"):
 with C.guard("the label distributions"):
     st.subheader("All images")
     c1, c2 = st.columns(2)
-    c1.plotly_chart(figures.entropy_hist({"bssl": shaping.entropy(pb),
-                                          "eval": shaping.entropy(pe)}), key="sl_ent")
+    c1.plotly_chart(
+        figures.entropy_hist({"bssl": shaping.entropy(pb), "eval": shaping.entropy(pe)}),
+        key="sl_ent",
+    )
     c2.plotly_chart(figures.kl_hist(shaping.kl_div(pb, pe)), key="sl_kl")
     per = an.get("per_class")
     if isinstance(per, list) and per:
@@ -93,8 +105,10 @@ with C.guard("the student accuracies"):
         if len(cur):
             st.plotly_chart(figures.student_curves(cur), key="sl_curves")
     elif sd:
-        st.info("Only one labelling was validated. Set `validate.compare_eval_labels=true` "
-                "(More settings → extra overrides) to train a student on each.")
+        st.info(
+            "Only one labelling was validated. Set `validate.compare_eval_labels=true` "
+            "(More settings → extra overrides) to train a student on each."
+        )
         st.dataframe(shaping.students_df(stu), hide_index=True)
     else:
         st.info("No student trained yet (validate/students.json appears during **validate**).")

@@ -107,4 +107,3 @@ def create_model(
         desc = f"{name} ({num_classes} classes, {in_channels} channels, width {width})"
         load_weights(model, Path(weights), desc)
     return model
-
