@@ -165,13 +165,17 @@ def _engine(models, groups, voters, images, cfg, device):
     return step, close, plan
 
 
+def _effective_batch(name: str, batch: int, args, device: torch.device) -> int:
+    """The batch a case runs with: on CPU at most --cpu-cap 32-px image equivalents (>= 2)."""
+    if device.type != "cpu" or not args.cpu_cap:
+        return batch
+    px = SETS[name][2]
+    return min(batch, max(args.cpu_cap * 32 * 32 // (px * px), 2))
+
+
 def _case(name, batch, precision, args, device) -> str:
     names, classes, px, jitter = SETS[name]
-    note = ""
-    cap = args.cpu_cap * 32 * 32 // (px * px) if device.type == "cpu" and args.cpu_cap else 0
-    if cap and batch > cap:
-        note = f"  [CPU: batch {batch} shrunk to {max(cap, 2)}, --cpu-cap {args.cpu_cap}]"
-        batch = max(cap, 2)
+    asked, batch = batch, _effective_batch(name, batch, args, device)
     per_group = min(batch, 100)
     n_groups = batch // per_group
     cfg = dataclasses.replace(
@@ -184,23 +188,23 @@ def _case(name, batch, precision, args, device) -> str:
     images = torch.randint(0, 256, (batch, 3, px, px), dtype=torch.uint8)
     images = images.view(per_group, n_groups, 3, px, px).flatten(0, 1)  # class-major
     n = per_group * n_groups
-    ref_s = float("nan")
+    ref_ms = float("nan")
     if precision == "fp32":  # the straightforward step is fp32 only
         step, close = _reference(models, groups, voters, images, cfg, device)
-        ref_s = _timed(step, args.iters, args.warmup, device)
+        ref_ms = 1e3 * _timed(step, args.iters, args.warmup, device) / n
         close()
     amp, cl = fast_path(cfg, device)
     with member_format(models, cl):
         step, close, plan = _engine(models, groups, voters, images, cfg, device)
-        eng_s = _timed(step, args.iters, args.warmup, device)
+        eng_ms = 1e3 * _timed(step, args.iters, args.warmup, device) / n
         close()
-    ref_ms, eng_ms = 1e3 * ref_s / n, 1e3 * eng_s / n
-    ratio = f"{ref_ms / eng_ms:6.1f}x" if ref_ms == ref_ms else "     -"
-    ref_txt = f"{ref_ms:9.3f}" if ref_ms == ref_ms else "        -"
+    known = ref_ms == ref_ms  # not NaN
+    ref_txt = f"{ref_ms:15.3f}" if known else f"{'-':>15s}"
+    ratio = f"{ref_ms / eng_ms:6.1f}x" if known else f"{'-':>7s}"
+    note = f"  (asked {asked}: --cpu-cap)" if asked != n else ""
     return (
-        f"{name:10s} {px:3d}px batch {n:5d} {precision:4s}  straightforward {ref_txt}  "
-        f"engine {eng_ms:9.3f}  ratio {ratio}  ({plan.waves} wave(s) of {plan.groups_per_wave}"
-        f" group(s) x {per_group}){note}"
+        f"{name:10s} {px:4d} {n:6d}  {precision:4s}  {ref_txt}  {eng_ms:8.3f}  {ratio}  "
+        f"{plan.waves} x {plan.groups_per_wave} x {per_group}{note}"
     )
 
 
@@ -213,21 +217,20 @@ def main(argv=None) -> None:
     torch.set_num_threads(threads)
     precisions = args.precision or ("fp32,bf16" if device.type == "cuda" else "fp32")
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{threads} thread(s)"
+    print(f"# recover step, ms per image per iteration; {device.type}, {where}")
+    print(f"# torch {torch.__version__}; {args.iters} iterations timed after {args.warmup} warm-up")
     print(
-        f"# recover step, ms per image per iteration; {device.type} ({where}), torch "
-        f"{torch.__version__}, {args.iters} iters after {args.warmup} warm-up"
+        "# set         px  batch  prec  straightforward    engine    ratio  waves x groups x images"
     )
     seen = set()
     for name in args.sets.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
             for precision in precisions.split(","):
-                _, _, px, _ = SETS[name]
-                cap = args.cpu_cap * 32 * 32 // (px * px)
-                eff = min(batch, max(cap, 2)) if device.type == "cpu" and args.cpu_cap else batch
+                eff = _effective_batch(name, batch, args, device)
                 if (name, eff, precision) in seen:
                     print(
-                        f"{name:10s} {px:3d}px batch {batch:5d} {precision:4s}  skipped on CPU:"
-                        f" over --cpu-cap {args.cpu_cap}, the shrunk case ran above"
+                        f"{name:10s} {SETS[name][2]:4d} {batch:6d}  {precision:4s}  skipped: over "
+                        f"--cpu-cap {args.cpu_cap} on CPU (ran as batch {eff} above)"
                     )
                     continue
                 seen.add((name, eff, precision))
