@@ -243,6 +243,8 @@ def test_corrupt_checkpoint_on_resume(tmp_path, monkeypatch):
     _stop_at_recover_step(monkeypatch, 2)
     with pytest.raises(StopRequested):
         pipeline.run_pipeline(rd.path)
+    monkeypatch.undo()  # no more stop requests
+    monkeypatch.setenv("CVDD_THREADS", "1")
     ck = rd.path / "checkpoints/recover.pt"
     ck.write_bytes(ck.read_bytes()[:100])  # truncated, as by a full disk or a crash
     before = (rd.path / "recover/committee.json").read_bytes()
@@ -251,27 +253,29 @@ def test_corrupt_checkpoint_on_resume(tmp_path, monkeypatch):
     assert "recover.pt is corrupt" in out.stderr and "delete it" in out.stderr
     assert (rd.path / "recover/committee.json").read_bytes() == before
     ck.unlink()  # the named fix works: the stage restarts from its beginning
-    assert cli("resume", str(rd.path)).returncode == 0
+    assert pipeline.run_pipeline(rd.path)["student_top1"] is not None
 
 
-def test_corrupt_cached_member_is_retrained_and_bad_weights_file_is_named(tiny_run_dir, tmp_path):
-    cache = tiny_run_dir.parent / "_cache" / "squeeze"
-    victim = sorted(cache.glob("*test_tiny_cnn*.pt"))[0]
+def test_corrupt_cached_member_is_retrained_and_bad_weights_file_is_named(
+    tiny_run_dir, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("CVDD_THREADS", "1")
+    from cvdd import pipeline
+
+    cache = tiny_run_dir.parent / "_cache"
+    victim = sorted((cache / "squeeze").glob("*test_tiny_cnn*.pt"))[0]
     victim.write_bytes(b"garbage")
-    out = cli("run", "--preset", "tiny", "--runs-dir", str(tiny_run_dir.parent))
-    assert out.returncode == 0 and "corrupt; retraining" in out.stdout
+    cfg = from_preset("tiny", [f"cache_dir={cache}"])  # the shared cache, a run of its own
+    rd = RunDir.create(tmp_path / "runs", cfg.to_dict())
+    pipeline.run_pipeline(rd.path)
+    logs = [e.get("msg", "") for e in read_events(rd.path) if e["kind"] == "log"]
+    assert any("corrupt; retraining" in m for m in logs)
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"nope")
-    out = cli(
-        "run",
-        "--preset",
-        "tiny",
-        "--runs-dir",
-        str(tmp_path / "runs"),
-        "--set",
-        "squeeze.weights=" + json.dumps({"test_tiny_cnn": str(bad)}),
-    )
-    assert out.returncode == 2 and str(bad) in out.stderr and "Traceback" not in out.stderr
+    weights = "squeeze.weights=" + json.dumps({"test_tiny_cnn": str(bad)})
+    rd = RunDir.create(tmp_path / "runs", from_preset("tiny", [weights]).to_dict())
+    with pytest.raises(CvddError, match=str(bad)):  # the CLI prints this message alone
+        pipeline.run_pipeline(rd.path)
 
 
 def test_out_of_memory_and_full_disk_messages(tmp_path, monkeypatch):
@@ -314,7 +318,7 @@ def test_nan_loss_stops_with_advice(tmp_path, monkeypatch):
     assert run_status(rd.path)["status"] == "failed"
 
 
-def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
+def test_kill_9_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
     """A worker killed with SIGKILL mid-recover resumes from its last checkpoint, same result."""
     import signal
     import time
@@ -329,9 +333,13 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
         "--set",
         "validate.random_real=false",
     ]
-    full = cli("run", "--preset", "tiny", "--runs-dir", str(tmp_path), *sets)
-    assert full.returncode == 0, full.stderr[-2000:]
-    a = Path(full.stdout.strip().splitlines()[-1])
+    from cvdd import pipeline
+
+    # the uninterrupted reference runs in this process (same config and thread count)
+    monkeypatch.setenv("CVDD_THREADS", "1")
+    ref = from_preset("tiny", [v for v in sets if v != "--set"])
+    a = RunDir.create(tmp_path, ref.to_dict()).path
+    pipeline.run_pipeline(a)
     proc = subprocess.Popen(
         [
             sys.executable,
