@@ -12,8 +12,9 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any
 
+from .overrides import apply_override, build_dataclass, merge
 from .presets import PRESET_NOTES, PRESETS, PRIOR_TABLE
 from .utils import CvddError
 
@@ -167,16 +168,16 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
-        return _build(cls, d, "")
+        return build_dataclass(cls, d, "")
 
     def replace(self, overrides: list[str] | dict) -> RunConfig:
         """New config with `section.key=value` strings (or a nested dict) applied."""
         d = self.to_dict()
         if isinstance(overrides, dict):
-            _merge(d, overrides)
+            merge(d, overrides)
         else:
             for item in overrides:
-                _apply_override(d, item)
+                apply_override(d, item)
         return RunConfig.from_dict(d)
 
 
@@ -280,105 +281,6 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     _need(value in allowed, name, f"unknown {name} {value!r}; choose from {', '.join(allowed)}")
 
 
-# ---------------------------------------------------------------------------------------------
-# dict <-> dataclass
-
-
-def _build(cls: type, d: dict, prefix: str) -> Any:
-    if not isinstance(d, dict):
-        raise CvddError(
-            f"config section {prefix or 'root'} must be a mapping", field=prefix[:-1] or None
-        )
-    hints = get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
-    unknown = set(d) - names
-    if unknown:
-        bad = sorted(prefix + str(k) for k in unknown)
-        raise CvddError(
-            f"unknown config key(s) {bad}; valid keys: {sorted(prefix + n for n in names)}",
-            field=bad[0],
-        )
-    kw = {}
-    for name, value in d.items():
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            kw[name] = _build(tp, value, f"{prefix}{name}.")
-        else:
-            kw[name] = _coerce(value, tp, prefix + name)
-    return cls(**kw)
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    origin = get_origin(tp)
-    try:
-        if origin is tuple:
-            if isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()]
-            inner = get_args(tp)[0]
-            return tuple(_coerce(v, inner, key) for v in value)
-        if tp is dict or origin is dict:
-            if isinstance(value, str):
-                value = json.loads(value) if value.strip() else {}
-            if not isinstance(value, dict):
-                raise TypeError
-            return dict(value)
-        if tp is bool:
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError
-            return bool(value)
-        if tp is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if tp is float:
-            return float(value)
-        if tp is str:
-            return str(value)
-    except (TypeError, ValueError):
-        pass
-    raise CvddError(
-        f"config key {key}: cannot read {value!r} as {getattr(tp, '__name__', tp)}", field=key
-    )
-
-
-def _apply_override(d: dict, item: str) -> None:
-    if "=" not in item:
-        raise CvddError(
-            f"override {item!r} must look like section.key=value, e.g. recover.iterations=200"
-        )
-    key, value = item.split("=", 1)
-    key = key.strip()
-    parts = key.split(".")
-    node = d
-    for p in parts[:-1]:
-        if p not in node or not isinstance(node[p], dict):
-            raise CvddError(
-                f"unknown config section {p!r} in {item!r}; sections: "
-                f"{[k for k, v in d.items() if isinstance(v, dict)]}",
-                field=key,
-            )
-        node = node[p]
-    if parts[-1] not in node:
-        raise CvddError(f"unknown config key {key!r}; valid keys here: {sorted(node)}", field=key)
-    node[parts[-1]] = value.strip()  # typed later by _coerce
-
-
-def _merge(d: dict, o: dict) -> None:
-    for k, v in o.items():
-        if (
-            isinstance(v, dict)
-            and isinstance(d.get(k), dict)
-            and k not in ("weights", "values", "widths")
-        ):
-            _merge(d[k], v)
-        else:
-            d[k] = v
-
-
 def config_hash(cfg: RunConfig, sections: tuple[str, ...] | None = None) -> str:
     """Stable short hash of the whole config (or some sections), for checkpoints and caches."""
     d = cfg.to_dict()
@@ -392,10 +294,10 @@ def from_preset(name: str, overrides: list[str] | None = None, **top: Any) -> Ru
     if name not in PRESETS:
         raise CvddError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     d = RunConfig().to_dict()
-    _merge(d, json.loads(json.dumps(PRESETS[name])))  # deep copy, tuples -> lists
+    merge(d, json.loads(json.dumps(PRESETS[name])))  # deep copy, tuples -> lists
     for k, v in top.items():
         if v is not None:
-            _apply_override(d, f"{k}={v}") if "." in k else d.__setitem__(k, v)
+            apply_override(d, f"{k}={v}") if "." in k else d.__setitem__(k, v)
     for item in overrides or []:
-        _apply_override(d, item)
+        apply_override(d, item)
     return RunConfig.from_dict(d)

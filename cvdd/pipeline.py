@@ -174,9 +174,9 @@ def _explain(e: BaseException) -> str:
     text = str(e).lower()
     if isinstance(e, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in text:
         return (
-            "out of memory; lower recover.groups_per_step (e.g. --set recover.groups_per_step=1), "
-            "recover.classes_per_group, validate.batch_size or the model width, or use "
-            "--set device=cpu; then resume the run"
+            "out of memory; resume with a smaller memory budget (CVDD_MEMORY_GB=2 python -m cvdd "
+            "resume RUN_DIR, or --set recover.memory_gb=2 for a new run), or lower "
+            "validate.batch_size or the model width, or use --set device=cpu"
         )
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
         return (

@@ -286,7 +286,7 @@ def test_out_of_memory_and_full_disk_messages(tmp_path, monkeypatch):
     from cvdd import pipeline
 
     for exc, needle in (
-        (torch.OutOfMemoryError("CUDA out of memory"), "groups_per_step"),
+        (torch.OutOfMemoryError("CUDA out of memory"), "CVDD_MEMORY_GB"),
         (OSError(errno.ENOSPC, "No space left on device"), "disk is full"),
     ):
         rd = RunDir.create(tmp_path, from_preset("tiny").to_dict())
