@@ -10,6 +10,9 @@ if [ ! -x /usr/bin/chromium ]; then  # real-browser end-to-end test (Debian's Ch
   fi
 fi
 python -m pip install -q -r requirements.txt
+# the house style is checked, not hoped for: format and lint the whole tree first
+python -m ruff format --check --quiet . || { echo "ruff format: run 'ruff format .'"; exit 1; }
+python -m ruff check --quiet . || exit 1
 set +e
 python -m pytest "$@"
 rc=$?
