@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from app import figures, shaping, state
+from app import checks, figures, shaping, state
 from cvdd import layout
 from cvdd.utils import CvddError
 
@@ -38,6 +38,11 @@ def run_header(page_key: str, title: str, show_status: bool = True) -> Path | No
     rid = state.current_run_id()
     rows = state.all_runs(str(state.runs_root()))
     ids = [r["run_id"] for r in rows]
+    if not rid:  # a fresh tab: the one run there is, or the newest active one (rows: newest first)
+        live = [r["run_id"] for r in rows if r["status"] in ("running", "starting")]
+        rid = live[0] if live else ids[0] if len(ids) == 1 else None
+        if rid:
+            state.set_run(rid)
     key = f"pick_{page_key}"
     if rid in ids:
         st.session_state[key] = rid
@@ -89,12 +94,14 @@ def _run_label(rid: str, rows: list[dict]) -> str:
     return f"{rid} — {r.get('status', '?')}"
 
 
-def status_line(stat: dict) -> None:
-    text = shaping.status_text(stat)
+def status_line(stat: dict, fix: str | None = None) -> None:
+    """The run's status in one line; `fix`: what to change, for a run that failed on its
+    settings (it replaces the engine's CLI advice)."""
+    text = checks.page_terms(shaping.status_text(stat))
     s = stat.get("status")
     icon = shaping.STATUS_ICONS.get(s)
     if s == "failed":
-        st.error(text, icon=icon)
+        st.error(text + (f"\n\n{fix}" if fix else ""), icon=icon)
     elif s in ("crashed", "stopped"):
         st.warning(text + " — **Resume** continues from the last checkpoint.", icon=icon)
     elif s == "done":
@@ -171,7 +178,8 @@ def snapshot_viewer(run_dir: Path, evs: list[dict], live: bool) -> None:
         st.image(
             grid.repeat(f, 0).repeat(f, 1),
             width=min(520, grid.shape[1] * f),
-            caption=f"step {step} · rows = classes {rows} · columns = IPC indices {cols}",
+            caption=f"step {step} · rows: {', '.join(shaping.class_name(names, r) for r in rows)}"
+            f" · columns: {_index_span(cols)}",
         )
         st.caption(
             f"{len(steps)} snapshots saved, latest step {steps[-1]}" + (" · live" if live else "")
@@ -197,6 +205,15 @@ def snapshot_viewer(run_dir: Path, evs: list[dict], live: bool) -> None:
         except (IndexError, ValueError) as e:
             st.warning(f"Could not crop the class row: {e}")
         final_images(run_dir, rows[pick], names)
+
+
+def _index_span(cols: list) -> str:
+    """'IPC index 0-9' for a consecutive run, else the list."""
+    if not cols:
+        return "IPC indices"
+    if cols == list(range(cols[0], cols[0] + len(cols))):
+        return f"IPC index {cols[0]}" + (f"–{cols[-1]}" if len(cols) > 1 else "")
+    return "IPC indices " + ", ".join(map(str, cols))
 
 
 def final_images(run_dir: Path, cls: int, names: list[str]) -> None:

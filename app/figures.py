@@ -15,6 +15,36 @@ SOURCE_COLORS = {
     "random_real": "#2e86ab",
 }
 MODE_COLORS = {"bssl": "#e4572e", "eval": "#2e86ab"}
+# data names in the run files -> legend entries a reader understands
+LEGEND_NAMES = {
+    "init": "initial (real patches)",
+    "synthetic": "synthetic (after recover)",
+    "real": "real images",
+    "random_real": "random real images",
+    "distilled": "distilled set",
+    "bssl": "BSSL labels",
+    "eval": "eval-mode labels",
+    "student_top1": "distilled set",
+    "random_real_top1": "random real images",
+}
+
+
+def legend_name(raw: str) -> str:
+    """'distilled_bssl-resnet18' -> 'distilled set, BSSL labels, resnet18'; known names mapped."""
+    if raw in LEGEND_NAMES:
+        return LEGEND_NAMES[raw]
+    key, _, arch = str(raw).partition("-")
+    data, _, labels = key.rpartition("_")
+    if data in LEGEND_NAMES and labels in LEGEND_NAMES:
+        return ", ".join([LEGEND_NAMES[data], LEGEND_NAMES[labels]] + ([arch] if arch else []))
+    return str(raw)
+
+
+def _legend(fig: go.Figure, title: str) -> go.Figure:
+    """Human legend entries and title (plotly express titles the legend with a column name)."""
+    fig.for_each_trace(lambda t: t.update(name=legend_name(t.name)) if t.name else None)
+    fig.update_layout(legend_title_text=title)
+    return fig
 
 
 def _tidy(fig: go.Figure, height: int = 320) -> go.Figure:
@@ -122,10 +152,58 @@ def bn_gaps(df: pd.DataFrame) -> go.Figure:
             row=1,
             col=2,
         )
-    fig.update_xaxes(tickangle=-60, tickfont={"size": 10})
-    _tidy(fig, 440)
+    fig.update_xaxes(tickangle=-60, tickfont={"size": 10}, title_text="BN layer (module order)")
+    fig.update_yaxes(title_text="L2 gap, mean over batches", row=1, col=1)
+    _legend(_tidy(fig, 440), "images")
     fig.update_layout(barmode="group", legend={"orientation": "h", "y": 1.18}, margin={"t": 80})
     return fig
+
+
+SPLIT_TITLES = {"voted": "groups it voted for", "not_voted": "groups it did not vote for"}
+
+
+def bn_group_layers(df: pd.DataFrame, member: str) -> go.Figure:
+    """Per BN layer of one member: its gap before (init) and after (synthetic) recover, in the
+    groups it voted for (left) and the others (right)."""
+    titles = []
+    for split, text in SPLIT_TITLES.items():
+        n = df.loc[df["split"] == split, "groups"]
+        titles.append(f"{member}: {text} ({int(n.iloc[0])} groups)" if len(n) else f"{text}: none")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=titles, shared_yaxes=True)
+    for col, split in enumerate(SPLIT_TITLES, start=1):
+        for src in ("init", "synthetic"):
+            d = df[(df["split"] == split) & (df["source"] == src)]
+            fig.add_trace(
+                go.Bar(
+                    x=d["label"],
+                    y=d["gap"],
+                    name="before recover (init)" if src == "init" else "after recover",
+                    marker_color=SOURCE_COLORS[src],
+                    legendgroup=src,
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
+        fig.update_xaxes(title_text="BN layer (module order)", row=1, col=col)
+    fig.update_xaxes(tickangle=-60, tickfont={"size": 10})
+    fig.update_yaxes(title_text="‖μ_B − μ‖ + ‖σ²_B − σ²‖, mean over groups", row=1, col=1)
+    _tidy(fig, 420)
+    fig.update_layout(barmode="group", legend={"orientation": "h", "y": 1.2}, margin={"t": 80})
+    return fig
+
+
+def bn_trace(df: pd.DataFrame) -> go.Figure:
+    """Each member's BN loss over recover steps (one line per member and wave; a trace row
+    exists every trace_every steps, markers show where)."""
+    fig = px.line(df, x="step", y="bn", color="member", line_group="wave", markers=True)
+    fig.update_traces(marker={"size": 4})
+    fig.update_layout(
+        title="BN loss during recover (each member: mean over the groups it votes for)",
+        xaxis_title="recover step (of its wave)",
+        yaxis_title="BN loss, augmented batch",
+    )
+    return _tidy(fig, 340)
 
 
 def bn_scatter(df: pd.DataFrame, stat: str, sources: list[str]) -> go.Figure:
@@ -154,7 +232,7 @@ def bn_scatter(df: pd.DataFrame, stat: str, sources: list[str]) -> go.Figure:
             )
         )
     fig.update_layout(title=f"per-channel {stat}: batch vs running")
-    return _tidy(fig, 380)
+    return _legend(_tidy(fig, 380), "images")
 
 
 def topk_bars(df: pd.DataFrame) -> go.Figure:
@@ -162,7 +240,7 @@ def topk_bars(df: pd.DataFrame) -> go.Figure:
         df, x="name", y="prob", color="mode", barmode="group", color_discrete_map=MODE_COLORS
     )
     fig.update_layout(title="soft label of this image", yaxis_title="probability", xaxis_title="")
-    return _tidy(fig, 320)
+    return _legend(_tidy(fig, 320), "teacher")
 
 
 def entropy_hist(ent: dict[str, np.ndarray]) -> go.Figure:
@@ -177,7 +255,7 @@ def entropy_hist(ent: dict[str, np.ndarray]) -> go.Figure:
         xaxis_title="entropy",
         yaxis_title="images",
     )
-    return _tidy(fig)
+    return _legend(_tidy(fig), "teacher")
 
 
 def kl_hist(kl: np.ndarray) -> go.Figure:
@@ -191,17 +269,31 @@ def kl_hist(kl: np.ndarray) -> go.Figure:
 def student_curves(df: pd.DataFrame) -> go.Figure:
     fig = px.line(df, x="epoch", y="top1", color="student", markers=True)
     fig.update_layout(title="student test top-1 during training", yaxis_title="top-1 %")
-    return _tidy(fig)
+    return _legend(_tidy(fig), "student trained on")
 
 
-def diversity_bars(df: pd.DataFrame, title: str) -> go.Figure:
+def diversity_bars(
+    df: pd.DataFrame, title: str, y_range: list[float] | None = None, color: str = "source"
+) -> go.Figure:
+    """Per class, mean pairwise cosine per source (or per run, color="run"); `y_range` zooms
+    the axis to the data, since the values of a class often differ in the second decimal."""
+    colors = SOURCE_COLORS if color == "source" else None
+    seq = ["#e4572e", "#2e86ab", "#9e9e9e", "#7a5195"]
     fig = px.bar(
-        df, x="name", y="cosine", color="source", barmode="group", color_discrete_map=SOURCE_COLORS
+        df,
+        x="name",
+        y="cosine",
+        color=color,
+        barmode="group",
+        color_discrete_map=colors,
+        color_discrete_sequence=seq,
     )
     fig.update_layout(
-        title=title, yaxis_title="mean pairwise cosine (lower = more diverse)", xaxis_title=""
+        title=title, yaxis_title="mean pairwise cosine (lower = more diverse)", xaxis_title="class"
     )
-    return _tidy(fig, 360)
+    if y_range:
+        fig.update_yaxes(range=y_range)
+    return _legend(_tidy(fig, 360), "images" if color == "source" else color)
 
 
 def similarity_heatmap(mat: np.ndarray, title: str, zmin: float | None = None) -> go.Figure:
@@ -244,4 +336,4 @@ def compare_bars(df: pd.DataFrame) -> go.Figure:
         yaxis_title="top-1 %",
         xaxis_title="",
     )
-    return _tidy(fig, 380)
+    return _legend(_tidy(fig, 380), "student trained on")

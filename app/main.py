@@ -1,4 +1,4 @@
-"""cvdd explorer: `streamlit run app/main.py` (runs go to $CVDD_RUNS_DIR, default ./runs).
+"""cvdd explorer: `python app` (app/__main__.py; runs go to $CVDD_RUNS_DIR, default ./runs).
 
 The UI only reads run folders and starts/stops worker processes through cvdd.jobs; it never
 imports torch. Pages live in app/views/ (not pages/, which Streamlit would auto-discover).
@@ -15,9 +15,16 @@ if str(ROOT) not in sys.path:
 
 st.set_page_config(
     page_title="cvdd · committee voting distillation",
-    page_icon=":material/how_to_vote:",
+    # a file the server serves itself: a :material/...: page icon is fetched from a font
+    # server on every page load (a console error and no icon without internet)
+    page_icon=str(ROOT / "assets" / "icon.png"),
     layout="wide",
 )
+if st.get_option("server.address") not in ("127.0.0.1", "localhost", "::1"):
+    st.sidebar.warning(
+        "This server listens on every network interface. Start it with `python app` "
+        "(127.0.0.1 only, no usage statistics) unless a proxy guards it."
+    )
 
 
 def page(file: str, title: str, icon: str, **kw) -> st.Page:

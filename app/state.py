@@ -11,9 +11,11 @@ torn or corrupt file; pages turn that into an st.info / st.warning, never a trac
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import threading
+import time
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -25,11 +27,12 @@ import streamlit as st
 from PIL import Image
 
 from app import shaping
-from cvdd import layout, runs
+from cvdd import jobs, layout, runs
 from cvdd.utils import CvddError, read_json
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_KEY = "cvdd_run"  # session fallback for the run in view (page links may drop the URL query)
+KICK_EVERY_S = 2.0  # how often this server looks for a queued run whose worker slot freed
 
 # Streamlit runs a full garbage collection after every script run (runner.postScriptGC), and
 # every watching tab reruns its fragments every 2-5 s. A full collection walks every object
@@ -179,9 +182,29 @@ def events(run_dir: Path) -> list[dict]:
     return _events(str(run_dir / layout.EVENTS)).read()[0]
 
 
+_kicked: dict[str, float] = {}  # runs root -> when this process last kicked its queue
+_kick_lock = threading.Lock()
+
+
+def kick_queue(root: Path) -> None:
+    """Start queued runs whose worker slot has freed (cvdd.jobs.kick_queue), at most every
+    KICK_EVERY_S per runs root. A worker hands its slot on as it exits, but one killed by
+    kill -9 cannot, and no server thread watches for that: the pages' polls do, cheaply (one
+    read of a small file while nothing waits)."""
+    now = time.monotonic()
+    with _kick_lock:  # several tabs' script threads poll at once: one kick per period
+        if now - _kicked.get(str(root), -KICK_EVERY_S) < KICK_EVERY_S:
+            return
+        _kicked[str(root)] = now
+    # a read-only or vanished runs folder: the pages show what is there
+    with contextlib.suppress(OSError, CvddError):
+        jobs.kick_queue(root)
+
+
 def status(run_dir: Path) -> dict:
-    """Derived status. Only the events are cached (tailed); the lock probe runs every time:
-    it is what tells 'running'."""
+    """Derived status. Only the events are cached (tailed); the lock probe and the queue are
+    read every time: they are what tell 'running' and 'queued'."""
+    kick_queue(run_dir.parent)
     return runs.run_status(run_dir, folded=_events(str(run_dir / layout.EVENTS)).read()[1])
 
 
@@ -219,7 +242,9 @@ def _fold_of(run_dir: Path) -> dict:
 def all_runs(root: str) -> list[dict]:
     """cvdd.runs.list_runs, re-reading only what changed: events are tailed and folded, the
     config/result summary is reused while both files are unchanged. The lock probe is not
-    cached (it is what tells 'running'); it costs one open + flock per run."""
+    cached (it is what tells 'running'); it costs one open + flock per run. The queue is
+    kicked first (see kick_queue), so a run it starts lists as 'starting'."""
+    kick_queue(Path(root))
     return runs.list_runs(root, summary_of=_summary_of, fold_of=_fold_of)
 
 
@@ -261,6 +286,7 @@ __all__ = [
     "class_names",
     "current_run_id",
     "events",
+    "kick_queue",
     "read_json_file",
     "read_npz_file",
     "read_png_file",

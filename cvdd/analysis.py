@@ -1,6 +1,6 @@
 """Analysis data for the explorer: BN discrepancy (paper Fig. 5), intra-class diversity (Fig. 4),
 and soft labels with vs without BSSL. Pure tensor code, plus `write_analysis`, which the relabel
-stage calls to write the three JSON files (docs/rundir.md describes their content).
+stage calls to write the four JSON files (docs/rundir.md describes their content).
 """
 
 from __future__ import annotations
@@ -11,16 +11,27 @@ import torch
 import torch.nn as nn
 
 from . import layout
-from .bn import BNStatsCollector
+from .bn import BNStatsCollector, bn_layers, bn_matching_loss
+from .utils import read_json
 
 if TYPE_CHECKING:  # only for the annotation: the context pulls in the run dir and models
     from .context import Context
 
-__all__ = ["bn_discrepancy", "class_similarity", "soft_label_stats", "write_analysis"]
+__all__ = [
+    "bn_discrepancy",
+    "class_similarity",
+    "group_bn_gaps",
+    "soft_label_stats",
+    "write_analysis",
+]
 
 # The analysis is the last two of the relabel stage's four progress steps, and its seeds are
 # named after that stage (changing the name would change every run's BN batches).
 _STAGE = "relabel"
+# Groups measured per member in bn_groups.json: each costs 2 forward passes per member, so an
+# ImageNet-1K run at IPC 50 (500 groups of 100 images at 224 px) would spend minutes here; an
+# evenly spaced subset of 64 still covers every IPC index of the paper's presets at IPC <= 50.
+_MAX_GROUPS = 64
 
 
 @torch.no_grad()
@@ -72,6 +83,115 @@ def bn_discrepancy(
     finally:
         col.remove()
     return {"batch_size": batch_size, "num_batches": num_batches, "layers": layers}
+
+
+@torch.no_grad()
+def group_bn_gaps(
+    model: nn.Module, x: torch.Tensor, groups: list[list[int]], first_bn_multiplier: float
+) -> dict:
+    """Recover's BN term on each group of images alone, and its per-layer parts.
+
+    x: normalised inputs (N, C, H, W); groups: rows of x, one recover group each. For every
+    group: `loss` = sum_l m_l (||mean_l - run_mean_l|| + ||var_l - run_var_l||) as in
+    `bn_matching_loss` (method.md §5.3), and per BN layer the two L2 gaps without m_l.
+    """
+    model.eval()
+    col = BNStatsCollector(model)
+    out = {"loss": [], "mean_gap": [], "var_gap": []}
+    try:
+        for rows in groups:
+            col.reset(1)
+            model(x[torch.tensor(rows, device=x.device)])
+            out["loss"].append(float(bn_matching_loss(col, first_bn_multiplier)[0]))
+            gaps = [
+                (
+                    float(torch.linalg.vector_norm(m[0] - bn.running_mean.float())),
+                    float(torch.linalg.vector_norm(v[0] - bn.running_var.float())),
+                )
+                for (_, bn), m, v in zip(col.layers, col.means, col.vars)
+            ]
+            out["mean_gap"].append([g[0] for g in gaps])
+            out["var_gap"].append([g[1] for g in gaps])
+    finally:
+        col.remove()
+    return out
+
+
+def _layer_means(per_group: dict, pick: list[bool]) -> dict:
+    """Per layer, the mean over the picked groups of one source's gaps."""
+    n = sum(pick)
+    return {
+        k: [sum(col) / n for col in zip(*(g for g, p in zip(per_group[k], pick) if p))] if n else []
+        for k in ("mean_gap", "var_gap")
+    }
+
+
+def _analysed_groups(committee: dict, ipc: int) -> list[dict]:
+    """The recover groups bn_groups.json measures (at most _MAX_GROUPS, evenly spaced)."""
+    groups = [g for g in committee.get("groups") or [] if g.get("classes")]
+    if len(groups) > _MAX_GROUPS:
+        step = (len(groups) - 1) / (_MAX_GROUPS - 1)
+        groups = [groups[round(i * step)] for i in range(_MAX_GROUPS)]
+    return [
+        {
+            "group": g["group"],
+            "ipc_idx": g["ipc_idx"],
+            "classes": g["classes"],
+            "rows": [c * ipc + g["ipc_idx"] for c in g["classes"]],
+            "voters": list(g.get("members") or []),
+        }
+        for g in groups
+    ]
+
+
+def bn_by_group(ctx: Context, sources: dict[str, torch.Tensor], reference: str) -> dict | None:
+    """The content of bn_groups.json: every recover group's BN loss and per-layer gaps, before
+    (init) and after (synthetic) recover, on each member that voted for it and on the members
+    that did not. None when recover/committee.json is unreadable."""
+    committee = read_json(ctx.rd.path / layout.COMMITTEE)
+    if not isinstance(committee, dict):
+        return None
+    rc = ctx.cfg.recover
+    groups = _analysed_groups(committee, ctx.cfg.ipc)
+    voters = {m for g in groups for m in g["voters"]}
+    names = [m for m in ctx.cfg.squeeze.members if m in voters or m == reference]
+    members = {}
+    for name in names:
+        model = ctx.load_member(name)
+        layers = [
+            {"index": i, "name": n, "channels": bn.num_features}
+            for i, (n, bn) in enumerate(bn_layers(model))
+        ]
+        rows = [g["rows"] for g in groups]
+        meas = {
+            src: group_bn_gaps(model, sources[src], rows, rc.first_bn_multiplier)
+            for src in ("init", "synthetic")
+        }
+        voted = [name in g["voters"] for g in groups]
+        split = {"voted": voted, "not_voted": [not v for v in voted]}
+        members[name] = {
+            "reference": name == reference,
+            "layers": layers,
+            "voted": voted,
+            "loss": {src: m["loss"] for src, m in meas.items()},
+            "layer_gaps": {
+                k: {"groups": sum(pick), **{src: _layer_means(m, pick) for src, m in meas.items()}}
+                for k, pick in split.items()
+            },
+        }
+    return {
+        "images": "un-augmented; init = init/images.npz (before recover), synthetic = after",
+        "loss": "sum over BN layers of m_l (||batch mean - running mean|| + ||batch var - "
+        "running var||), m_0 = first_bn_multiplier, m_l = 1 otherwise: recover's BN term",
+        "first_bn_multiplier": rc.first_bn_multiplier,
+        "schedule": committee.get("schedule"),
+        # per_iteration redraws voters every step: a group's `voters` are only its plan
+        "voters_exact": rc.schedule != "per_iteration",
+        "groups_total": len(committee.get("groups") or []),
+        "groups": [{k: v for k, v in g.items() if k != "rows"} for g in groups],
+        "reference": reference,
+        "members": members,
+    }
 
 
 @torch.no_grad()
@@ -182,6 +302,10 @@ def write_analysis(
     }
     bn = bn_discrepancy(model, sources, min(100, images.shape[0]), ctx.gen(_STAGE, "bn"))
     ctx.rd.write_json(layout.BN_STATS, {"model": name, **bn})
+    # the mixture above hides what recover did: each group was optimised against its voters only
+    groups = bn_by_group(ctx, sources, name)
+    if groups is not None:
+        ctx.rd.write_json(layout.BN_GROUPS, groups)
     ctx.rd.progress(_STAGE, 3, 4, label="BN statistics")
     # Fig. 4: mean pairwise cosine similarity of penultimate features within each class
     sims = {
@@ -203,4 +327,21 @@ def write_analysis(
         "cos_sim_random_real": sims["random_real"]["mean"],
         "bn_mean_gap_synthetic": mean_gap("synthetic"),
         "bn_mean_gap_real": mean_gap("real"),
+        **_group_metrics(groups),
     }
+
+
+def _group_metrics(doc: dict | None) -> dict:
+    """Mean BN loss over (member, group) pairs, voted and not voted, before / after recover."""
+    out = {}
+    for split, want in (("voted", True), ("not_voted", False)):
+        for src in ("init", "synthetic"):
+            vals = [
+                loss
+                for m in (doc or {}).get("members", {}).values()
+                for loss, v in zip(m["loss"][src], m["voted"])
+                if v == want
+            ]
+            if vals:
+                out[f"bn_loss_{split}_{src}"] = sum(vals) / len(vals)
+    return out

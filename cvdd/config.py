@@ -30,12 +30,16 @@ __all__ = [
     "PRESETS",
     "PRESET_NOTES",
     "COMMITTEE",
+    "STUDENT_ONLY",
     "PRIOR_TABLE",
     "from_preset",
     "config_hash",
 ]
 
 COMMITTEE = ("resnet18", "resnet50", "shufflenetv2", "mobilenetv2", "densenet121")  # paper §3.5
+# Registered models without BatchNorm: recover's BN matching and BSSL have nothing to read in
+# them, so they can be students but never committee members (cvdd/models/convnet.py)
+STUDENT_ONLY = ("convnet3",)
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,10 @@ class RelabelConfig:
 class ValidateConfig:
     """Stage 5: train a student from scratch on the distilled set."""
 
-    student: str = "resnet18"
+    student: str = "resnet18"  # the headline student (result.json's student_top1)
+    # architectures trained on the distilled set with the run's labels (paper Table 4);
+    # () = (student,). result.json's `students` gives each one's top-1
+    students: tuple[str, ...] = ()
     width: float = 1.0  # student channel multiplier
     epochs: int = 300
     batch_size: int = 16
@@ -200,6 +207,14 @@ def _check_committee(c: RunConfig) -> None:
     members, r = c.squeeze.members, c.recover
     _need(c.ipc >= 1, "ipc", f"ipc must be >= 1 (got {c.ipc}); use --set ipc=10")
     _need(len(members) >= 1, "squeeze.members", "squeeze.members is empty; name at least one model")
+    no_bn = [m for m in members if m in STUDENT_ONLY]
+    _need(
+        not no_bn,
+        "squeeze.members",
+        f"{', '.join(no_bn)} has no BatchNorm layer, so it cannot be a committee member (BN "
+        f"matching and BSSL need BN); use it as a student: validate.students=resnet18,"
+        f"{','.join(no_bn)}",
+    )
     dup = len(set(members)) != len(members)
     _need(not dup, "squeeze.members", f"squeeze.members has duplicates: {list(members)}")
     _need(

@@ -31,10 +31,13 @@ __all__ = [
     "RECOVER_IMAGES",
     "SOFT_LABELS",
     "BN_STATS",
+    "BN_GROUPS",
     "DIVERSITY",
     "SOFT_LABEL_STATS",
     "STUDENTS",
     "EXPORT",
+    "QUEUE",
+    "QUEUE_LOCK",
     "snapshot_path",
     "checkpoint_path",
     "recover_group_path",
@@ -70,10 +73,15 @@ MEMORY_PLAN = "recover/memory_plan.json"  # waves, bytes per image, budget, peak
 RECOVER_IMAGES = "recover/images.npz"
 SOFT_LABELS = "relabel/soft_labels.npz"
 BN_STATS = "analysis/bn_stats.json"
+BN_GROUPS = "analysis/bn_groups.json"  # per recover group: BN gaps on its voters and the others
 DIVERSITY = "analysis/diversity.json"
 SOFT_LABEL_STATS = "analysis/soft_labels.json"
 STUDENTS = "validate/students.json"
 EXPORT = "export"
+
+# -- files of the runs root, beside the run folders (a leading "_" keeps them out of the list) --
+QUEUE = "_queue.json"  # runs waiting for a worker slot, oldest first (cvdd/queue.py)
+QUEUE_LOCK = "_queue.lock"  # flock held while the queue changes or its head is started
 
 
 def snapshot_path(stage: str, step: int) -> str:

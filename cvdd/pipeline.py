@@ -39,12 +39,24 @@ def _check_names(cfg: RunConfig) -> None:
     from .models import is_known_model, list_models
 
     named = [("squeeze.members", m) for m in cfg.squeeze.members]
-    for key, name in [*named, ("validate.student", cfg.validate.student)]:
+    students = [("validate.students", m) for m in cfg.validate.students]
+    for key, name in [*named, ("validate.student", cfg.validate.student), *students]:
         if not is_known_model(name):
             raise CvddError(
                 f"unknown model {name!r} in {key}; choose from {', '.join(list_models())}",
                 field=key,
             )
+
+
+def _check_ipc(cfg: RunConfig, dataset) -> None:
+    """Init's check, before squeeze and prior spend minutes: IPC must fit every class."""
+    from .patches import check_ipc
+
+    rded = cfg.init.method == "rded"
+    try:
+        check_ipc(dataset.train, dataset.class_names, cfg.ipc * (cfg.init.factor**2 if rded else 1))
+    except CvddError as e:
+        raise CvddError(str(e), field="ipc") from e
 
 
 def _write_result(rd: RunDir, cfg: RunConfig, device: str) -> dict:
@@ -68,7 +80,17 @@ def _write_result(rd: RunDir, cfg: RunConfig, device: str) -> dict:
         "members": list(cfg.squeeze.members),
         "voter": cfg.recover.voter,
         "relabel_mode": mode,
-        "labels": {s["labels"]: s["top1"] for s in students.values() if s["data"] == "distilled"},
+        "labels": {
+            s["labels"]: s["top1"]
+            for k, s in students.items()
+            if s["data"] == "distilled" and k in (f"distilled_{m}" for m in ("bssl", "eval"))
+        },
+        # every architecture trained on the distilled set with the run's labels (Table 4)
+        "students": {
+            s.get("student", cfg.validate.student): s["top1"]
+            for s in students.values()
+            if s["data"] == "distilled" and s["labels"] == mode
+        },
         "baselines": {"random_real": {"student_top1": students[f"random_real_{mode}"]["top1"]}}
         if f"random_real_{mode}" in students
         else {},
@@ -92,6 +114,7 @@ def _open_context(cfg: RunConfig, rd: RunDir, device: str):
         dataset = load_dataset(cfg.data.dataset or "", cfg.data.image_size or None)
     except DataError as e:
         raise CvddError(str(e), field="data.dataset") from e
+    counts = torch.bincount(dataset.train.targets, minlength=dataset.num_classes)
     rd.update_meta(
         cvdd_version=__import__("cvdd").__version__,
         torch_version=torch.__version__,
@@ -108,8 +131,11 @@ def _open_context(cfg: RunConfig, rd: RunDir, device: str):
             std=list(dataset.std),
             train_size=len(dataset.train),
             test_size=len(dataset.test),
+            images_per_class=int(counts.min()) if len(counts) else 0,  # the smallest class
         ),
     )
+    if "init" not in rd.finished_stages():
+        _check_ipc(cfg, dataset)
     cache_dir = Path(cfg.cache_dir or (rd.path.parent / "_cache"))
     return Context(cfg, rd, torch.device(device), dataset, cache_dir)
 
@@ -119,7 +145,6 @@ def run_pipeline(run_dir: str | Path, echo: bool = False) -> dict:
     rd = RunDir.open(run_dir)
     rd.echo = echo
     cfg = RunConfig.from_dict(rd.read_config()["config"])
-    rd.acquire_lock()
     ctx, prev, pending = None, {}, []
 
     def _on_signal(signum, frame):  # finish the step, checkpoint, end cleanly
@@ -127,8 +152,15 @@ def run_pipeline(run_dir: str | Path, echo: bool = False) -> dict:
             ctx.stop = True
         pending.append(signum)
 
+    # handlers first: a stop that arrives right after the lock is taken still ends cleanly
     for s in (signal.SIGTERM, signal.SIGINT):
         prev[s] = signal.signal(s, _on_signal)
+    try:
+        rd.acquire_lock()
+    except BaseException:
+        for s, h_ in prev.items():
+            signal.signal(s, h_)
+        raise
     attempt = 1 + sum(e["kind"] == "run_start" for e in read_events(rd.path))
     try:
         device = resolve_device(cfg.device)
@@ -153,7 +185,8 @@ def run_pipeline(run_dir: str | Path, echo: bool = False) -> dict:
         rd.append_event("run_end", status="stopped")
         raise
     except CvddError as e:
-        rd.append_event("run_end", status="failed", error=str(e))
+        # `field`: the config key at fault (None if none); the UI offers no Resume for those
+        rd.append_event("run_end", status="failed", error=str(e), field=e.field)
         raise
     except BaseException as e:
         msg = _explain(e)

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from . import layout
+from .eta import StageClock
 from .layout import read_events
-from .status import fold_events, run_summary, spawn_pending
+from .queue import read_entries
+from .status import fold_events, queue_place, run_summary, spawn_pending
 from .utils import CvddError, atomic_write_bytes, atomic_write_json, read_json
 
 __all__ = [
@@ -49,7 +51,7 @@ class RunDir:
         self._lock_fd: int | None = None
         self._seq = None
         self._last_progress: dict[str, float] = {}
-        self._stage_t0: dict[str, tuple[float, int]] = {}
+        self._clocks: dict[str, StageClock] = {}  # stage -> its ETA clock in this worker
         self.echo = False  # print progress rows to stdout (CLI)
 
     # -- creation ---------------------------------------------------------------------------
@@ -166,7 +168,7 @@ class RunDir:
             print(f"[{stage or 'run'}] {msg}", flush=True)
 
     def stage_start(self, stage: str, **fields: Any) -> None:
-        self._stage_t0.pop(stage, None)
+        self._clocks.pop(stage, None)
         self.append_event("stage_start", stage, **fields)
         if self.echo:
             print(f"== {stage}", flush=True)
@@ -188,12 +190,14 @@ class RunDir:
     ) -> None:
         """Throttled progress event (+ a fixed-column row on stdout for the CLI)."""
         now = time.time()
-        t0, s0 = self._stage_t0.setdefault(stage, (now, step))
+        clock = self._clocks.get(stage)
+        if clock is None:
+            clock = self._clocks[stage] = StageClock(now, step)
+        eta = clock.update(now, step, total)  # every call: the clock must see each step
         last = self._last_progress.get(stage, 0.0)
         if not (force or step >= total or now - last >= PROGRESS_EVERY_S):
             return
         self._last_progress[stage] = now
-        eta = (now - t0) / (step - s0) * (total - step) if step > s0 else None
         ev = dict(step=step, total=total, metrics=metrics or {})
         if eta is not None:
             ev["eta_s"] = round(eta, 1)
@@ -286,22 +290,27 @@ def is_alive(run_dir: str | Path) -> bool:
 
 
 def run_status(
-    run_dir: str | Path, events: list[dict] | None = None, folded: dict | None = None
+    run_dir: str | Path,
+    events: list[dict] | None = None,
+    folded: dict | None = None,
+    queue_entries: list[dict] | None = None,
 ) -> dict:
-    """Derived status: {status, stage, step, total, eta_s, updated_t, error, stages_done}.
-
-    `folded` (from fold_events) or `events` spare a re-read of events.jsonl; the lock and a
-    pending spawn are always probed afresh, because they are what say 'running'/'starting'."""
+    """Derived status: {status, stage, step, total, eta_s, updated_t, error, stages_done, queue}
+    (queue: {pos, of, device} while 'queued', cvdd/queue.py). `folded` (fold_events) or `events`
+    spare a re-read of events.jsonl, `queue_entries` one of the runs root's queue; the lock and
+    a pending spawn are probed afresh: they are what say 'running' / 'starting'."""
     run_dir = Path(run_dir)
     if folded is None:
         folded = fold_events(read_events(run_dir) if events is None else events)
     out: dict[str, Any] = {k: folded[k] for k in ("stage", "step", "total", "eta_s", "updated_t")}
-    out.update(status="created", error=None, stages_done=list(folded["stages_done"]))
+    out.update(status="created", error=None, stages_done=list(folded["stages_done"]), queue=None)
     end = folded["end"]
     if is_alive(run_dir):
         out["status"] = "running"
     elif spawn_pending(run_dir, folded["updated_t"]):
         out["status"] = "starting"
+    elif place := queue_place(run_dir, queue_entries):  # waits for a worker slot
+        out.update(status="queued", queue=place)
     elif end is not None and end["kind"] == "run_end":
         out.update(status=end["status"], error=end["error"])
     elif folded["n"]:
@@ -320,18 +329,9 @@ def resolve_run(runs_root: str | Path, run_id: str) -> Path:
     return p
 
 
-_ROW_KEYS = (
-    "run_id",
-    "status",
-    "stage",
-    "preset",
-    "dataset",
-    "ipc",
-    "members",
-    "student_top1",
-    "created_t",
-    "updated_t",
-)
+# the fields of a runs-list row (two lines rather than one per field: runs.py is near 400 lines)
+_ROW_KEYS = ("run_id", "status", "stage", "preset", "dataset", "ipc", "members", "student_top1")
+_ROW_KEYS += ("created_t", "updated_t", "queue")
 
 
 def list_runs(
@@ -351,6 +351,7 @@ def list_runs(
         )
     except OSError:
         return rows
+    waiting = read_entries(root)  # one read of the queue for every row
     for p in folders:
         row: dict[str, Any] = dict.fromkeys(_ROW_KEYS)
         row.update(run_id=p.name, status="corrupt")
@@ -358,12 +359,13 @@ def list_runs(
             if not p.is_dir():
                 continue
             s = summary_of(p)
-            st = run_status(p, folded=fold_of(p) if fold_of else None)
+            st = run_status(p, folded=fold_of(p) if fold_of else None, queue_entries=waiting)
             row.update(
                 {k: v for k, v in s.items() if k != "ok"},
                 stage=st["stage"],
                 status=st["status"] if s["ok"] else "corrupt",
                 updated_t=st["updated_t"],
+                queue=st["queue"],
             )
         except Exception:  # leftovers of a crash or another tool: never raise
             pass  # the row stays 'corrupt'

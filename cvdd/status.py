@@ -1,6 +1,7 @@
 """The parts of a run's status that can be computed once and reused: an incremental fold of
 events.jsonl, the config/result summary of a runs-list row, and whether a worker that cvdd.jobs
-spawned is still starting. cvdd.runs.run_status / list_runs join them with the lock probe.
+spawned is still starting, and a run's place in the queue of its runs root (cvdd/queue.py).
+cvdd.runs.run_status / list_runs join them with the lock probe.
 
 Torch-free and tolerant: a damaged file gives a default, never an exception.
 """
@@ -12,10 +13,10 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from . import layout
+from . import layout, queue
 from .utils import read_json
 
-__all__ = ["SPAWN_GRACE_S", "fold_events", "run_summary", "spawn_pending"]
+__all__ = ["SPAWN_GRACE_S", "fold_events", "queue_place", "run_summary", "spawn_pending"]
 
 SPAWN_GRACE_S = 120.0  # a spawned worker that holds no lock after this long is not 'starting'
 
@@ -69,6 +70,14 @@ def spawn_pending(run_dir: Path, last_event_t: float | None) -> bool:
     except OSError:  # no /proc (or not our process): the pid exists, trust it
         return True
     return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]  # an unreaped dead child is a zombie
+
+
+def queue_place(run_dir: Path, entries: list[dict] | None = None) -> dict | None:
+    """{pos, of, device} while the run waits in its runs root's queue, else None. `entries`
+    (queue.read_entries of the parent folder) spares a re-read when listing many runs."""
+    if entries is None:
+        entries = queue.read_entries(run_dir.parent)
+    return queue.place(entries, run_dir.name)
 
 
 def run_summary(run_dir: str | Path) -> dict:

@@ -25,7 +25,15 @@ def test_engine_never_imports_streamlit_or_app():
 
 
 def test_app_never_imports_torch_or_engine_internals():
-    allowed = {"cvdd", "cvdd.config", "cvdd.runs", "cvdd.layout", "cvdd.jobs", "cvdd.utils"}
+    allowed = {
+        "cvdd",
+        "cvdd.config",
+        "cvdd.runs",
+        "cvdd.layout",
+        "cvdd.jobs",
+        "cvdd.twins",
+        "cvdd.utils",
+    }
     for p in (ROOT / "app").rglob("*.py"):
         for n in _imports(p):
             assert n.split(".")[0] != "torch", f"{p.relative_to(ROOT)} imports torch"
@@ -35,7 +43,7 @@ def test_app_never_imports_torch_or_engine_internals():
 
 def test_ui_facing_modules_load_without_torch():
     code = (
-        "import sys, cvdd, cvdd.config, cvdd.runs, cvdd.layout, cvdd.jobs, cvdd.utils; "
+        "import sys, cvdd, cvdd.config, cvdd.runs, cvdd.layout, cvdd.jobs, cvdd.twins, cvdd.utils; "
         "assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

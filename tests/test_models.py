@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from cvdd.config import STUDENT_ONLY
 from cvdd.models import (
     create_model,
     is_known_model,
@@ -16,7 +17,8 @@ from cvdd.models import (
 
 torch.set_num_threads(1)
 
-SMALL_MODELS = [n for n in list_models() if not n.startswith("tv_")]
+# committee-capable small models (students-only ones have no BN: tests/test_twins.py)
+SMALL_MODELS = [n for n in list_models() if not n.startswith("tv_") and n not in STUDENT_ONLY]
 COMMITTEE = ["resnet18", "resnet50", "resnet101", "mobilenetv2", "shufflenetv2", "densenet121"]
 
 

@@ -163,3 +163,33 @@ def test_list_runs_never_raises_on_damaged_folders(tmp_path):
     assert runs.list_runs(tmp_path / "nope") == []
     cached = state.all_runs(str(tmp_path))  # the app's readers give the same rows
     assert cached == runs.list_runs(tmp_path)
+
+
+def test_the_app_readers_show_the_queue_and_kick_it(tmp_path, monkeypatch):
+    spawned = []
+
+    def fake_spawn(run_dir: Path, env_extra=None) -> int:  # 'starting', without a process
+        spawned.append(run_dir)
+        _job(run_dir, os.getpid(), time.time())
+        return os.getpid()
+
+    monkeypatch.setattr(jobs, "_spawn", fake_spawn)
+    monkeypatch.delenv("CVDD_MAX_WORKERS", raising=False)
+    holder = runs.RunDir.create(tmp_path, {"device": "cpu", "ipc": 1})
+    holder.acquire_lock()  # a worker on the CPU: its one slot is taken
+    cfg = {"name": "tiny", "device": "cpu", "ipc": 2}
+    a, b = (jobs.start_job(cfg, tmp_path, wait=False) for _ in range(2))
+    assert state.status(b)["queue"] == {"pos": 2, "of": 2, "device": "cpu"}
+    rows = {r["run_id"]: r for r in state.all_runs(str(tmp_path))}
+    assert rows[a.name]["status"] == "queued" and rows[a.name]["queue"]["pos"] == 1
+    assert spawned == []
+    holder.release_lock()  # the worker ended without handing its slot on (kill -9)
+    state._kicked.clear()  # as after KICK_EVERY_S
+    assert state.all_runs(str(tmp_path)) == runs.list_runs(tmp_path)  # the page's poll kicks
+    assert spawned == [a] and state.status(a)["status"] == "starting"
+    assert state.status(b)["queue"] == {"pos": 1, "of": 1, "device": "cpu"}
+    _job(a, os.getpid(), time.time() - SPAWN_GRACE_S - 1)  # that one died before its lock too
+    state.all_runs(str(tmp_path))
+    assert spawned == [a]  # one kick per KICK_EVERY_S and runs root, however many tabs poll
+    state._kicked[str(tmp_path)] -= state.KICK_EVERY_S
+    assert state.status(b)["status"] == "starting" and spawned == [a, b]

@@ -138,3 +138,46 @@ def diversity_df(div: dict, names: list[str] | None = None) -> pd.DataFrame:
 
 def diversity_means(div: dict) -> dict:
     return {src: v.get("mean") for src, v in (div.get("sources") or {}).items()}
+
+
+def zoom_range(values, pad: float = 0.15, min_pad: float = 0.005) -> list[float] | None:
+    """A y range that fits the finite values with some margin, so small differences show
+    (0.93 vs 0.97 would look equal on an axis from 0); None when there is nothing to fit."""
+    v = np.asarray(pd.to_numeric(pd.Series(list(values)), errors="coerce"), dtype=float)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return None
+    lo, hi = float(v.min()), float(v.max())
+    p = max((hi - lo) * pad, min_pad)
+    return [lo - p, hi + p]
+
+
+def diversity_pair_df(divs: dict, names: list[str] | None = None) -> pd.DataFrame:
+    """Fig. 4: per class, the synthetic images' mean pairwise cosine of each run (label -> the
+    run's diversity.json)."""
+    rows = []
+    for label, div in divs.items():
+        src = ((div or {}).get("sources") or {}).get("synthetic") or {}
+        per = src.get("per_class") if isinstance(src, dict) else None
+        for c, x in enumerate(per if isinstance(per, list) else []):
+            if isinstance(x, (int, float)):
+                rows.append({"class": c, "name": class_name(names, c), "run": label, "cosine": x})
+    return pd.DataFrame(rows, columns=["class", "name", "run", "cosine"])
+
+
+def students_table(results: dict, headline: dict | None = None) -> pd.DataFrame:
+    """Table 4 style: one row per run, one column per student architecture (top-1 %), from
+    result.json's `students`; older runs give their headline student only, named by
+    `headline` (run -> validate.student)."""
+    rows = []
+    for run, res in results.items():
+        res = res if isinstance(res, dict) else {}
+        stu = res.get("students")
+        if not isinstance(stu, dict):
+            name = (headline or {}).get(run) or "student"
+            stu = {name: res["student_top1"]} if "student_top1" in res else {}
+        row = {"run": run, "method": res.get("method")}
+        row.update({str(k): v for k, v in stu.items() if isinstance(v, (int, float))})
+        if len(row) > 2:
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -5,9 +5,62 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import figures, shaping, state
+from app import figures, shaping, state, twins
 from cvdd import layout
+from cvdd import twins as engine_twins
 from cvdd.utils import CvddError
+
+
+def _twin_button(shown: list[str], rows: list[dict], docs: dict) -> None:
+    """Start the SRe²L++ twin of a finished CV-DD run in the table that has none yet."""
+    done = {r["run_id"] for r in rows if r["status"] == "done"}
+    cands = []
+    for rid in shown:
+        try:
+            d = state.resolve(rid)
+        except CvddError:
+            continue
+        if rid in done and twins.method(d) == "cvdd" and not engine_twins.find_twin(rid, docs):
+            cands.append(rid)
+    if not cands:
+        return
+    c1, c2 = st.columns([3, 1])
+    pick = c1.selectbox("Finished CV-DD run without a twin", cands, key="cmp_twin_pick")
+    if c2.button("Start SRe²L++ twin", key="cmp_twin_start", icon=":material/call_split:"):
+        try:
+            new = engine_twins.start_twin(state.resolve(pick), state.runs_root())
+        except CvddError as e:
+            st.error(f"Could not start the twin: {e}")
+        else:
+            st.success(f"Started {new.name}; it joins the table once it exists.")
+            st.page_link(twins.LIVE, label="Watch it", query_params={"run": new.name})
+
+
+def _students(results: dict, headline: dict) -> None:
+    """Table 4 style: every student architecture's top-1 on each run's distilled set."""
+    st.subheader("Students of several architectures (paper Table 4)")
+    tab = shaping.students_table(results, headline)
+    if tab.empty:
+        st.info("No finished run here has a student result yet (result.json).")
+        return
+    archs = [c for c in tab.columns if c not in ("run", "method")]
+    st.dataframe(
+        tab,
+        hide_index=True,
+        column_config={c: st.column_config.NumberColumn(c, format="%.1f") for c in archs},
+    )
+    st.caption(
+        "Top-1 % on the real test split of each architecture trained from scratch on the run's "
+        "distilled images with the run's labels (`validate.students`; `convnet3` is the field's "
+        "standard 3-block ConvNet)."
+        + (
+            ""
+            if len(archs) > 1
+            else " These runs trained one architecture: set e.g. "
+            "`validate.students=resnet18,convnet3` (More settings → extra overrides)."
+        )
+    )
+
 
 st.title("Compare & export")
 root = state.runs_root()
@@ -22,15 +75,21 @@ cur = state.current_run_id()
 default = list(dict.fromkeys(([cur] if cur in ids else []) + done))[:8]
 chosen = st.multiselect("Runs to compare", ids, default=default, key="cmp_runs")
 
-table = []
-for rid in chosen:
+# a chosen run brings its SRe²L++ twin (or the CV-DD run it twins) along, right after it
+docs = twins.config_docs()
+pairs = {rid: engine_twins.find_twin(rid, docs) for rid in chosen}
+shown = list(dict.fromkeys(x for rid in chosen for x in (rid, pairs[rid]) if x))
+table, results, headline = [], {}, {}
+for rid in shown:
     try:
         d = state.resolve(rid)
     except CvddError:
         continue
-    table.append(
-        shaping.compare_row(rid, state.run_config(d), state.read_json_file(d / layout.RESULT))
-    )
+    results[rid] = state.read_json_file(d / layout.RESULT)
+    cfg_doc = state.run_config(d)
+    headline[rid] = shaping.dig(cfg_doc, "config", "validate", "student")
+    row = shaping.compare_row(rid, cfg_doc, results[rid])
+    table.append({**row, "twin": pairs.get(rid) or engine_twins.find_twin(rid, docs)})
 df = pd.DataFrame(table)
 if df.empty:
     st.info("Choose runs above (finished runs have a student accuracy).")
@@ -47,6 +106,12 @@ else:
         st.plotly_chart(figures.compare_bars(df), key="cmp_bars")
     else:
         st.info("None of these runs has finished validation yet (result.json).")
+    st.caption(
+        "A run with an SRe²L++ twin (same seed, IPC, data and budgets, a committee of one) "
+        "brings it into the table; column **twin** names the pair."
+    )
+    _twin_button(shown, rows, docs)
+    _students(results, headline)
 
 st.subheader("Export a distilled set")
 st.caption(

@@ -1,6 +1,6 @@
 """Live run: stage progress, image grid, loss curves, committee; Stop / Resume / Clone.
 
-Two fragments refresh themselves while the run is starting or running (progress every 2 s,
+Two fragments refresh themselves while the run is queued, starting or running (progress every 2 s,
 images and curves every 5 s); nothing here blocks: Resume returns as soon as the worker
 process is spawned, and the page says 'starting' until that process holds the run's lock.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app import checks, shaping, state
 from app import components as C
-from app import shaping, state
 from cvdd import jobs, layout
 from cvdd.utils import CvddError
 
@@ -20,33 +20,77 @@ if run_dir is None:
 rid = run_dir.name
 stat0 = state.status(run_dir)
 running = stat0["status"] == "running"
-active = running or stat0["status"] == "starting"  # starting: poll until the worker runs
+queued = stat0["status"] == "queued"  # waits for a worker slot on its device (cvdd/queue.py)
+active = running or queued or stat0["status"] == "starting"  # poll until it runs and ends
+
+
+def _config_failure(evs: list[dict]) -> dict | None:
+    """The run_end of a run that failed on its settings, where a resume would fail the same
+    way: the worker named the config key at fault (`field`), or no stage ever started."""
+    if stat0["status"] != "failed":
+        return None
+    end = next((e for e in reversed(evs) if e.get("kind") == "run_end"), None) or {}
+    if end.get("field") or not any(e.get("kind") == "stage_start" for e in evs):
+        return end
+    return None
+
+
+def _fix(end: dict) -> str:
+    """What to change, in the page's terms (the engine's message speaks CLI)."""
+    doc = state.run_config(run_dir) or {}
+    field, init = end.get("field"), (doc.get("config") or {}).get("init") or {}
+    if field == "ipc":
+        n = ((doc.get("meta") or {}).get("dataset") or {}).get("images_per_class")
+        f2 = int(init.get("factor") or 1) ** 2 if init.get("method", "rded") == "rded" else 1
+        if isinstance(n, int) and n > 0:
+            return (
+                f"IPC is larger than the {n:,} images per class: **Clone** this run with "
+                f"IPC ≤ {n // f2:,}."
+            )
+        return "IPC is larger than the data set's classes: **Clone** this run with a lower IPC."
+    if field == "data.dataset":
+        return "The data set could not be read: **Clone** this run and choose another one."
+    if field:
+        label = checks.LABELS.get(field, f"`{field}`")
+        return f"The setting {label} cannot work: **Clone** this run and change it."
+    return "The run failed before its first stage: **Clone** this run and change its settings."
+
+
+bad_config = _config_failure(state.events(run_dir))
+fix = _fix(bad_config) if bad_config is not None else None
 
 # -- actions ------------------------------------------------------------------------------------
 bar = st.container(horizontal=True, vertical_alignment="center")
 msg = st.empty()
 if bar.button(
-    "Stop",
+    "Remove from queue" if queued else "Stop",
     icon=":material/stop_circle:",
     key="stop",
-    disabled=not running,
-    help="The worker finishes its step, saves a checkpoint and ends as 'stopped'.",
+    disabled=not (running or queued),
+    help="The run leaves the queue and ends as 'stopped'; no worker starts."
+    if queued
+    else "The worker finishes its step, saves a checkpoint and ends as 'stopped'.",
 ):
-    if jobs.stop_job(run_dir):
+    if queued and jobs.stop_job(run_dir):
+        st.toast("Removed from the queue: the run is stopped, no worker started.")
+        st.rerun()  # the buttons above were drawn for a queued run
+    elif jobs.stop_job(run_dir):
         st.toast("Stop requested: the worker checkpoints and ends.")
     else:
         st.toast("This run is not running.")
-resumable = stat0["status"] in ("stopped", "crashed", "failed")
+resumable = stat0["status"] in ("stopped", "crashed", "failed") and fix is None
 if bar.button(
     "Resume",
     icon=":material/play_arrow:",
     key="resume",
     disabled=not resumable,
-    help="Continue from the last checkpoint in a new worker process.",
+    help="Continue from the last checkpoint in a new worker process."
+    if fix is None
+    else "This run failed on its settings: resuming would fail the same way. Clone it.",
 ):
     try:
         if jobs.resume_job(run_dir, wait=False):
-            st.toast("Resuming: the worker process is starting.")
+            st.toast("Resuming: the worker starts, or waits in the queue for a free slot.")
             st.rerun()
         else:
             msg.warning("Already running (started from another tab or process); not started again.")
@@ -56,10 +100,12 @@ if bar.button(
     "Clone",
     icon=":material/content_copy:",
     key="clone",
+    type="primary" if fix else "secondary",
     disabled=state.run_config(run_dir) is None,
     help="New run with this run's settings (you can edit them first).",
 ):
     st.switch_page(C.NEW_RUN, query_params={"clone": rid})
+bar.page_link("views/diversity.py", label="SRe²L++ twin, Fig. 4", icon=":material/call_split:")
 paused = bar.toggle(
     "Pause live updates",
     key=f"pause_{rid}",
@@ -82,7 +128,13 @@ def progress_panel() -> None:
         _check_transition()
     evs = state.events(run_dir)
     stat = state.status(run_dir)
-    C.status_line(stat)
+    C.status_line(stat, fix if stat["status"] == "failed" else None)
+    if stat.get("queue"):  # where it stands; it starts by itself, no tab needs to stay open
+        q = stat["queue"]
+        st.caption(
+            f"queued, position {q['pos']} of {q['of']} for {q['device']}: it starts by itself "
+            "when a worker there ends. **Remove from queue** cancels it."
+        )
     with C.guard("the stage progress"):
         left, right = st.columns([3, 2])
         with left:
@@ -104,7 +156,8 @@ def progress_panel() -> None:
                 st.caption(f"last event {shaping.fmt_age(stat['updated_t'])}")
     if stat["status"] in ("failed", "crashed"):
         end = next((e for e in reversed(evs) if e.get("kind") == "run_end"), {})
-        with st.expander("What went wrong", expanded=stat["status"] == "failed"):
+        # a settings failure is explained above; its log holds only the CLI's wording
+        with st.expander("What went wrong", expanded=stat["status"] == "failed" and not fix):
             if end.get("traceback"):
                 st.code(end["traceback"], language=None)
             st.caption("worker.log (last lines)")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from app import checks, shaping, state
 from app import components as C
-from app import shaping, state
 from cvdd import jobs
 from cvdd.config import COMMITTEE, PRESET_NOTES, PRESETS, RunConfig, from_preset
 from cvdd.utils import CvddError
@@ -43,22 +43,6 @@ SCHEDULES = {
     "per_iteration": "per_iteration: redraw the subset every step",
 }
 DEVICES = ["auto", "cpu", "cuda"]
-# config key a CvddError names (`e.field`) -> the form field whose slot shows the message;
-# other keys (e.g. set under "Extra overrides") show above the form
-ERROR_FIELDS = {
-    "ipc": "ipc",
-    "seed": "seed",
-    "device": "device",
-    "data.dataset": "dataset",
-    "squeeze.members": "members",
-    "recover.num_experts": "num_experts",
-    "recover.temperature": "temperature",
-    "recover.voter": "voter",
-    "recover.schedule": "schedule",
-    "recover.fixed_members": "schedule",
-    "recover.iterations": "iterations",
-    "relabel.teacher": "teacher",
-}
 P = {"persist_state": "session"}  # keep the form when the user visits another page
 
 
@@ -158,19 +142,20 @@ with form:
         )
     slots["dataset"] = c2.empty()
 
+    # Numbers without min/max: a bounded input would keep its old value when an out-of-range
+    # one is typed (a red outline only), and Start would launch the old value. Here every
+    # typed value arrives and app/checks.py says what is wrong with it under the field.
     c1, c2, c3 = st.columns(3)
-    c1.number_input("Images per class (IPC)", 1, 1000, key="nr_ipc", **P)
+    c1.number_input("Images per class (IPC)", step=1, key="nr_ipc", **P)
     c2.number_input(
         "Recover iterations",
-        1,
-        100000,
         step=50,
         key="nr_iterations",
         **P,
         help="Pixel-optimisation steps per image group.",
     )
-    c3.number_input("Seed", 0, 2**31 - 1, key="nr_seed", **P)
-    slots.update(dict.fromkeys(("ipc", "iterations", "seed"), st.empty()))
+    c3.number_input("Seed", step=1, key="nr_seed", **P)
+    slots.update(ipc=c1.empty(), iterations=c2.empty(), seed=c3.empty())
 
     opts = list(dict.fromkeys(ALL_MEMBERS + list(ss.get("nr_members") or [])))
     st.multiselect(
@@ -185,23 +170,20 @@ with form:
     c1, c2, c3 = st.columns(3)
     c1.number_input(
         "Experts per image N",
-        1,
-        10,
+        step=1,
         key="nr_num_experts",
         **P,
         help="How many members vote on one IPC index.",
     )
     c2.number_input(
         "Temperature T",
-        0.01,
-        1000.0,
         step=0.5,
         key="nr_temperature",
         **P,
         help="Weights are softmax(α/T): small T favours the best prior.",
     )
     c3.selectbox("Voter", list(VOTERS), format_func=VOTERS.get, key="nr_voter", **P)
-    slots.update(dict.fromkeys(("num_experts", "temperature", "voter"), st.empty()))
+    slots.update(num_experts=c1.empty(), temperature=c2.empty(), voter=c3.empty())
 
     c1, c2, c3 = st.columns(3)
     c1.selectbox(
@@ -222,7 +204,7 @@ with form:
         help="On: the teacher's BN uses each synthetic batch's statistics (CV-DD). "
         "Off: eval mode, the stored running statistics.",
     )
-    slots.update(dict.fromkeys(("schedule", "device"), st.empty()))
+    slots.update(schedule=c1.empty(), device=c2.empty())
 
     with st.expander("More settings"):
         teachers = list(ss.get("nr_members") or []) + ["committee"]
@@ -271,24 +253,31 @@ vals = {
     )
 }
 vals["dataset"] = dataset or None
+errors.update(checks.check_numbers(vals))
+vals.update(dict.fromkeys(set(errors) & set(checks.NUMBERS)))  # a bad number is not applied
 extra = [ln.strip() for ln in str(ss.get("nr_extra") or "").splitlines() if ln.strip()]
 overrides = shaping.form_overrides(vals) + extra
-cfg = None
-try:
+
+
+def _build(ovs: list[str]) -> RunConfig:
     if ss.get("nr_base"):
-        cfg = RunConfig.from_dict(ss["nr_base"]).replace(overrides)
-    else:
-        cfg = from_preset(ss["nr_preset"], overrides)
-except CvddError as e:
-    errors.setdefault(ERROR_FIELDS.get(e.field or "", "general"), str(e))
+        return RunConfig.from_dict(ss["nr_base"]).replace(ovs)
+    return from_preset(ss["nr_preset"], ovs)
+
+
+cfg, cfg_errors = checks.check_config(_build, overrides)
+errors = {**cfg_errors, **errors}  # the form's own message first where both speak
 if cfg is not None and not cfg.data.dataset and "dataset" not in errors:
     errors["dataset"] = "This preset needs a data set path."
-shown: set = set()
+ipc_note = ""
+if cfg is not None and cfg.data.dataset and not {"ipc", "dataset"} & set(errors):
+    bad, ipc_note = checks.check_ipc(cfg, cfg.data.dataset)
+    if bad:
+        errors["ipc"] = bad
 for field, msg in errors.items():
-    slot = slots.get(field) or form
-    if id(slot) not in shown:  # one message per row
-        shown.add(id(slot))
-        slot.error(msg)
+    (slots.get(field) or form).error(msg)
+if ipc_note and "ipc" not in errors:
+    slots["ipc"].caption(ipc_note)
 
 with form:
     c1, c2 = st.columns([1, 3], vertical_alignment="center")
@@ -301,7 +290,9 @@ with form:
         width="stretch",
     )
     busy = [r for r in state.all_runs(str(state.runs_root())) if r["status"] == "running"]
-    if busy:
+    if errors:
+        c2.caption(f"Start is off until the {len(errors)} message(s) in red are resolved.")
+    elif busy:
         c2.caption(
             f"{len(busy)} run(s) already running (e.g. {busy[0]['run_id']}); a new one "
             "shares the CPU/GPU with them."

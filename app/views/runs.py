@@ -21,7 +21,7 @@ def _open(rid: str) -> None:
     st.switch_page(C.LIVE, query_params={"run": rid})
 
 
-ACTIVE = ("running", "starting")  # the statuses that change by themselves
+ACTIVE = ("running", "starting", "queued")  # the statuses that change by themselves
 any_running = any(r["status"] in ACTIVE for r in rows)
 
 
@@ -30,6 +30,7 @@ def table() -> None:
     now_rows = state.all_runs(str(root))
     if any_running and not any(r["status"] in ACTIVE for r in now_rows):
         st.rerun(scope="app")
+    _queue_line(now_rows)
     df = shaping.runs_table(now_rows)
     ev = st.dataframe(
         df,
@@ -51,6 +52,21 @@ def table() -> None:
         + " · ".join(f"{k} {v}" for k, v in counts.items())
         + " · click a row to open it"
     )
+
+
+def _queue_line(rows: list[dict]) -> None:
+    """The runs waiting for a worker slot, in the order they will start, per device."""
+    waiting: dict[str, list[tuple[int, str]]] = {}
+    for r in rows:
+        if r["status"] == "queued" and isinstance(r.get("queue"), dict):
+            q = r["queue"]
+            waiting.setdefault(str(q["device"]), []).append((q["pos"], str(r["run_id"])))
+    for dev, items in sorted(waiting.items()):
+        order = " · ".join(f"{pos}. `{rid}`" for pos, rid in sorted(items))
+        st.caption(
+            f":material/queue: **Queued for {dev}** (they start by themselves, in this order, "
+            f"as a worker on {dev} ends; Stop on the Live page removes one): {order}"
+        )
 
 
 table()

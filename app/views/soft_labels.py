@@ -8,12 +8,13 @@ import pandas as pd
 import streamlit as st
 
 from app import components as C
-from app import figures, shaping, state
+from app import figures, shaping, state, twins
 from cvdd import layout
 
 run_dir = C.run_header("soft", "Soft labels: BSSL vs eval mode")
 if run_dir is None:
     st.stop()
+twin = twins.bar(run_dir, "soft")
 
 st.markdown(
     "A teacher turns every synthetic image into a probability vector (soft label) that the "
@@ -112,3 +113,47 @@ with C.guard("the student accuracies"):
         st.dataframe(shaping.students_df(stu), hide_index=True)
     else:
         st.info("No student trained yet (validate/students.json appears during **validate**).")
+
+
+def _label_row(d) -> dict | None:
+    """One run's label statistics and what each labelling gave its student, or None."""
+    z = state.read_npz_file(d / layout.SOFT_LABELS)
+    if z is None or "probs_bssl" not in z or "probs_eval" not in z:
+        return None
+    p_b, p_e = np.asarray(z["probs_bssl"]), np.asarray(z["probs_eval"])
+    s = shaping.soft_label_stats(p_b, p_e, np.asarray(z.get("targets", np.zeros(len(p_b), int))))
+    stu = state.read_json_file(d / layout.STUDENTS)
+    sd = (stu.get("students") or {}) if isinstance(stu, dict) else {}
+    an = state.read_json_file(d / layout.SOFT_LABEL_STATS)
+    return {
+        "teacher": an.get("teacher") if isinstance(an, dict) else None,
+        "argmax agreement %": 100 * s["agreement"],
+        "mean KL(BSSL ‖ eval)": s["kl_mean"],
+        "entropy BSSL": s["entropy_bssl"],
+        "entropy eval": s["entropy_eval"],
+        "label = class, BSSL %": 100 * s["acc_bssl"],
+        "label = class, eval %": 100 * s["acc_eval"],
+        **{
+            f"student top-1, {m} labels %": shaping.dig(sd, f"distilled_{m}", "top1")
+            for m in ("bssl", "eval")
+        },
+    }
+
+
+if twin is not None:
+    with C.guard("the comparison with the twin"):
+        st.subheader("Beside the twin")
+        a, b = twins.labels(run_dir, twin)
+        rows = {a: _label_row(run_dir), b: _label_row(twin)}
+        if rows[b] is None:
+            st.info(f"{twin.name} has no soft labels yet (written at the end of relabel).")
+        else:
+            st.dataframe(
+                pd.DataFrame.from_dict(rows, orient="index").rename_axis("run").reset_index(),
+                hide_index=True,
+            )
+            st.caption(
+                "Every image of each run labelled by its relabel teacher, with BSSL and in eval "
+                "mode (statistics over all images of the run); student top-1 on the real test "
+                "split after training on that run's images and labels."
+            )

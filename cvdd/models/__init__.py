@@ -3,7 +3,15 @@
 Importing this package registers every family, so `list_models()` sees them all.
 """
 
-from . import densenet, mobilenet, pretrained, resnet, shufflenet, tiny  # noqa: F401  (register)
+from . import (  # noqa: F401  (register)
+    convnet,
+    densenet,
+    mobilenet,
+    pretrained,
+    resnet,
+    shufflenet,
+    tiny,
+)
 from ._registry import (
     create_model,
     is_known_model,

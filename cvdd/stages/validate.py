@@ -22,15 +22,23 @@ from ..utils import read_json
 STAGE = "validate"
 
 
-def student_plan(ctx: Context) -> list[tuple[str, str, str]]:
-    """(key, data, labels) of every student this run trains; the first is the headline."""
+def student_plan(ctx: Context) -> list[tuple[str, str, str, str]]:
+    """(key, data, labels, model) of every student this run trains; the first is the headline.
+
+    `validate.students` beyond the headline model train on the distilled set with the run's
+    labels (cross-architecture, paper Table 4), keyed `distilled_<mode>-<model>`.
+    """
     v, mode = ctx.cfg.validate, ctx.cfg.relabel.mode
-    plan = [(f"distilled_{mode}", "distilled", mode)]
+    plan = [(f"distilled_{mode}", "distilled", mode, v.student)]
     if v.compare_eval_labels:
         other = "eval" if mode == "bssl" else "bssl"
-        plan.append((f"distilled_{other}", "distilled", other))
+        plan.append((f"distilled_{other}", "distilled", other, v.student))
     if v.random_real:
-        plan.append((f"random_real_{mode}", "random_real", mode))
+        plan.append((f"random_real_{mode}", "random_real", mode, v.student))
+    for name in dict.fromkeys(v.students):  # in order, once each
+        if name != v.student:
+            key = f"distilled_{mode}-{re.sub(r'[^A-Za-z0-9_.]+', '_', name)}"
+            plan.append((key, "distilled", mode, name))
     return plan
 
 
@@ -68,21 +76,50 @@ def _export(ctx: Context, images: torch.Tensor, targets: torch.Tensor) -> None:
             ]
         )
     rd.write_bytes(layout.export_path("labels.csv"), out.getvalue().encode())
+    meta = _export_meta(ctx, len(rows))
     rd.write_json(
         layout.export_path("config.json"),
-        {"config": ctx.cfg.to_dict(), "class_names": d.class_names},
+        {"dataset": meta, "config": ctx.cfg.to_dict(), "class_names": d.class_names},
     )
-    rd.write_bytes(
-        layout.export_path("README.txt"),
-        (
-            f"CV-DD distilled set: {len(rows)} images, IPC {ctx.cfg.ipc}, "
-            f"{d.num_classes} classes.\n"
-            "images/ is an ImageFolder (folder order = class index). soft_labels.npz holds the\n"
-            "teacher's probabilities for each image with BSSL (probs_bssl) and with eval-mode BN\n"
-            "(probs_eval); `files` gives the image of each row. labels.csv summarises them.\n"
-            "config.json is the full configuration that produced the set.\n"
-        ).encode(),
+    rd.write_bytes(layout.export_path("README.txt"), _readme(meta).encode())
+
+
+def _readme(meta: dict) -> str:
+    """README.txt: the same metadata as config.json's `dataset`, for a person."""
+    names = ", ".join(f"{i}: {n}" for i, n in enumerate(meta["class_names"]))
+    return (
+        f"{'SRe2L++' if meta['method'] == 'sre2l++' else 'CV-DD'} distilled set: "
+        f"{meta['num_images']} images, IPC {meta['ipc']}, {meta['num_classes']} classes.\n"
+        "images/ is an ImageFolder (folder order = class index). soft_labels.npz holds the\n"
+        "teacher's probabilities for each image with BSSL (probs_bssl) and with eval-mode BN\n"
+        "(probs_eval); `files` gives the image of each row. labels.csv summarises them.\n"
+        "config.json: `dataset` (below, for tools that read the set without the run\n"
+        "directory), `config` (the full configuration that produced the set), `class_names`.\n\n"
+        f"dataset      {meta['name']}\n"
+        f"image size   {meta['image_size']} x {meta['image_size']} px, "
+        f"{meta['channels']} channel(s), uint8 PNG\n"
+        f"normalise    (x / 255 - mean) / std per channel, mean {meta['mean']}, "
+        f"std {meta['std']}\n"
+        f"classes      {names}\n"
     )
+
+
+def _export_meta(ctx: Context, num_images: int) -> dict:
+    """What another tool needs to read the export without the run directory."""
+    d = ctx.data
+    return {
+        "name": d.name,
+        "num_classes": d.num_classes,
+        "class_names": list(d.class_names),
+        "channels": d.in_channels,
+        "image_size": d.image_size,
+        "mean": [float(m) for m in d.mean],
+        "std": [float(s) for s in d.std],
+        "ipc": ctx.cfg.ipc,
+        "num_images": num_images,
+        "method": ctx.cfg.method,
+        "soft_label_teacher": ctx.cfg.relabel.teacher,
+    }
 
 
 def run_validate(ctx: Context, cfg_hash: str) -> dict:
@@ -95,16 +132,14 @@ def run_validate(ctx: Context, cfg_hash: str) -> dict:
     }
     doc = read_json(ctx.rd.path / layout.STUDENTS) or {"students": {}}
     plan = student_plan(ctx)
-    for key, data, labels in plan:
+    for key, data, labels, arch in plan:
         if key in doc["students"]:
             continue  # finished before a stop/crash
         t0 = time.time()
         ck_name = f"{STAGE}-{key}"
         state = ctx.rd.load_checkpoint(ck_name, cfg_hash)
         torch.manual_seed(ctx.seed_for(STAGE, key, "init"))
-        student = create_model(v.student, d.num_classes, d.in_channels, width=v.width).to(
-            ctx.device
-        )
+        student = create_model(arch, d.num_classes, d.in_channels, width=v.width).to(ctx.device)
         # one generator per labelling data set, so BSSL and eval students see the same batches
         gen = ctx.gen(STAGE, data)
         res = train_student(
@@ -117,14 +152,18 @@ def run_validate(ctx: Context, cfg_hash: str) -> dict:
             std=ctx.std,
             gen=gen,
             should_stop=ctx.should_stop,
-            progress=lambda s, t, m, key=key: ctx.rd.progress(STAGE, s, t, m, label=key),
+            # one stage-wide count over every student (equal sizes: ipc images per class each),
+            # so the bar and the ETA do not start over with each student
+            progress=lambda s, t, m, key=key, j=[p[0] for p in plan].index(key): ctx.rd.progress(
+                STAGE, j * t + s, len(plan) * t, m, label=key
+            ),
             checkpoint=lambda st, ck=ck_name: ctx.rd.save_checkpoint(ck, st, cfg_hash),
             state=state,
         )
         doc["students"][key] = {
             "data": data,
             "labels": labels,
-            "student": v.student,
+            "student": arch,
             **res,
             "seconds": round(time.time() - t0, 2),
         }

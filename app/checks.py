@@ -1,0 +1,182 @@
+"""New-run form checks, without widgets: every form value goes through cvdd.config, and IPC is
+checked against the chosen data's images per class, so Start is only enabled for a run that
+can get past its first seconds. Data sets are looked at cheaply (no torch, no image decoding):
+the built-in set's labels, the known CIFAR splits, file counts of an ImageFolder tree.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from cvdd.config import RunConfig
+from cvdd.utils import CvddError
+
+BUILTIN_NPZ = Path(__file__).resolve().parent.parent / "assets" / "fashion_mnist_subset.npz"
+# train images per class of the official "python version" releases (equal for every class)
+CIFAR_PER_CLASS = {"data_batch_1": ("CIFAR-10", 5000), "train": ("CIFAR-100", 500)}
+SCAN_LIMIT = 300_000  # files counted at most in a folder tree; a larger one is checked at init
+SEED_MAX = 2**32 - 1  # numpy's seeds stop here
+
+# config key a CvddError names (`e.field`) -> the form field whose slot shows the message;
+# other keys (e.g. set under "Extra overrides") show above the Start button
+ERROR_FIELDS = {
+    "ipc": "ipc",
+    "seed": "seed",
+    "device": "device",
+    "data.dataset": "dataset",
+    "squeeze.members": "members",
+    "recover.num_experts": "num_experts",
+    "recover.temperature": "temperature",
+    "recover.voter": "voter",
+    "recover.schedule": "schedule",
+    "recover.fixed_members": "schedule",
+    "recover.iterations": "iterations",
+    "relabel.teacher": "teacher",
+}
+NUMBERS = ("ipc", "iterations", "seed", "num_experts", "temperature")
+# config keys as the form labels them, for messages shown on a page instead of the CLI
+LABELS = {
+    "ipc": "IPC",
+    "seed": "Seed",
+    "device": "Device",
+    "data.dataset": "Data set",
+    "squeeze.members": "Committee members",
+    "recover.num_experts": "Experts per image N",
+    "recover.temperature": "Temperature T",
+    "recover.iterations": "Recover iterations",
+    "recover.voter": "Voter",
+    "recover.schedule": "Committee schedule",
+    "relabel.teacher": "Relabel teacher",
+}
+_SET = re.compile(r"\(?--set '?([\w.]+)=([^\s',;)]+)'?\)?")
+
+
+def page_terms(msg: str) -> str:
+    """An engine message in the page's words: `--set recover.iterations=300` (CLI advice)
+    becomes `Recover iterations = 300`, and the config keys the form shows become its labels."""
+
+    def advice(m: re.Match) -> str:
+        if m.string[: m.start()].rstrip().endswith(m[1]):  # "lower ipc (--set ipc=500)"
+            return f"to {m[2]}"
+        return f"{LABELS.get(m[1], m[1])} = {m[2]}"
+
+    msg = _SET.sub(advice, msg)
+    for key in sorted(LABELS, key=len, reverse=True):
+        msg = re.sub(rf"(?<![\w.]){re.escape(key)}(?![\w.])", LABELS[key], msg)
+    return msg
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].strip()
+
+
+def check_config(
+    build: Callable[[list[str]], RunConfig], overrides: list[str]
+) -> tuple[RunConfig | None, dict[str, str]]:
+    """(config, {form field: message}). Every error is found, not only the first: an override
+    that cvdd.config rejects is dropped (its key falls back to the preset's value) and the
+    rest is checked again, so three bad fields show three messages. The config returned is
+    then the fallback one: callers must not start it while there are errors."""
+    errors: dict[str, str] = {}
+    todo = list(overrides)
+    for _ in range(len(overrides) + 1):
+        try:
+            return build(todo), errors
+        except CvddError as e:
+            errors.setdefault(ERROR_FIELDS.get(e.field or "", "general"), page_terms(str(e)))
+            left = [o for o in todo if not e.field or _key(o) != e.field]
+            if len(left) == len(todo):
+                return None, errors  # not caused by an override we can drop
+            todo = left
+    return None, errors
+
+
+def check_numbers(vals: dict) -> dict[str, str]:
+    """Checks of the typed numbers that cvdd.config does not make itself."""
+    errors = {k: "Enter a number." for k in NUMBERS if vals.get(k) is None}
+    seed = vals.get("seed")
+    if seed is not None and not 0 <= seed <= SEED_MAX:
+        errors["seed"] = f"The seed must be between 0 and {SEED_MAX:,} (got {seed})."
+    return errors
+
+
+def ipc_need(cfg: RunConfig) -> int:
+    """Real training images per class that init needs (RDED stitches factor² patches)."""
+    return cfg.ipc * (cfg.init.factor**2 if cfg.init.method == "rded" else 1)
+
+
+def check_ipc(cfg: RunConfig, dataset: str) -> tuple[str | None, str]:
+    """(error or None, a caption for the IPC field) for this config on this data set."""
+    n, what = images_per_class(dataset)
+    if n is None:
+        return None, f"IPC is checked against {what}'s classes seconds after Start."
+    f2 = ipc_need(cfg) // max(cfg.ipc, 1)
+    top = n // f2
+    if ipc_need(cfg) > n:
+        mosaic = f" ({f2} patches per image)" if f2 > 1 else ""
+        return (
+            f"IPC {cfg.ipc}{mosaic} is larger than the {n:,} images per class of {what}: "
+            f"choose IPC ≤ {top:,}.",
+            "",
+        )
+    return None, f"{what}: {n:,} images per class, so IPC ≤ {top:,}."
+
+
+@st.cache_data(ttl=30, max_entries=64, show_spinner=False)
+def images_per_class(dataset: str) -> tuple[int | None, str]:
+    """(training images in the smallest class or None when unknown here, a name for the data).
+    Cached briefly: a folder on the server may change, the form reruns on every edit."""
+    if dataset in ("builtin", "fashion_mnist_subset"):
+        try:
+            with np.load(BUILTIN_NPZ, allow_pickle=False) as z:
+                return int(np.bincount(z["train_labels"]).min()), "the built-in set"
+        except (OSError, KeyError, ValueError):
+            return None, "the built-in set"
+    p = _descend(Path(dataset).expanduser())
+    what = f"`{p.name}`"
+    if p.is_file():
+        low = p.name.lower()
+        if low.startswith("cifar-100"):
+            return 500, "CIFAR-100"
+        return (5000, "CIFAR-10") if low.startswith("cifar-10") else (None, what)
+    for marker, (name, n) in CIFAR_PER_CLASS.items():
+        if (p / marker).is_file():
+            return n, name
+    train = p / "train"
+    if not train.is_dir():
+        return None, what  # IDX and anything unusual: the worker's loader knows
+    tiny = (p / "wnids.txt").is_file()  # Tiny-ImageNet keeps a class's files in <wnid>/images/
+    counts, seen = [], 0
+    for c in sorted(os.scandir(train), key=lambda d: d.name):
+        if c.name.startswith(".") or not c.is_dir():
+            continue
+        n = _count_files(Path(c.path) / "images" if tiny else Path(c.path))
+        counts.append(n)
+        seen += n
+        if seen > SCAN_LIMIT:
+            return None, what
+    return (min(counts), what) if counts else (None, what)
+
+
+def _count_files(folder: Path) -> int:
+    try:
+        return sum(1 for f in os.scandir(folder) if f.is_file() and not f.name.startswith("."))
+    except OSError:
+        return 0
+
+
+def _descend(p: Path) -> Path:
+    # The official archives extract to one folder; the loader accepts its parent too
+    try:
+        kids = [c for c in p.iterdir() if not c.name.startswith(".")] if p.is_dir() else []
+    except OSError:
+        return p
+    if len(kids) == 1 and kids[0].is_dir() and not (p / "train").exists():
+        return kids[0]
+    return p
