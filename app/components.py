@@ -178,11 +178,12 @@ def snapshot_viewer(run_dir: Path, evs: list[dict], live: bool) -> None:
         st.image(
             grid.repeat(f, 0).repeat(f, 1),
             width=min(520, grid.shape[1] * f),
-            caption=f"step {step} · rows: {', '.join(shaping.class_name(names, r) for r in rows)}"
-            f" · columns: {_index_span(cols)}",
+            caption=f"step {step} · rows: classes",  # short: it is as wide as the grid
         )
         st.caption(
-            f"{len(steps)} snapshots saved, latest step {steps[-1]}" + (" · live" if live else "")
+            f"Rows, top to bottom: {', '.join(shaping.class_name(names, r) for r in rows)} · "
+            f"columns: {_index_span(cols)} · {len(steps)} snapshots saved, latest step "
+            f"{steps[-1]}" + (" · live" if live else "")
         )
     cell, pad = snap.get("cell"), snap.get("pad", 0)
     if not (rows and cell):

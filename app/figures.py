@@ -168,7 +168,8 @@ def bn_group_layers(df: pd.DataFrame, member: str) -> go.Figure:
     titles = []
     for split, text in SPLIT_TITLES.items():
         n = df.loc[df["split"] == split, "groups"]
-        titles.append(f"{member}: {text} ({int(n.iloc[0])} groups)" if len(n) else f"{text}: none")
+        k = int(n.iloc[0]) if len(n) else 0
+        titles.append(f"{member}: {text} ({k} group{'s' * (k != 1)})" if k else f"{text}: none")
     fig = make_subplots(rows=1, cols=2, subplot_titles=titles, shared_yaxes=True)
     for col, split in enumerate(SPLIT_TITLES, start=1):
         for src in ("init", "synthetic"):
@@ -240,7 +241,7 @@ def topk_bars(df: pd.DataFrame) -> go.Figure:
         df, x="name", y="prob", color="mode", barmode="group", color_discrete_map=MODE_COLORS
     )
     fig.update_layout(title="soft label of this image", yaxis_title="probability", xaxis_title="")
-    return _legend(_tidy(fig, 320), "teacher")
+    return _legend(_tidy(fig, 320), "soft labels")
 
 
 def entropy_hist(ent: dict[str, np.ndarray]) -> go.Figure:
@@ -255,7 +256,7 @@ def entropy_hist(ent: dict[str, np.ndarray]) -> go.Figure:
         xaxis_title="entropy",
         yaxis_title="images",
     )
-    return _legend(_tidy(fig), "teacher")
+    return _legend(_tidy(fig), "soft labels")
 
 
 def kl_hist(kl: np.ndarray) -> go.Figure:

@@ -280,16 +280,7 @@ def write_analysis(
     init_images and real_images are the init stage's start and its random-real baseline.
     """
     cfg, d, dev = ctx.cfg, ctx.data, ctx.device
-    stats = soft_label_stats(probs["bssl"], probs["eval"], targets, d.class_names)
-    ctx.rd.write_json(
-        layout.SOFT_LABEL_STATS,
-        {
-            "teacher": cfg.relabel.teacher,
-            "mode_used": cfg.relabel.mode,
-            "batch_size": cfg.relabel.batch_size,
-            **stats,
-        },
-    )
+    stats = _write_soft_label_stats(ctx, probs, targets)
     # a committee teacher is analysed through its first member: the figures need one model's
     # BN layers and features
     name = cfg.relabel.teacher if cfg.relabel.teacher != "committee" else cfg.squeeze.members[0]
@@ -329,6 +320,14 @@ def write_analysis(
         "bn_mean_gap_real": mean_gap("real"),
         **_group_metrics(groups),
     }
+
+
+def _write_soft_label_stats(ctx: Context, probs: dict, targets: torch.Tensor) -> dict:
+    rc = ctx.cfg.relabel
+    stats = soft_label_stats(probs["bssl"], probs["eval"], targets, ctx.data.class_names)
+    meta = {"teacher": rc.teacher, "mode_used": rc.mode, "batch_size": rc.batch_size}
+    ctx.rd.write_json(layout.SOFT_LABEL_STATS, {**meta, **stats})
+    return stats
 
 
 def _group_metrics(doc: dict | None) -> dict:

@@ -87,7 +87,7 @@ def test_new_run_shows_config_errors_before_start(root):
     at = ok(render())
     at.number_input(key="nr_num_experts").set_value(9).run()
     ok(at)
-    assert any("num_experts" in e.value for e in at.error)
+    assert any("Experts per image N" in e.value for e in at.error)  # the field's label
     assert at.button(key="start").disabled
     at.number_input(key="nr_num_experts").set_value(2).run()
     at.radio(key="nr_kind").set_value("folder").run()
@@ -132,6 +132,7 @@ def test_live_snapshot_slider_and_class_view(root, tiny_run_dir):
     at = ok(render("live", run=tiny_run_dir.name))
     rid = tiny_run_dir.name
     assert at.select_slider(key=f"snap_{rid}").value == 6  # follows the latest snapshot
+    assert "Rows, top to bottom: T-shirt/top, Trouser" in texts(at)  # class names, not indices
     at.select_slider(key=f"snap_{rid}").set_value(0).run()
     ok(at)
     assert at.select_slider(key=f"snap_{rid}").value == 0
@@ -277,6 +278,52 @@ def test_failed_run_shows_error_and_offers_resume(tmp_path, tiny_run_dir, monkey
     assert at.image  # the snapshots written before the failure still show
 
 
+@pytest.mark.parametrize(
+    "key, value, msg",
+    [
+        ("nr_ipc", 0, "IPC must be >= 1"),
+        ("nr_ipc", -3, "IPC must be >= 1"),
+        ("nr_ipc", 10000, "larger than the 500 images per class"),
+        ("nr_ipc", 501, "choose IPC ≤ 500"),
+        ("nr_iterations", 0, "Recover iterations must be >= 1"),
+        ("nr_temperature", 0.0, "Temperature T must be > 0"),
+    ],
+)
+def test_invalid_number_disables_start_and_says_why_under_it(root, key, value, msg):
+    before = sorted(root.iterdir())
+    at = ok(render())
+    at.number_input(key=key).set_value(value)
+    at.button(key="start").click().run()  # typed and clicked at once, as a browser may send it
+    assert ok(at).number_input(key=key).value == value  # kept as typed, not clamped
+    col = next(c for c in at.columns if [n.key for n in c.number_input] == [key])
+    assert any(msg in e.value for e in col.error), [e.value for e in at.error]
+    assert at.button(key="start").disabled and "--set" not in texts(at)
+    assert at.title[0].value == "New run" and sorted(root.iterdir()) == before  # none started
+
+
+@pytest.mark.parametrize("field", ["ipc", None])
+def test_run_failed_on_its_settings_offers_clone_not_resume(
+    tmp_path, tiny_run_dir, monkeypatch, field
+):
+    monkeypatch.setenv("CVDD_RUNS_DIR", str(tmp_path))
+    bad = tmp_path / "20991231-000000-builtin-ipc600-0bad"
+    bad.mkdir()
+    shutil.copy(tiny_run_dir / "config.json", bad)  # its meta: 500 images per class
+    err = "class 'x' has only 500 training images but IPC needs 600; lower ipc (--set ipc=500)"
+    end = {"kind": "run_end", "status": "failed", "error": err, "field": field}
+    (bad / "events.jsonl").write_text(f'{{"kind": "run_start"}}\n{json.dumps(end)}\n')
+    at = ok(render("live"))  # no ?run=: the only run is picked
+    assert at.button(key="resume").disabled and metrics(at)["status"] == "failed"
+    fix = "this run with IPC ≤ 500" if field else "failed before its first stage"
+    assert any(fix in e.value for e in at.error) and not any("--set" in e.value for e in at.error)
+    good = tmp_path / tiny_run_dir.name  # older, with an export
+    shutil.copytree(tiny_run_dir, good, ignore=shutil.ignore_patterns("checkpoints"))
+    assert ok(render("compare")).selectbox(key="exp_run").value == good.name
+    assert "2 runs in" in texts(ok(render("runs")))
+    shutil.rmtree(bad)
+    assert "1 run in" in texts(ok(render("runs")))
+
+
 def test_empty_runs_root(tmp_path, monkeypatch):
     monkeypatch.setenv("CVDD_RUNS_DIR", str(tmp_path / "none"))
     for page in PAGES:
@@ -334,6 +381,7 @@ def test_job_start_stop_resume_restart(root):
     _wait(lambda: runs.is_alive(run_dir), 60, "the resumed worker to take its lock")
     at.run()
     assert metrics(ok(at))["status"] == "running"
+    assert f"{rid} — running" in at.selectbox(key="pick_live").options  # the picker's label too
     new_pid = json.loads((run_dir / "job.json").read_text())["pid"]
     assert new_pid != pid
     other_tab.button(key="resume").click().run()  # stale tab: must not start a second worker

@@ -1,11 +1,18 @@
 """Run directory: events round trip, torn lines, derived status, lock, safe run ids."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from cvdd.eta import StageClock
 from cvdd.runs import RunDir, is_alive, list_runs, read_events, resolve_run, run_status
 from cvdd.utils import CvddError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_events_round_trip_and_torn_line(tmp_path):
@@ -67,3 +74,63 @@ def test_artifact_before_event(tmp_path):
     assert ev["kind"] == "snapshot" and ev["path"] == rel and (rd.path / rel).is_file()
     assert not list(rd.path.rglob("*.tmp"))
     json.loads((rd.path / "config.json").read_text())
+
+
+# -- progress and ETA: stage-wide, never backwards -------------------------------------------
+
+
+def _etas(calls, total=100):
+    """StageClock over (time, step) calls; the ETA after each."""
+    clock = StageClock(*calls[0])
+    return [clock.update(t, s, total) for t, s in calls]
+
+
+def test_eta_uses_the_rate_over_the_whole_stage():
+    etas = _etas([(t, t) for t in range(0, 51)])  # one step a second
+    assert etas[0] is None and etas[-1] == pytest.approx(50)
+    assert all(b <= a for a, b in zip(etas[1:], etas[2:]))  # falls, never climbs
+
+
+def test_eta_ignores_skipped_work_and_never_jumps_up():
+    # 10 steps at 1 s, a cached member jumps 50 steps at once, then 1 s a step again
+    calls = (
+        [(t, t) for t in range(11)] + [(10.01, 60)] + [(10.01 + k, 60 + k) for k in range(1, 40)]
+    )
+    etas = _etas(calls)
+    assert etas[11] == pytest.approx(40, rel=0.01)  # the rate of real work, not 60 steps in 10 s
+    assert all(b <= a + 0.01 for a, b in zip(etas[11:], etas[12:]))
+
+
+def test_eta_survives_a_counter_that_starts_over():
+    # an older writer counted each sub-task from 1: the ETA stays at the stage's rate
+    calls = [(t, t) for t in range(11)] + [(11 + k, k) for k in range(1, 11)]
+    etas = _etas(calls, total=10)
+    assert max(e for e in etas if e is not None) < 12  # the old formula gave 108 s here
+
+
+def test_progress_of_a_real_run_never_goes_back_within_a_stage(tiny_run_dir):
+    seen: dict[str, tuple[int, int]] = {}
+    for e in read_events(tiny_run_dir):
+        if e["kind"] == "stage_start":
+            seen.pop(e["stage"], None)
+        elif e["kind"] == "progress":
+            step, total = seen.get(e["stage"], (0, e["total"]))
+            assert e["step"] >= step and e["total"] == total, e  # validate: all students at once
+            seen[e["stage"]] = (e["step"], e["total"])
+    assert seen["validate"][0] == seen["validate"][1]
+
+
+def test_ipc_larger_than_a_class_fails_before_any_stage_naming_the_field(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), CVDD_THREADS="1")
+    cmd = [sys.executable, "-m", "cvdd", "run", "--preset", "tiny", "--set", "ipc=501"]
+    out = subprocess.run(
+        [*cmd, "--runs-dir", str(tmp_path)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode != 0 and "only 500 training images" in out.stdout + out.stderr
+    (run_dir,) = tmp_path.iterdir()
+    evs = read_events(run_dir)
+    assert [e["kind"] for e in evs] == ["run_start", "run_end"] and evs[-1]["field"] == "ipc"
+    assert (
+        json.loads((run_dir / "config.json").read_text())["meta"]["dataset"]["images_per_class"]
+        == 500
+    )

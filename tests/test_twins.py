@@ -161,7 +161,7 @@ def test_pages_show_a_run_beside_its_twin(pair, monkeypatch, page):
         runs = [f for f in frames if "run" in f.columns]
         assert len(runs) == 1 and len(runs[0]) == 2  # the run and its twin, side by side
         assert any("BN loss" in c.value for c in at.caption)
-        assert any(m.startswith("- Where a member voted") for m in map(str, at.markdown))
+        assert any(m.value.startswith("- Where a member voted") for m in at.markdown)
     elif page == "diversity":
         labels = {m.label for m in at.metric}
         assert {"CV-DD: mean cosine", "SRe²L++: mean cosine"} <= labels

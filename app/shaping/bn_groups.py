@@ -54,7 +54,8 @@ def summary(doc) -> pd.DataFrame:
     before (init) and after (synthetic) recover, and the change in %."""
     rows = []
     for name, m in _members(doc).items():
-        row = {"member": name, "layers": len(m.get("layers") or [])}
+        layers = m.get("layers")
+        row = {"member": name, "layers": len(layers) if isinstance(layers, list) else None}
         for split, want in (("voted", True), ("not_voted", False)):
             n, init = _mean_loss(m, "init", want)
             _, syn = _mean_loss(m, "synthetic", want)
@@ -75,14 +76,16 @@ def layers_df(doc, member: str) -> pd.DataFrame:
     without the first-layer multiplier), mean over the groups of each split, init vs synthetic."""
     cols = ["layer", "label", "split", "source", "gap", "mean_gap", "var_gap", "groups"]
     m = _members(doc).get(member) or {}
-    layers = [x for x in m.get("layers") or [] if isinstance(x, dict)]
+    layers = m.get("layers") if isinstance(m.get("layers"), list) else []
+    layers = [x for x in layers if isinstance(x, dict)]
     gaps = m.get("layer_gaps") if isinstance(m.get("layer_gaps"), dict) else {}
     rows = []
     for split in SPLITS:
         part = gaps.get(split) if isinstance(gaps.get(split), dict) else {}
         for src in ("init", "synthetic"):
             g = part.get(src) if isinstance(part.get(src), dict) else {}
-            means, vars_ = g.get("mean_gap") or [], g.get("var_gap") or []
+            means, vars_ = g.get("mean_gap"), g.get("var_gap")
+            means, vars_ = [x if isinstance(x, list) else [] for x in (means, vars_)]
             for i, (layer, a, b) in enumerate(zip(layers, means, vars_)):
                 if _num(a) is None or _num(b) is None:
                     continue

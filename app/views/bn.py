@@ -41,10 +41,12 @@ def _groups_section(doc: dict) -> None:
     """Per member: BN loss in the groups it voted for vs the others, then per layer."""
     st.subheader("Each member: the groups it voted for, and the others")
     m = doc.get("first_bn_multiplier")
-    n, total = len(doc.get("groups") or []), doc.get("groups_total")
+    m = f"{m:g}" if isinstance(m, (int, float)) else "m₀"
+    groups, total = doc.get("groups"), doc.get("groups_total")
+    n = len(groups) if isinstance(groups, list) else "?"
     st.caption(
         "**BN loss** = recover's BN term: the sum over *all* BN layers of the member of "
-        f"‖μ_B − μ‖ + ‖σ²_B − σ²‖, the first layer × {m:g}. Measured on each group's "
+        f"‖μ_B − μ‖ + ‖σ²_B − σ²‖, the first layer × {m}. Measured on each group's "
         "un-augmented images (recover saw augmented ones), then averaged over the groups of "
         "the column. **before** = the initial images, **after** = the final images. "
         f"Groups analysed: {n} of {total}."

@@ -62,6 +62,15 @@ def _students(results: dict, headline: dict) -> None:
     )
 
 
+# result columns: (header, width in px, what it is)
+TOP1_COLUMNS = {
+    "student_top1": ("top-1 %", 62, "student top-1 % with the run's labels"),
+    "random_real_top1": ("random real %", 96, "the same number of random real images"),
+    "bssl_top1": ("BSSL %", 60, "distilled set, BSSL soft labels"),
+    "eval_top1": ("eval %", 56, "distilled set, eval-mode soft labels"),
+}
+NARROW = {"method": 68, "dataset": 72, "ipc": 44, "members": 68, "voter": 56, "relabel": 60}
+
 st.title("Compare & export")
 root = state.runs_root()
 rows = state.all_runs(str(root))
@@ -97,9 +106,15 @@ else:
     st.dataframe(
         df,
         hide_index=True,
+        # widths that fit the page together (auto widths ran past its right edge); the run
+        # column stays in view when the table scrolls on a narrow screen
         column_config={
-            c: st.column_config.NumberColumn(c, format="%.1f")
-            for c in ("student_top1", "random_real_top1", "bssl_top1", "eval_top1")
+            "run": st.column_config.TextColumn("run", width=235, pinned=True),
+            **{c: st.column_config.Column(c, width=w) for c, w in NARROW.items()},
+            **{
+                c: st.column_config.NumberColumn(label, format="%.1f", width=w, help=why)
+                for c, (label, w, why) in TOP1_COLUMNS.items()
+            },
         },
     )
     if df["student_top1"].notna().any():
@@ -119,9 +134,12 @@ st.caption(
     "(images/<class>/<ipc>.png), soft labels (soft_labels.npz, labels.csv) and the "
     "config. The zip is built only when you click."
 )
-pick = st.selectbox("Run", ids, index=ids.index(cur) if cur in ids else 0, key="exp_run")
+# default: the run in view if it has an export, else the newest that has one (ids: newest first)
+exported = [rid for rid in ids if (root / rid / layout.EXPORT).is_dir()]
+first = next((rid for rid in ([cur] if cur in exported else []) + exported), None)
+pick = st.selectbox("Run", ids, index=ids.index(first) if first else 0, key="exp_run")
 try:
-    exp = state.resolve(pick) / "export"
+    exp = state.resolve(pick) / layout.EXPORT
 except CvddError as e:
     st.error(str(e))
     st.stop()

@@ -21,6 +21,8 @@ def _open(rid: str) -> None:
     st.switch_page(C.LIVE, query_params={"run": rid})
 
 
+# column widths in px, chosen so the whole table fits beside the sidebar at 1400 px
+WIDTHS = dict(status=72, stage=68, preset=96, dataset=84, ipc=44, members=68, age=72, updated=72)
 ACTIVE = ("running", "starting", "queued")  # the statuses that change by themselves
 any_running = any(r["status"] in ACTIVE for r in rows)
 
@@ -38,9 +40,14 @@ def table() -> None:
         on_select="rerun",
         selection_mode="single-row",
         key="runs_table",
+        # widths that fit the page together (auto widths ran past its right edge); the run
+        # column stays in view when the table scrolls on a narrow screen
         column_config={
-            "top1": st.column_config.NumberColumn("student top-1 %", format="%.1f"),
-            "run": st.column_config.TextColumn("run", width="large"),
+            "top1": st.column_config.NumberColumn(
+                "top-1 %", format="%.1f", width=62, help="student top-1 % on the test split"
+            ),
+            "run": st.column_config.TextColumn("run", width=235, pinned=True),
+            **{c: st.column_config.Column(c, width=w) for c, w in WIDTHS.items()},
         },
     )
     sel = getattr(getattr(ev, "selection", None), "rows", None) or []
@@ -48,7 +55,7 @@ def table() -> None:
         _open(str(df.iloc[sel[0]]["run"]))
     counts = df["status"].value_counts().to_dict()
     st.caption(
-        f"{len(df)} runs in `{root}` · "
+        f"{len(df)} run{'' if len(df) == 1 else 's'} in `{root}` · "
         + " · ".join(f"{k} {v}" for k, v in counts.items())
         + " · click a row to open it"
     )
