@@ -20,17 +20,15 @@ Server CPU only, N tabs watching a long `tiny` run started from the CLI (about 2
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
+from procs import TICK, cpu_sample, serve, ticks  # sibling module (run as a script)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -59,56 +57,10 @@ PAGES = [
     ("compare", "Compare & export"),
 ]
 STEP = re.compile(r"step (\d+) · rows")
-TICK = os.sysconf("SC_CLK_TCK")
 VIEW = {"width": 1400, "height": 1400}
 IDLE_JS = """() => { const a = document.querySelector('[data-testid=stApp]'); return !!a &&
   a.getAttribute('data-test-script-state') === 'notRunning' &&
   !document.querySelector('[data-testid=stSkeleton]'); }"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ticks(pid: int) -> int:
-    """utime + stime of one process, in clock ticks (0 if it is gone)."""
-    try:
-        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(f[11]) + int(f[12])
-
-
-def children(pid: int) -> dict[int, str]:
-    out = {}
-    for p in Path("/proc").glob("[0-9]*"):
-        try:
-            if int(p.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                out[int(p.name)] = p.joinpath("cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, ValueError, IndexError):
-            pass
-    return out
-
-
-def cpu_sample(server_pid: int, seconds: float) -> tuple[float, float]:
-    """% of one core used by the server (+ non-worker children) and by the cvdd worker(s)."""
-
-    def snap():
-        kids = children(server_pid)
-        work = [k for k, c in kids.items() if "cvdd" in c and "resume" in c]
-        serv = [server_pid] + [k for k in kids if k not in work]
-        return {k: ticks(k) for k in serv}, {k: ticks(k) for k in work}
-
-    s0, w0 = snap()
-    t0 = time.time()
-    time.sleep(seconds)
-    s1, w1 = snap()
-    dt = time.time() - t0
-    return tuple(
-        100 * sum(b[k] - a.get(k, 0) for k in b) / TICK / dt for a, b in ((s0, s1), (w0, w1))
-    )
 
 
 def wait_ready(page, title: str, t0: float, timeout: float = 120, settle: float = 0.5):
@@ -166,51 +118,6 @@ def ensure_warm_cache(runs_dir: Path, env: dict) -> None:
     print(
         f"quick run, cold cache: {time.time() - t0:.1f} s  (CLI, log /tmp/app_bench_cold_run.log)"
     )
-
-
-@contextlib.contextmanager
-def serve(env: dict, log_path: str = "/tmp/app_bench_server.log"):
-    """`streamlit run app/main.py` on a free port; yields (process, url) once it is healthy."""
-    url = f"http://127.0.0.1:{free_port()}"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "app/main.py",
-                "--server.headless",
-                "true",
-                "--server.address",
-                "127.0.0.1",
-                "--server.port",
-                url.rsplit(":", 1)[1],
-                "--browser.gatherUsageStats",
-                "false",
-                "--server.fileWatcherType",
-                "none",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            for _ in range(300):
-                with contextlib.suppress(OSError):
-                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                        break
-                time.sleep(0.2)
-            else:
-                raise RuntimeError(f"streamlit did not start; see {log_path}")
-            yield server, url
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
 
 
 def start_cli_run(a, env: dict, runs_dir: Path) -> tuple[subprocess.Popen, Path]:

@@ -47,8 +47,12 @@ SUITES = {
     "cifar10": dict(
         preset="quick",
         data=str(CIFAR10),
-        extra=["squeeze.max_train_images=3000", "prior.validate_epochs=20",
-               "validate.epochs=25", "recover.jitter=4"],
+        extra=[
+            "squeeze.max_train_images=3000",
+            "prior.validate_epochs=20",
+            "validate.epochs=25",
+            "recover.jitter=4",
+        ],
     ),
 }
 

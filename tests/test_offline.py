@@ -143,6 +143,18 @@ def _listening(port: int) -> list[str]:
     return found
 
 
+def _type_bad_ipc(page, shots: Path) -> None:
+    """An IPC the built-in set cannot fill stays as typed, says why under it, disables Start."""
+    ipc = page.locator(".st-key-nr_ipc").get_by_role("spinbutton")
+    ipc.fill("600")
+    ipc.press("Enter")
+    expect(page.get_by_text("larger than the 500 images per class")).to_be_visible()
+    expect(page.locator(".st-key-start").get_by_role("button")).to_be_disabled()
+    assert ipc.input_value() == "600"
+    page.wait_for_function(IDLE_JS, timeout=30_000, polling=100)
+    page.screenshot(path=str(shots / "offline_new_run_bad_ipc.png"))
+
+
 def test_every_page_stays_on_localhost(server, tmp_path):
     url, rid, port, log_path = server
     shots = Path(os.environ.get("CVDD_E2E_SHOTS", tmp_path))
@@ -181,6 +193,8 @@ def test_every_page_stays_on_localhost(server, tmp_path):
             assert not outside, f"{name}: requests leaving 127.0.0.1: {outside}"
             assert not _real_errors(errors), f"{name}: console errors: {errors}"
             errors.clear()
+            if name == "new_run":
+                _type_bad_ipc(page, shots)
             if name == "live_failed_config":
                 resume = page.locator(".st-key-resume").get_by_role("button")
                 expect(resume).to_be_disabled()
