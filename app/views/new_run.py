@@ -291,7 +291,12 @@ with form:
     )
     busy = [r for r in state.all_runs(str(state.runs_root())) if r["status"] == "running"]
     if errors:
-        c2.caption(f"Start is off until the {len(errors)} message(s) in red are resolved.")
+        what = (
+            "the message in red is"
+            if len(errors) == 1
+            else f"the {len(errors)} messages in red are"
+        )
+        c2.caption(f"Start is off until {what} resolved.")
     elif busy:
         c2.caption(
             f"{len(busy)} run(s) already running (e.g. {busy[0]['run_id']}); a new one "
