@@ -12,6 +12,9 @@ every member. Run from the repository root, on one thread by default (a CPU hour
     python assets/make_committee.py [--src DIR] [--work DIR] [--threads 1]
 
 Pilots: `--members resnet18 --epochs 1 --dry-run` trains and evaluates, and writes nothing here.
+`--priors-only` keeps the weights and recomputes the priors: needed when a config field that
+the prior key covers (prior, init, recover, validate settings) changes, which
+tests/test_committee.py detects.
 """
 
 from __future__ import annotations
@@ -37,7 +40,12 @@ from cvdd.data import load_dataset  # noqa: E402
 from cvdd.models import create_model  # noqa: E402
 from cvdd.runs import RunDir  # noqa: E402
 from cvdd.stages.prior import run_prior  # noqa: E402
-from cvdd.stages.squeeze import SHIPPED_DIR, SHIPPED_MANIFEST, run_squeeze  # noqa: E402
+from cvdd.stages.squeeze import (  # noqa: E402
+    SHIPPED_DIR,
+    SHIPPED_MANIFEST,
+    load_shipped_manifest,
+    run_squeeze,
+)
 from cvdd.train import evaluate  # noqa: E402
 from cvdd.utils import atomic_write_bytes, atomic_write_json, read_json, set_threads  # noqa: E402
 
@@ -69,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="squeeze.seed of every member")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--dry-run", action="store_true", help="train + evaluate, write no assets")
+    p.add_argument(
+        "--priors-only",
+        action="store_true",
+        help="keep the shipped weights, recompute the priors (after a config change, ~20 s)",
+    )
     return p
 
 
@@ -157,25 +170,9 @@ def compute_priors(work: Path) -> dict:
     }
 
 
-def main() -> None:
-    args = _parser().parse_args()
-    threads = set_threads(args.threads)
-    work, out = Path(args.work).expanduser(), SHIPPED_DIR
-    names = [m.strip() for m in args.members.split(",") if m.strip()]
-    t0 = time.time()
-    full = load_dataset(args.src)  # (60000 + 10000, 1, 28, 28) uint8
-    records = [train_member(name, args, work, full) for name in names]
-    members = {r["name"]: export_member(r, out, full, args.dry_run) for r in records}
-    for name, m in members.items():
-        print(
-            f"{name:14s} top-1 {m['test_top1']:.2f}% (fp32 {m['test_top1_fp32']:.2f}%), "
-            f"{m['params']:,} params, {m['bytes']:,} bytes, {m['epochs']} epochs, "
-            f"seconds {m['train_seconds']}",
-            flush=True,
-        )
-    if args.dry_run:
-        return
-    manifest = {
+def build_manifest(args, threads: int, full, members: dict) -> dict:
+    """manifest.json without the priors: provenance, data, recipe and every member's record."""
+    return {
         "what": "cvdd's shipped committee: the quick preset's members, trained on Fashion-MNIST",
         "command": shlex.join(["python", "assets/make_committee.py", *sys.argv[1:]]),
         "seed": args.seed,
@@ -199,15 +196,47 @@ def main() -> None:
         "members": members,
         "licence": f"{NOTICE} (weights derived from Fashion-MNIST, MIT)",
     }
+
+
+def write_priors(manifest: dict, work: Path, out: Path) -> None:
+    """Compute the priors with the members as shipped and store them in manifest.json."""
+    manifest.pop("priors", None)
     # first without priors: the prior stage loads the members through this manifest
     atomic_write_json(out / SHIPPED_MANIFEST, manifest)
-    manifest["priors"] = compute_priors(work)
-    manifest["total_seconds"] = round(time.time() - t0, 1)
+    priors = compute_priors(work)
+    priors["command"] = shlex.join(["python", "assets/make_committee.py", *sys.argv[1:]])
+    priors["torch_version"] = torch.__version__
+    manifest["priors"] = priors
     atomic_write_json(out / SHIPPED_MANIFEST, manifest)
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
-    print(f"priors {manifest['priors']['values']}\nwrote {out} ({size:,} bytes)", flush=True)
+    print(f"priors {priors['values']}\nwrote {out} ({size:,} bytes)", flush=True)
     if size > MAX_BYTES:
         raise SystemExit(f"{out} holds {size:,} bytes > {MAX_BYTES:,}; narrow the members")
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    threads = set_threads(args.threads)
+    work, out = Path(args.work).expanduser(), SHIPPED_DIR
+    if args.priors_only:  # the weights stay; only settings that change alpha have changed
+        write_priors(load_shipped_manifest(out), work, out)
+        return
+    names = [m.strip() for m in args.members.split(",") if m.strip()]
+    t0 = time.time()
+    full = load_dataset(args.src)  # (60000 + 10000, 1, 28, 28) uint8
+    records = [train_member(name, args, work, full) for name in names]
+    members = {r["name"]: export_member(r, out, full, args.dry_run) for r in records}
+    for name, m in members.items():
+        print(
+            f"{name:14s} top-1 {m['test_top1']:.2f}% (fp32 {m['test_top1_fp32']:.2f}%), "
+            f"{m['params']:,} params, {m['bytes']:,} bytes, {m['epochs']} epochs, "
+            f"seconds {m['train_seconds']}",
+            flush=True,
+        )
+    if not args.dry_run:
+        manifest = build_manifest(args, threads, full, members)
+        manifest["train_and_export_seconds"] = round(time.time() - t0, 1)
+        write_priors(manifest, work, out)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,10 @@ def test_quick_preset_resolves_to_the_shipped_committee():
         rel = layout.member_weights_path(
             "fashion_mnist_subset", name, f"shipped-{entry['sha256'][:12]}"
         )
-        assert prior_key(cfg, rel, 10) == MANIFEST["priors"]["keys"][name]
+        assert prior_key(cfg, rel, 10) == MANIFEST["priors"]["keys"][name], (
+            "a setting the prior key covers changed (prior/init/recover/validate), so quick "
+            "runs would recompute the priors: run python assets/make_committee.py --priors-only"
+        )
     others = [p for p in PRESETS if p != "quick"]
     assert all(from_preset(p).squeeze.source == "train" for p in others)
 
