@@ -17,30 +17,29 @@ def runs_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("runs")
 
 
-@pytest.fixture(scope="session")
-def tiny_run_dir(runs_root) -> Path:
-    """A finished run of the real engine on the `tiny` preset (one per test session)."""
+def _cli_run(runs_root: Path, *sets: str) -> Path:
+    """`python -m cvdd run --preset tiny --set ...` in a subprocess; the finished run's folder."""
+    argv = [sys.executable, "-m", "cvdd", "run", "--preset", "tiny", "--runs-dir", str(runs_root)]
+    for s in sets:
+        argv += ["--set", s]
     env = dict(os.environ, PYTHONPATH=str(ROOT), CVDD_THREADS="1")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cvdd",
-            "run",
-            "--preset",
-            "tiny",
-            "--runs-dir",
-            str(runs_root),
-            "--seed",
-            "0",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     run_dir = Path(out.stdout.strip().splitlines()[-1])
     assert (run_dir / "result.json").is_file()
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(runs_root) -> Path:
+    """A finished run of the real engine on the `tiny` preset (one per test session)."""
+    return _cli_run(runs_root, "seed=0")
+
+
+@pytest.fixture(scope="session")
+def voted_run_dir(tmp_path_factory) -> Path:
+    """A finished tiny run with one expert per IPC index (each member votes for one of the two
+    groups and not for the other) and two student architectures (incl. the 3-block ConvNet).
+    Shared by the analysis and twin tests; its own runs root keeps the runs lists apart."""
+    root = tmp_path_factory.mktemp("voted")
+    return _cli_run(root, "recover.num_experts=1", "validate.students=test_tiny_cnn,convnet3")

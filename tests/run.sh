@@ -14,7 +14,8 @@ python -m pip install -q -r requirements.txt
 python -m ruff format --check --quiet . || { echo "ruff format: run 'ruff format .'"; exit 1; }
 python -m ruff check --quiet . || exit 1
 set +e
-python -m pytest "$@"
+# two workers: most tests wait on subprocesses and a browser, so two cores halve the wall time
+python -m pytest -n "${CVDD_TEST_WORKERS:-2}" "$@"
 rc=$?
 set -e
 [ "$rc" = 5 ] && { echo "no tests collected"; exit 1; }

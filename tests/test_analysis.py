@@ -4,8 +4,6 @@ and on the one that did not, students of several architectures, and the export's
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,33 +23,9 @@ from app.shaping import bn_groups  # noqa: E402 -- after the sys.path line
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def voted_run(tmp_path_factory) -> Path:
-    """A tiny run with one expert per IPC index (each member votes for one of the two groups
-    and not for the other) and a second student architecture, the 3-block ConvNet."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cvdd",
-            "run",
-            "--preset",
-            "tiny",
-            "--runs-dir",
-            str(tmp_path_factory.mktemp("runs")),
-            "--set",
-            "recover.num_experts=1",
-            "--set",
-            "validate.students=test_tiny_cnn,convnet3",
-        ],
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT), CVDD_THREADS="1"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return Path(out.stdout.strip().splitlines()[-1])
+@pytest.fixture
+def voted_run(voted_run_dir) -> Path:
+    return voted_run_dir
 
 
 def _doc(run: Path, rel: str) -> dict:

@@ -89,6 +89,7 @@ def test_recover_lowers_bn_loss_in_a_real_run(tiny_run_dir):
     rows = [json.loads(line) for line in lines]
     assert len(rows) == 6
     bn = json.loads((tiny_run_dir / "analysis/bn_stats.json").read_text())
+
     def gap(source: str) -> float:
         return sum(
             x["sources"][source]["mean_gap"] + x["sources"][source]["var_gap"] for x in bn["layers"]
@@ -374,13 +375,27 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, monkeypatch):
     assert run_status(b)["status"] == "done"
 
 
-@pytest.mark.parametrize("overrides", [
-    ["init.method=noise", "recover.schedule=per_iteration", "recover.voter=random",
-     "relabel.teacher=committee", "relabel.mode=eval"],
-    ["init.method=real", "prior.source=user",
-     'prior.values={"test_tiny_cnn": 60, "test_tiny_resnet": 70}', "recover.schedule=fixed",
-     "recover.num_experts=1", "recover.groups_per_step=1", "recover.classes_per_group=4"],
-])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [
+            "init.method=noise",
+            "recover.schedule=per_iteration",
+            "recover.voter=random",
+            "relabel.teacher=committee",
+            "relabel.mode=eval",
+        ],
+        [
+            "init.method=real",
+            "prior.source=user",
+            'prior.values={"test_tiny_cnn": 60, "test_tiny_resnet": 70}',
+            "recover.schedule=fixed",
+            "recover.num_experts=1",
+            "recover.groups_per_step=1",
+            "recover.classes_per_group=4",
+        ],
+    ],
+)
 def test_option_combinations_run_end_to_end(tmp_path, monkeypatch, overrides):
     monkeypatch.setenv("CVDD_THREADS", "1")
     from cvdd import pipeline
@@ -392,8 +407,12 @@ def test_option_combinations_run_end_to_end(tmp_path, monkeypatch, overrides):
     committee = json.loads((rd.path / "recover/committee.json").read_text())
     if "prior.source=user" in overrides:
         assert json.loads((rd.path / "prior/priors.json").read_text())["values"] == {
-            "test_tiny_cnn": 60, "test_tiny_resnet": 70}
+            "test_tiny_cnn": 60,
+            "test_tiny_resnet": 70,
+        }
         # fixed schedule, one expert: the member with the higher prior, weight 1
-        assert all(g["members"] == ["test_tiny_resnet"] and g["weights"] == [1.0]
-                   for g in committee["groups"])
+        assert all(
+            g["members"] == ["test_tiny_resnet"] and g["weights"] == [1.0]
+            for g in committee["groups"]
+        )
         assert len(committee["groups"]) == 2 * 3  # ipc 2 x ceil(10 / 4) class chunks

@@ -88,21 +88,10 @@ def test_find_twin_in_either_direction():
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory) -> tuple[Path, Path]:
-    """A finished tiny CV-DD run (two students), and its twin made the way the button makes it,
-    except that the worker runs here instead of in the background."""
-    root = tmp_path_factory.mktemp("twins")
-    cvdd_run = Path(
-        _cli(
-            "run",
-            "--preset",
-            "tiny",
-            "--runs-dir",
-            str(root),
-            "--set",
-            "validate.students=test_tiny_cnn,convnet3",
-        )
-    )
+def pair(voted_run_dir) -> tuple[Path, Path]:
+    """The shared finished tiny CV-DD run (two students), and its twin made the way the button
+    makes it, except that the worker runs here instead of in the background."""
+    cvdd_run = voted_run_dir
     started = []
     orig = jobs.resume_job
     jobs.resume_job = lambda path, wait=True: started.append(Path(path)) or True
