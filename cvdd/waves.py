@@ -131,6 +131,4 @@ def snapshot_images(out: torch.Tensor, shown: list[int], wave: Wave, mean, std) 
 def checkpoint_state(seed: int, done: int, finished: dict, current: dict) -> dict:
     """A checkpoint: finished groups as their final uint8 images, the live wave in fp32; `step`
     counts the wave-steps done (the progress step)."""
-    return dict(
-        format=2, seed=seed, step=done, done=done, finished=dict(finished), current=current
-    )
+    return dict(format=2, seed=seed, step=done, done=done, finished=dict(finished), current=current)

@@ -31,6 +31,18 @@ def _cli_run(runs_root: Path, *sets: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+def cli():
+    """Runs `python -m cvdd ARGS` in a subprocess (1 thread); returns the CompletedProcess."""
+
+    def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), CVDD_THREADS="1")
+        argv = [sys.executable, "-m", "cvdd", *args]
+        return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+    return run
+
+
+@pytest.fixture(scope="session")
 def tiny_run_dir(runs_root) -> Path:
     """A finished run of the real engine on the `tiny` preset (one per test session)."""
     return _cli_run(runs_root, "seed=0")
