@@ -123,3 +123,12 @@ def test_import_graph_reads_relative_and_function_level_imports():
 def test_no_module_of_cvdd_imports_a_module_that_imports_it_back():
     cycles = _find_cycles(_import_graph())
     assert not cycles, "import cycles in cvdd:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_no_stage_imports_another_stage():
+    """Stages talk through the run directory; shared code lives in non-stage modules."""
+    graph = _import_graph()
+    for mod, deps in graph.items():
+        if mod.startswith("cvdd.stages."):
+            others = {d for d in deps if d.startswith("cvdd.stages.")}
+            assert not others, f"{mod} imports {others}"

@@ -1,4 +1,4 @@
-"""Tiny test models (2-3 BN layers, a few channels) for fast tests and the cpu_tiny preset.
+"""Tiny test models (2-3 BN layers, a few channels) for fast tests and the `tiny` preset.
 
 Two different architectures, so committee code paths that mix members are exercised.
 """
