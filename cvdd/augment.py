@@ -1,6 +1,7 @@
 """Batch augmentations on (N, C, H, W) tensors, all drawn from an explicit torch.Generator.
 
-- `pad_crop_flip`: per-image padded random crop + flip (squeeze training, method.md §2).
+- `pad_crop_flip`: per-image padded random crop + flip (squeeze up to 64 px, method.md §2).
+- `train_crop_flip`: squeeze's choice between it and `rrc_flip` (`squeeze.augment`, §2).
 - `shared_crop_flip_roll`: ONE RandomResizedCrop + flip + roll for a whole group (recover, §5.3).
 - `rrc_flip`: per-image RandomResizedCrop + flip, batched with grid_sample (student, §7.2).
 - `cutmix`: one box and one permutation per batch, lambda ~ Beta(1, 1) (relabel/student, §6.1).
@@ -13,7 +14,15 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["pad_crop_flip", "shared_crop_flip_roll", "rrc_flip", "cutmix", "rrc_params"]
+__all__ = [
+    "pad_crop_flip",
+    "shared_crop_flip_roll",
+    "rrc_flip",
+    "cutmix",
+    "rrc_params",
+    "resolve_train_augment",
+    "train_crop_flip",
+]
 
 
 def _rand(gen: torch.Generator, *shape: int) -> torch.Tensor:
@@ -89,6 +98,21 @@ def rrc_flip(
     theta[:, 1, 1], theta[:, 1, 2] = ch, cy
     grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def resolve_train_augment(mode: str, image_size: int) -> str:
+    """`squeeze.augment` with "auto" resolved: RandomResizedCrop above 64 px (ImageNette,
+    ImageNet-1K, as torchvision's reference recipes), padded crop at 32-64 px (CIFAR scripts)."""
+    if mode != "auto":
+        return mode
+    return "rrc" if image_size > 64 else "pad_crop"
+
+
+def train_crop_flip(x: torch.Tensor, gen: torch.Generator, mode: str) -> torch.Tensor:
+    """Squeeze's per-image training crop + flip: "rrc" (scale 8-100 %) or "pad_crop" (1/8 side)."""
+    if mode == "rrc":
+        return rrc_flip(x, gen)
+    return pad_crop_flip(x, gen, max(1, x.shape[-1] // 8))  # 4 px at 32 px
 
 
 def cutmix(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -7,6 +7,7 @@ Errors print one message that names the fix and exit with code 2 (--debug shows 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -96,10 +97,16 @@ def main(argv: list[str] | None = None) -> int:
 
             print("\n".join(list_models()))
             return 0
+        from . import dist
+
+        dist.init()  # under torchrun: rank 0 creates the run dir, every rank runs it
+        main_rank = dist.is_main()
         if args.cmd == "run":
-            run_dir = _create_run(args)
+            run_dir = dist.run_on_main(lambda: _create_run(args))
         else:
             run_dir = RunDir.open(args.run_dir).path
+        if not main_rank:  # rank 0 prints for all
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         print(f"run dir: {run_dir.resolve()}", flush=True)
         from .pipeline import run_pipeline
 

@@ -64,7 +64,12 @@ class SqueezeConfig:
     max_train_images: int = 0  # 0 = all; a class-balanced cap for CPU presets
     weights: dict = field(default_factory=dict)  # member -> local weights file (skips training)
     seed: int = 0  # committee seed, apart from the run seed, so runs share the cached committee
-    source: str = "train"  # train (here, as set above) | shipped (assets/committee, Fashion-MNIST)
+    # train (here, as set above) | shipped (assets/committee, Fashion-MNIST) | torchvision
+    # (torchvision's published ImageNet-1K files from `weights_dir`, never downloaded)
+    source: str = "train"
+    weights_dir: str = ""  # torch hub folder: <dir>/checkpoints/<file>.pth or <dir>/<file>.pth
+    # training crops: auto (RandomResizedCrop above 64 px, else pad_crop) | pad_crop | rrc
+    augment: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,9 @@ class ValidateConfig:
     eval_every: int = 10  # epochs between test evaluations
     compare_eval_labels: bool = False  # also train a student on eval-mode (non-BSSL) labels
     random_real: bool = True  # baseline: same number of random real images, same labelling
+    # also train every student on the distilled and the random-real images with one-hot
+    # labels alone (cross-entropy, no teacher): the images' own value (method.md §7.3)
+    hard_labels: bool = False
 
 
 @dataclass(frozen=True)
@@ -259,7 +267,8 @@ def _check_choices(c: RunConfig) -> None:
     _choice("init.method", c.init.method, ("rded", "real", "noise"))
     _choice("relabel.mode", c.relabel.mode, ("bssl", "eval"))
     _choice("squeeze.optimizer", c.squeeze.optimizer, ("adam", "sgd"))
-    _choice("squeeze.source", c.squeeze.source, ("train", "shipped"))
+    _choice("squeeze.source", c.squeeze.source, ("train", "shipped", "torchvision"))
+    _choice("squeeze.augment", c.squeeze.augment, ("auto", "pad_crop", "rrc"))
 
 
 # (key, lowest allowed value, why) for integer settings

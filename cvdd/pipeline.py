@@ -13,13 +13,17 @@ import time
 import traceback
 from pathlib import Path
 
-from . import layout
+from . import dist, layout
 from .config import RunConfig, config_hash
 from .layout import STAGES, read_events
 from .runs import RunDir
 from .utils import CvddError, StopRequested, resolve_device, set_threads
 
 __all__ = ["run_pipeline", "STAGES"]
+
+# stages that split their work across torchrun's ranks; the others run on rank 0 alone while the
+# other ranks wait for it (cvdd/dist.py)
+SPLIT_STAGES = ("prior", "recover", "validate")
 
 
 def _stage_fn(stage: str):
@@ -62,7 +66,8 @@ def _check_ipc(cfg: RunConfig, dataset) -> None:
 def _write_result(rd: RunDir, cfg: RunConfig, device: str) -> dict:
     from .utils import read_json
 
-    students = (read_json(rd.path / layout.STUDENTS) or {}).get("students", {})
+    doc = read_json(rd.path / layout.STUDENTS) or {}
+    students = doc.get("students", {})
     evs = read_events(rd.path)
     secs = {}
     for e in evs:
@@ -94,6 +99,16 @@ def _write_result(rd: RunDir, cfg: RunConfig, device: str) -> dict:
         "baselines": {"random_real": {"student_top1": students[f"random_real_{mode}"]["top1"]}}
         if f"random_real_{mode}" in students
         else {},
+        # one-hot labels alone, no teacher (validate.hard_labels): distilled vs random real
+        "hard_labels": {
+            s["data"]: s["top1"]
+            for k, s in students.items()
+            if k in ("distilled_hard", "random_real_hard")
+        },
+        # every student: key (<data>_<labels>[-<model>]) -> top-1
+        "all_students": {k: s["top1"] for k, s in students.items()},
+        # the relabel teacher's own top-1 on the run's test split (eval-mode BN)
+        "teacher": doc.get("teacher"),
         "stage_seconds": secs,
         "total_seconds": round(sum(secs.values()), 2),
         "device": device,
@@ -142,8 +157,9 @@ def _open_context(cfg: RunConfig, rd: RunDir, device: str):
 
 def run_pipeline(run_dir: str | Path, echo: bool = False) -> dict:
     """Run (or continue) the run in `run_dir` to the end. Returns result.json's content."""
-    rd = RunDir.open(run_dir)
-    rd.echo = echo
+    dist.init()  # torchrun: join the process group; one process: nothing
+    rd = (RunDir if dist.is_main() else dist.FollowerRunDir).open(run_dir)
+    rd.echo = echo and dist.is_main()
     cfg = RunConfig.from_dict(rd.read_config()["config"])
     ctx, prev, pending = None, {}, []
 
@@ -164,21 +180,26 @@ def run_pipeline(run_dir: str | Path, echo: bool = False) -> dict:
     attempt = 1 + sum(e["kind"] == "run_start" for e in read_events(rd.path))
     try:
         device = resolve_device(cfg.device)
+        if dist.is_distributed() and device.startswith("cuda"):
+            device = f"cuda:{dist.local_rank()}"  # one GPU per rank on this node
         threads = set_threads(int(os.environ.get("CVDD_THREADS", 0)) or cfg.threads)
         rd.append_event("run_start", attempt=attempt, device=device, threads=threads)
         ctx = _open_context(cfg, rd, device)
         ctx.stop = bool(pending)
-        h, done = config_hash(cfg), rd.finished_stages()
+        h, done = config_hash(cfg), dist.broadcast_object(rd.finished_stages())
         for stage in STAGES:  # resume: finished stages are skipped, the others reload checkpoints
             if stage in done:
                 continue
-            if ctx.should_stop():
+            if dist.broadcast_object(ctx.should_stop()):  # every rank stops at the same stage
                 raise StopRequested
             rd.stage_start(stage)
             t0 = time.time()
-            metrics = _stage_fn(stage)(ctx, h)
+            if stage in SPLIT_STAGES:
+                metrics = _stage_fn(stage)(ctx, h)
+            else:
+                metrics = dist.run_on_main(lambda s=stage: _stage_fn(s)(ctx, h))
             rd.stage_end(stage, time.time() - t0, metrics)
-        res = _write_result(rd, cfg, device)
+        res = dist.run_on_main(lambda: _write_result(rd, cfg, device))
         rd.append_event("run_end", status="done")
         return res
     except StopRequested:

@@ -304,8 +304,9 @@ def _start(images, groups, *, models, cfg, hooks, mean, std, gen, state, priors)
     return r
 
 
-def _plan(r: _Run, groups: list[Group], committee, cur: dict | None, device) -> tuple:
+def _plan(r: _Run, groups: list[Group], committee, cur: dict | None, device, only) -> tuple:
     """(memory plan, the waves still to run); sets the progress total."""
+    groups = groups if only is None else [g for g in groups if g.group in only]
     probes = probe_losses(
         r.models, r.collectors, r.cfg, len(groups[0].classes), r.amp, r.channels_last
     )
@@ -336,6 +337,7 @@ def recover_images(
     state: dict | None = None,
     priors: dict[str, float] | None = None,
     on_plan: Callable[[MemoryPlan], None] | None = None,
+    only: set[int] | None = None,
 ) -> torch.Tensor:
     """Optimise the class-major uint8 `images` (N, C, H, W); returns the final uint8 images.
 
@@ -343,7 +345,8 @@ def recover_images(
     group redraws them every step from its own stream (Eq. 4-5 read literally). `gen` seeds the
     groups' streams. `state` (a checkpoint) resumes with the result of an uninterrupted run, also
     under another memory budget. `on_plan` gets the memory plan before the first step and again
-    at the end (with the measured peak on CUDA).
+    at the end (with the measured peak on CUDA). `only`: the ids of the groups this process
+    optimises (its torchrun share); the other rows come back as they went in.
     """
     r = _start(
         images,
@@ -360,7 +363,7 @@ def recover_images(
     device, cur, plan = r.bounds[0].device, (state or {}).get("current"), None
     try:
         with member_format(models, r.channels_last):
-            plan, waves = _plan(r, groups, committee, cur, device)
+            plan, waves = _plan(r, groups, committee, cur, device, only)
             if on_plan is not None:
                 on_plan(plan)
             if device.type == "cuda":

@@ -21,7 +21,7 @@ from .data import normalize, to_float
 from .teacher import Teacher, batches
 from .utils import CvddError, StopRequested
 
-__all__ = ["train_one_epoch", "evaluate", "train_student"]
+__all__ = ["train_one_epoch", "evaluate", "evaluate_logits", "train_student"]
 
 
 def _optimizer(student: nn.Module, cfg: ValidateConfig) -> torch.optim.Optimizer:
@@ -53,9 +53,24 @@ def _resume_state(student, opt, gen, epoch: int, curve: list) -> dict:
     )
 
 
+def _hard_targets(
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, cfg: ValidateConfig, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-hot targets of a batch, cut-mixed with it: the label rides along as an extra channel
+    through `cutmix` (same random draws as the soft-label path), so each target is the area
+    share of every class in its image (the usual CutMix label)."""
+    if not cfg.cutmix:
+        return x, F.one_hot(y, num_classes).float()
+    lab = y.to(x.dtype)[:, None, None, None].expand(-1, 1, *x.shape[2:])
+    mixed = cutmix(torch.cat([x, lab], 1), gen)
+    cls = mixed[:, -1].round().long().flatten(1)  # (n, h*w) class of every pixel
+    target = F.one_hot(cls, num_classes).float().mean(1)
+    return mixed[:, :-1], target
+
+
 def train_one_epoch(
     student: nn.Module,
-    teacher: Teacher,
+    teacher: Teacher | None,
     images: torch.Tensor,
     opt: torch.optim.Optimizer,
     *,
@@ -65,11 +80,13 @@ def train_one_epoch(
     std,
     gen: torch.Generator,
     progress: Callable[[int, int, dict], None],
+    labels: torch.Tensor | None = None,
 ) -> float:
     """One pass over `images` (uint8, on the student's device) in a `gen`-seeded order, at the
     lr already set in `opt`; returns the last batch's loss.
 
-    RandomResizedCrop + flip (+ CutMix), then KL(batchmean) at T = cfg.temperature.
+    RandomResizedCrop + flip (+ CutMix), then KL(batchmean) at T = cfg.temperature; with
+    `teacher` None, cross-entropy to the one-hot `labels` instead (hard-label students).
     """
     device = images.device
     n = images.shape[0]
@@ -81,10 +98,14 @@ def train_one_epoch(
     loss_v = float("nan")
     for i, idx in enumerate(order):
         x = rrc_flip(normalize(to_float(images[idx.to(device)]), mean, std), gen)
-        if cfg.cutmix:
-            x = cutmix(x, gen)
-        target = F.softmax(teacher.logits(x) / t, dim=1)
-        loss = F.kl_div(F.log_softmax(student(x) / t, dim=1), target, reduction="batchmean")
+        if teacher is None:  # hard labels: plain cross-entropy to the (cut-mixed) one-hot labels
+            x, target = _hard_targets(x, labels[idx.to(device)], student.num_classes, cfg, gen)
+            loss = -(target * F.log_softmax(student(x), dim=1)).sum(1).mean()
+        else:
+            if cfg.cutmix:
+                x = cutmix(x, gen)
+            target = F.softmax(teacher.logits(x) / t, dim=1)
+            loss = F.kl_div(F.log_softmax(student(x) / t, dim=1), target, reduction="batchmean")
         if not torch.isfinite(loss):
             raise CvddError(
                 f"student loss became {loss.item()} in epoch {epoch}; lower "
@@ -104,12 +125,26 @@ def evaluate(
 ) -> tuple[float, float]:
     """Top-1 / top-5 (%) on a real split (an ImageSet with .targets and .load)."""
     model.eval()
+    return evaluate_logits(model, model.num_classes, testset, mean, std, device, batch_size)
+
+
+@torch.no_grad()
+def evaluate_logits(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    num_classes: int,
+    testset,
+    mean,
+    std,
+    device,
+    batch_size: int = 500,
+) -> tuple[float, float]:
+    """`evaluate` for any logits function (e.g. a committee teacher's `logits`)."""
     n = len(testset)
     c1 = c5 = 0
     for idx in torch.arange(n).split(batch_size):
         x = normalize(to_float(testset.load(idx).to(device)), mean, std)
         y = testset.targets[idx].to(device)
-        top = model(x).topk(min(5, model.num_classes), dim=1).indices
+        top = fn(x).topk(min(5, num_classes), dim=1).indices
         c1 += int((top[:, 0] == y).sum())
         c5 += int((top == y[:, None]).any(1).sum())
     return 100.0 * c1 / n, 100.0 * c5 / n
@@ -118,7 +153,7 @@ def evaluate(
 def train_student(
     student: nn.Module,
     images: torch.Tensor,
-    teacher: Teacher,
+    teacher: Teacher | None,
     *,
     testset,
     cfg: ValidateConfig,
@@ -129,8 +164,10 @@ def train_student(
     progress: Callable[[int, int, dict], None],
     checkpoint: Callable[[dict], None],
     state: dict | None = None,
+    labels: torch.Tensor | None = None,
 ) -> dict:
-    """Train `student` from scratch on `images` (uint8, on its device) with KL to the teacher.
+    """Train `student` from scratch on `images` (uint8, on its device) with KL to the teacher,
+    or, with `teacher` None, with cross-entropy to the one-hot `labels` (no teacher at all).
 
     Evaluates every cfg.eval_every epochs and at the end, checkpointing after each evaluation
     and on a stop request; `state` (such a checkpoint) resumes with the same result.
@@ -163,6 +200,7 @@ def train_student(
             std=std,
             gen=gen,
             progress=progress,
+            labels=labels,
         )
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             top1, top5 = evaluate(student, testset, mean, std, device)

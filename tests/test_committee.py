@@ -70,7 +70,8 @@ def test_quick_preset_resolves_to_the_shipped_committee():
             "runs would recompute the priors: run python assets/make_committee.py --priors-only"
         )
     others = [p for p in PRESETS if p != "quick"]
-    assert all(from_preset(p).squeeze.source == "train" for p in others)
+    # only quick loads the shipped committee; imagenet1k_* load torchvision's (method.md §2)
+    assert all(from_preset(p).squeeze.source != "shipped" for p in others)
 
 
 def test_squeeze_loads_shipped_members_and_prior_reuses_their_alpha(tmp_path):

@@ -251,3 +251,57 @@ def test_timm_route(tmp_path):
     torch.testing.assert_close(again.eval()(x), model.eval()(x))
     with pytest.raises(ValueError, match="unknown timm model"):
         create_model("timm:no_such_net", 6)
+
+
+def test_torchvision_hub_folder_loads_published_file(tmp_path):
+    """A state dict under torchvision's published file name in a torch hub cache layout loads."""
+    import torchvision
+
+    from cvdd.models.pretrained import find_imagenet_weights, imagenet_weight_files
+
+    torch.manual_seed(0)
+    src = torchvision.models.shufflenet_v2_x1_0(weights=None)
+    (tmp_path / "checkpoints").mkdir()
+    path = tmp_path / "checkpoints" / "shufflenetv2_x1-5666bf0f80.pth"
+    torch.save(src.state_dict(), path)
+    assert find_imagenet_weights("tv_shufflenet_v2_x1_0", tmp_path) == path
+    assert imagenet_weight_files(["tv_shufflenet_v2_x1_0"], tmp_path) == {
+        "tv_shufflenet_v2_x1_0": path
+    }
+    model = create_model("tv_shufflenet_v2_x1_0", 1000, weights=path)
+    assert torch.equal(model.net.conv1[0].weight, src.conv1[0].weight)
+    assert torch.equal(model.net.fc.weight, src.fc.weight)  # 1000-class head kept
+
+
+def test_torchvision_hub_folder_missing_lists_every_path(tmp_path):
+    from cvdd.models.pretrained import imagenet_weight_files
+
+    with pytest.raises(ValueError) as e:
+        imagenet_weight_files(["tv_resnet18", "tv_resnet50"], tmp_path)
+    msg = str(e.value)
+    for name in ("resnet18-f37072fd.pth", "resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"):
+        assert str(tmp_path / "checkpoints" / name) in msg and str(tmp_path / name) in msg
+    with pytest.raises(ValueError, match="1000 classes"):
+        imagenet_weight_files(["tv_resnet18"], tmp_path, num_classes=10)
+    with pytest.raises(ValueError, match="weights_dir"):
+        imagenet_weight_files(["tv_resnet18"], "")
+
+
+def test_torchvision_published_file_names_match_installed_torchvision():
+    import torchvision.models as tvm
+
+    from cvdd.models.pretrained import TV_IMAGENET_FILES
+
+    for name, files in TV_IMAGENET_FILES.items():
+        urls = [w.url.rsplit("/", 1)[1] for w in tvm.get_model_weights(name[len("tv_") :])]
+        assert set(files) <= set(urls), name
+
+
+def test_legacy_densenet_keys_renamed():
+    from cvdd.models.pretrained import rename_legacy_densenet_keys
+
+    old = {"features.denseblock1.denselayer1.norm.1.weight": 1, "features.norm5.bias": 2}
+    assert rename_legacy_densenet_keys(old) == {
+        "features.denseblock1.denselayer1.norm1.weight": 1,
+        "features.norm5.bias": 2,
+    }

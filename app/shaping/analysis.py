@@ -102,7 +102,8 @@ def students_df(students: dict) -> pd.DataFrame:
         {
             "key": k,
             "data": v.get("data"),
-            "labels": v.get("labels"),
+            "labels": v.get("labels"),  # bssl | eval | hard (one-hot, no teacher)
+            "student": v.get("student"),
             "top1": v.get("top1"),
             "top5": v.get("top5"),
             "seconds": v.get("seconds"),
@@ -110,7 +111,9 @@ def students_df(students: dict) -> pd.DataFrame:
         for k, v in ((students or {}).get("students") or {}).items()
         if isinstance(v, dict)
     ]
-    return pd.DataFrame(rows, columns=["key", "data", "labels", "top1", "top5", "seconds"])
+    return pd.DataFrame(
+        rows, columns=["key", "data", "labels", "student", "top1", "top5", "seconds"]
+    )
 
 
 def curves_df(students: dict) -> pd.DataFrame:

@@ -337,6 +337,10 @@ def compare_row(run_id: str, cfg_doc: Any, result: Any) -> dict:
         "random_real_top1": dig(res, "baselines", "random_real", "student_top1"),
         "bssl_top1": dig(res, "labels", "bssl"),
         "eval_top1": dig(res, "labels", "eval"),
+        # one-hot labels, no teacher (validate.hard_labels): the images' own value
+        "hard_top1": dig(res, "hard_labels", "distilled"),
+        "random_real_hard_top1": dig(res, "hard_labels", "random_real"),
+        "teacher_top1": dig(res, "teacher", "top1"),
     }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -62,16 +64,37 @@ def _students(results: dict, headline: dict) -> None:
     )
 
 
+ROOT = Path(__file__).resolve().parents[2]
+# the benchmark's findings in words (numbers: benchmarks/out/quick.md, shown below it)
+BENCH_SUMMARY = "TBD"
+
 # result columns: (header, width in px, what it is)
 TOP1_COLUMNS = {
     "student_top1": ("top-1 %", 62, "student top-1 % with the run's labels"),
     "random_real_top1": ("random real %", 96, "the same number of random real images"),
     "bssl_top1": ("BSSL %", 60, "distilled set, BSSL soft labels"),
     "eval_top1": ("eval %", 56, "distilled set, eval-mode soft labels"),
+    "hard_top1": ("hard %", 56, "distilled set, one-hot labels alone (no teacher)"),
+    "random_real_hard_top1": ("real hard %", 86, "random real images, one-hot labels alone"),
+    "teacher_top1": ("teacher %", 70, "the relabel teacher's own top-1 (result.json `teacher`)"),
 }
 NARROW = {"method": 68, "dataset": 72, "ipc": 44, "members": 68, "voter": 56, "relabel": 60}
 
+
+def _benchmark() -> None:
+    """The benchmark's findings (benchmarks/compare.py over 5 seeds), not any run's."""
+    md = ROOT / "benchmarks" / "out" / "quick.md"
+    with st.expander("What the benchmark shows (benchmarks/compare.py, not these runs)"):
+        st.markdown(BENCH_SUMMARY)
+        if md.is_file():
+            st.caption(f"The table as `{md.relative_to(ROOT)}` has it:")
+            st.markdown(md.read_text())
+        else:
+            st.caption("Run `python benchmarks/compare.py` for the full table.")
+
+
 st.title("Compare & export")
+_benchmark()
 root = state.runs_root()
 rows = state.all_runs(str(root))
 if not rows:

@@ -9,7 +9,9 @@ new head when the file's head has 1000 classes, and adapts a 3-channel stem to `
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -18,9 +20,82 @@ from torch import nn
 from ._registry import register_model, register_prefix
 from .base import Classifier
 
-__all__ = ["TimmNet", "TorchvisionNet", "create_timm_model"]
+__all__ = [
+    "TV_IMAGENET_FILES",
+    "TimmNet",
+    "TorchvisionNet",
+    "create_timm_model",
+    "find_imagenet_weights",
+    "imagenet_weight_candidates",
+    "imagenet_weight_files",
+    "rename_legacy_densenet_keys",
+]
 
 _IMAGENET_CLASSES = 1000
+
+# torchvision's published ImageNet-1K files (the file names of its weight URLs, torchvision
+# 0.29), first choice first: IMAGENET1K_V1, the weights the paper's era used (method.md §8.2),
+# then V2 where one exists. Looked up in a local folder only, never downloaded.
+TV_IMAGENET_FILES: dict[str, tuple[str, ...]] = {
+    "tv_resnet18": ("resnet18-f37072fd.pth",),
+    "tv_resnet50": ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"),
+    "tv_resnet101": ("resnet101-63fe2227.pth", "resnet101-cd907fc2.pth"),
+    "tv_densenet121": ("densenet121-a639ec97.pth",),
+    "tv_mobilenet_v2": ("mobilenet_v2-b0353104.pth", "mobilenet_v2-7ebf99e0.pth"),
+    "tv_shufflenet_v2_x1_0": ("shufflenetv2_x1-5666bf0f80.pth",),
+}
+
+
+def imagenet_weight_candidates(name: str, folder: str | Path) -> list[Path]:
+    """Every path where `name`'s published file may lie in a torch hub folder, in search order:
+    `<folder>/checkpoints/<file>` (torch hub's cache layout), then `<folder>/<file>`."""
+    folder = Path(folder).expanduser()
+    files = TV_IMAGENET_FILES.get(name, ())
+    return [d / f for f in files for d in (folder / "checkpoints", folder)]
+
+
+def find_imagenet_weights(name: str, folder: str | Path) -> Path | None:
+    """The first existing candidate file for `name`, or None."""
+    return next((p for p in imagenet_weight_candidates(name, folder) if p.is_file()), None)
+
+
+def imagenet_weight_files(
+    members: list[str], folder: str | Path, num_classes: int = _IMAGENET_CLASSES
+) -> dict[str, Path]:
+    """member -> its published file in `folder`; ValueError listing every path looked at."""
+    if not str(folder):
+        raise ValueError(
+            "torchvision's ImageNet weights need --set squeeze.weights_dir=DIR, a folder with "
+            "their files (torch hub's cache, e.g. ~/.cache/torch/hub); cvdd never downloads them"
+        )
+    if num_classes != _IMAGENET_CLASSES:
+        raise ValueError(
+            f"torchvision's ImageNet weights have {_IMAGENET_CLASSES} classes, the data set "
+            f"{num_classes}"
+        )
+    found = {m: find_imagenet_weights(m, folder) for m in members}
+    missing = [m for m, path in found.items() if path is None]
+    if not missing:
+        return found
+    lines = [
+        f"{m}: " + (", ".join(map(str, imagenet_weight_candidates(m, folder))) or "none published")
+        for m in missing
+    ]
+    raise ValueError(
+        f"torchvision ImageNet weights missing in {Path(folder).expanduser()} for "
+        f"{len(missing)} member(s); looked for: " + "; ".join(lines) + ". Copy torchvision's "
+        f"files there (names as listed; torchvision ones: {', '.join(TV_IMAGENET_FILES)})"
+    )
+
+
+# Early torchvision DenseNet files name BN/conv parameters "norm.1.weight" where the modules
+# now are "norm1"; torchvision renames them when it loads its own files, and so does this.
+_LEGACY_DENSE_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12])\.(\w+)$")
+
+
+def rename_legacy_densenet_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`...denselayerK.norm.1.weight` -> `...denselayerK.norm1.weight`; other keys unchanged."""
+    return {_LEGACY_DENSE_KEY.sub(r"\1\2.\3", k): v for k, v in state.items()}
 
 
 def _resnet_trunk(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -125,6 +200,9 @@ class TorchvisionNet(_WrappedNet):
             parent, _, leaf = self._stem_path.rpartition(".")
             setattr(self.net.get_submodule(parent) if parent else self.net, leaf, new)
         self.num_features = self.net.get_submodule(self._linear_path).in_features
+
+    def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return super().adapt_state_dict(rename_legacy_densenet_keys(state))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self._trunk(self.net, x)

@@ -17,7 +17,7 @@ import json
 
 import torch
 
-from .. import layout
+from .. import dist, layout
 from ..config import PRIOR_TABLE
 from ..context import Context
 from ..patches import check_ipc, select_patches
@@ -27,6 +27,27 @@ from ..train import train_student
 from ..utils import CvddError, StopRequested, atomic_write_json, read_json
 
 STAGE = "prior"
+# Loaded data set names and registry model names -> the prior table's keys (method.md §3)
+_TABLE_DATASETS = {"imagenet": "imagenet1k"}
+_TABLE_MEMBERS = {
+    "tv_resnet18": "resnet18",
+    "tv_resnet50": "resnet50",
+    "tv_shufflenet_v2_x1_0": "shufflenetv2",
+    "tv_mobilenet_v2": "mobilenetv2",
+    "tv_densenet121": "densenet121",
+}
+
+
+def table_priors(dataset: str, members: list[str]) -> dict[str, float]:
+    """member -> alpha from the method.md §3 table; CvddError when the table lacks one."""
+    table = PRIOR_TABLE.get(_TABLE_DATASETS.get(dataset, dataset)) or {}
+    keys = {m: _TABLE_MEMBERS.get(m, m) for m in members}
+    if not set(keys.values()) <= set(table):
+        raise CvddError(
+            f"no prior table for data set {dataset!r} and members {members}; "
+            "use --set prior.source=compute (or user with prior.values)"
+        )
+    return {m: table[k] for m, k in keys.items()}
 
 
 class _Subset:
@@ -181,23 +202,47 @@ def _shipped_hit(info: dict, key: str) -> dict | None:
     return None
 
 
+def _split_alphas(ctx: Context, members: list[str], partial: dict, k: int) -> dict:
+    """torchrun: the members without an alpha yet, round-robin over the ranks; every rank gets
+    them all (rank 0 caches them). A stop on any rank stops all, keeping the finished ones."""
+    per, todo, files = ctx.cfg.prior.recover_iterations, [], {}
+    for i, m in enumerate(members):
+        info = next(x for x in ctx.members() if x["name"] == m)
+        key = prior_key(ctx.cfg, info["file"], k)
+        files[m] = ctx.cache_dir / "prior" / f"{ctx.data.name}-{m}-{key}.json"
+        if not (partial.get(m) or _shipped_hit(info, key) or read_json(files[m])):
+            todo.append((i, m))
+    share, stopped = {}, False
+    try:
+        for i, m in dist.shard(todo):
+            share[m] = {"student_top1": _alpha(ctx, m, k, i * per, len(members) * per)}
+    except StopRequested:
+        stopped = True
+    parts = dist.all_gather_object((stopped, share))
+    got = {m: hit for _, sh in parts for m, hit in sh.items()}
+    if dist.is_main():
+        for m, hit in got.items():
+            atomic_write_json(files[m], hit)
+    if any(st for st, _ in parts):
+        ctx.rd.write_json(layout.PRIOR_PARTIAL, {**partial, **got})
+        raise StopRequested
+    return got
+
+
 def run_prior(ctx: Context, cfg_hash: str) -> dict:
     cfg, p = ctx.cfg, ctx.cfg.prior
     members = list(cfg.squeeze.members)
     if p.source == "user":
         values, note, runs = {m: float(p.values[m]) for m in members}, "set by the user", {}
     elif p.source == "table":
-        table = PRIOR_TABLE.get(ctx.data.name)
-        if table is None or not set(members) <= set(table):
-            raise CvddError(
-                f"no prior table for data set {ctx.data.name!r} and members {members}; "
-                "use --set prior.source=compute (or user with prior.values)"
-            )
-        values, note, runs = {m: table[m] for m in members}, "docs/method.md §3 table", {}
+        values, note = table_priors(ctx.data.name, members), "docs/method.md §3 table"
+        runs = {}
     else:
         k = min(p.max_classes or ctx.data.num_classes, ctx.data.num_classes)
         check_ipc(ctx.data.train, ctx.data.class_names, p.ipc * cfg.init.factor**2, "prior.ipc")
         partial = read_json(ctx.rd.path / layout.PRIOR_PARTIAL) or {}
+        if dist.is_distributed():  # torchrun: the ranks compute the missing alphas first
+            partial.update(_split_alphas(ctx, members, partial, k))
         values, runs = {}, {}
         per = p.recover_iterations
         for i, m in enumerate(members):

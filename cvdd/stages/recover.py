@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import numpy as np
 import torch
 
-from .. import layout
+from .. import dist, layout
 from ..context import Context
 from ..grid import images_to_png_grid
 from ..memory import MemoryPlan
 from ..recover import describe_plan, make_groups, plan_committee, recover_images, voter_weights
-from ..utils import CvddError
-from ..waves import GRID_SIDE, grid_rows
+from ..utils import CvddError, StopRequested
+from ..waves import GRID_SIDE, checkpoint_state, grid_rows
 
 STAGE = "recover"
 CHECKPOINT_FORMAT = 2  # finished groups in their own files; 1 (older cvdd) kept every pixel
@@ -30,8 +31,12 @@ class _Hooks:
         self.ctx, self.cfg_hash = ctx, cfg_hash
         self.saved: set[int] = set()  # finished groups already in their files
         self.logged = False
-        # open for the whole stage (closed in close()): one line per trace row, flushed each time
-        self.trace_file = open(ctx.rd.path / layout.TRACE, "a", encoding="utf-8")  # noqa: SIM115
+        self.split = dist.is_distributed()  # torchrun: checkpoints are kept for the gather
+        self.last: dict = {}  # the newest checkpoint state while split
+        # open for the whole stage (closed in close()): one line per trace row, flushed each time;
+        # under torchrun rank 0 traces its own share of the groups, the other ranks nothing
+        trace = ctx.rd.path / layout.TRACE if dist.is_main() else os.devnull
+        self.trace_file = open(trace, "a", encoding="utf-8")  # noqa: SIM115
 
     def should_stop(self) -> bool:
         return self.ctx.should_stop()
@@ -52,6 +57,9 @@ class _Hooks:
 
     def checkpoint(self, state: dict) -> None:
         """Each finished group's images go to their own file once; recover.pt names them."""
+        if self.split:  # one rank's share: written by rank 0 after the gather (_gather)
+            self.last = state
+            return
         finished = state["finished"]
         for g in sorted(set(finished) - self.saved):
             buf = io.BytesIO()
@@ -90,6 +98,27 @@ def _load_state(ctx: Context, cfg_hash: str, hooks: _Hooks) -> dict | None:
     return {**state, "finished": finished}
 
 
+def _gather(ctx: Context, groups, images, final, mine, hooks: _Hooks, stopped: bool):
+    """torchrun: every rank's groups to rank 0, which writes them; after a stop on any rank, as
+    a checkpoint of finished groups (the live waves are lost) that any resume continues from."""
+    if stopped:
+        share = dict(hooks.last.get("finished", {}))  # the finished groups it last checkpointed
+    else:
+        share = {g.group: final[g.indices] for g in groups if g.group in mine}
+    parts = dist.all_gather_object((stopped, share, hooks.last.get("seed")))
+    finished = {g: im for _, sh, _ in parts for g, im in sh.items()}
+    if any(p[0] for p in parts):
+        if dist.is_main():
+            seed = next(p[2] for p in parts if p[0])
+            hooks.split = False  # rank 0 writes the group files and recover.pt as one process
+            hooks.checkpoint(checkpoint_state(seed, 0, finished, None))
+        raise StopRequested
+    out = images.clone()  # (N, C, H, W) uint8
+    for g in groups:
+        out[g.indices] = finished[g.group]
+    return out
+
+
 def run_recover(ctx: Context, cfg_hash: str) -> dict:
     cfg, rc, d = ctx.cfg, ctx.cfg.recover, ctx.data
     images, _ = ctx.load_images(layout.INIT_IMAGES)
@@ -108,26 +137,36 @@ def run_recover(ctx: Context, cfg_hash: str) -> dict:
     used = members if rc.schedule == "per_iteration" else sorted({m for ms in plan for m in ms})
     models = {m: ctx.load_member(m) for m in used}
     hooks = _Hooks(ctx, cfg_hash)
+    mine = {g.group for g in dist.shard(groups)}  # torchrun: group g on rank g % world
+    final, stopped = images, False
     try:
         state = _load_state(ctx, cfg_hash, hooks)
         if state is None and rc.snapshot_every:
             hooks.snapshot(0, images[grid_rows(groups)])
-        final = recover_images(
-            images,
-            groups,
-            committee=committee,
-            weights=weights,
-            models=models,
-            cfg=rc,
-            mean=ctx.mean,
-            std=ctx.std,
-            gen=ctx.gen(STAGE, "steps"),
-            hooks=hooks,
-            state=state,
-            priors=priors,
-            on_plan=hooks.plan,
-        )
+        if mine:  # a rank left without groups (more ranks than groups) only gathers
+            final = recover_images(
+                images,
+                groups,
+                committee=committee,
+                weights=weights,
+                models=models,
+                cfg=rc,
+                mean=ctx.mean,
+                std=ctx.std,
+                gen=ctx.gen(STAGE, "steps"),
+                hooks=hooks,
+                state=state,
+                priors=priors,
+                on_plan=hooks.plan,
+                only=mine if hooks.split else None,
+            )
+    except StopRequested:
+        if not hooks.split:
+            raise
+        stopped = True  # the others learn it in the gather, then every rank stops
     finally:
         hooks.close()
+    if hooks.split:
+        final = _gather(ctx, groups, images, final, mine, hooks, stopped)
     ctx.save_images(layout.RECOVER_IMAGES, final, cfg.ipc)
     return {"num_images": int(final.shape[0]), "members_used": used}

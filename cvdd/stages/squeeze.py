@@ -3,9 +3,10 @@
 Schedules are short on purpose (the CV-DD authors report over-trained teachers distil worse).
 Trained members are cached under <cache_dir>/squeeze/ keyed by data set, architecture, width,
 schedule and seed, so later runs (and the app) reuse them. A member given as a local weights
-file (`squeeze.weights`) is evaluated, not trained. With `squeeze.source=shipped` (the quick
-preset) the members come from assets/committee/, trained once on all of Fashion-MNIST by
-assets/make_committee.py and checked against the sha256 sums of its manifest.json.
+file (`squeeze.weights`, or with `squeeze.source=torchvision` torchvision's published ImageNet
+file found in `squeeze.weights_dir`) is evaluated, not trained. With `squeeze.source=shipped`
+(the quick preset) the members come from assets/committee/, trained once on all of Fashion-MNIST
+by assets/make_committee.py and checked against the sha256 sums of its manifest.json.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import layout
-from ..augment import pad_crop_flip
+from ..augment import resolve_train_augment, train_crop_flip
 from ..context import Context
 from ..train import evaluate
 from ..utils import CvddError, StopRequested, atomic_write_bytes
@@ -47,6 +48,7 @@ def data_fingerprint(ctx: Context) -> str:
 
 def member_key(ctx: Context, name: str) -> str:
     s = ctx.cfg.squeeze
+    aug = resolve_train_augment(s.augment, ctx.data.image_size)
     blob = json.dumps(
         [
             data_fingerprint(ctx),
@@ -62,6 +64,7 @@ def member_key(ctx: Context, name: str) -> str:
             s.seed,
             _LOOP_VERSION,
         ]
+        + ([aug] if aug != "pad_crop" else [])  # pad_crop keys stay those of earlier caches
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -135,7 +138,7 @@ def _train_member(
         gen.set_state(state["gen"])
         epoch0 = state["epoch"]
     steps = math.ceil(len(idx) / s.batch_size)
-    pad = max(1, ctx.data.image_size // 8)  # 4 px at 32 px (method.md §2)
+    aug = resolve_train_augment(s.augment, ctx.data.image_size)  # method.md §2
     labels = ctx.data.train.targets
     correct = seen = 0
 
@@ -159,7 +162,7 @@ def _train_member(
             lr = 0.5 * (1 + math.cos(math.pi * (epoch * steps + i) / (s.epochs * steps))) * s.lr
             for pg in opt.param_groups:
                 pg["lr"] = lr
-            x = pad_crop_flip(ctx.normalize(ctx.data.train.load(b).to(dev)), gen, pad)
+            x = train_crop_flip(ctx.normalize(ctx.data.train.load(b).to(dev)), gen, aug)
             loss, right = _train_step(model, opt, x, labels[b].to(dev), name, s.lr)
             correct, seen = correct + right, seen + len(b)
             ctx.rd.progress(  # stage-wide step count, so the ETA covers every member
@@ -289,8 +292,24 @@ def _shipped_committee(ctx: Context) -> list[dict]:
     return out
 
 
-def _user_member(ctx: Context, name: str):
-    """A member from the user's local weights file (evaluated, not trained); its cache path."""
+def member_weight_files(s, num_classes: int) -> dict[str, str]:
+    """member -> local weights file: `squeeze.weights`, plus for source=torchvision the
+    published ImageNet files found in `squeeze.weights_dir` (method.md §2); never downloads."""
+    if s.source != "torchvision":
+        return dict(s.weights)
+    from ..models.pretrained import imagenet_weight_files
+
+    todo = [m for m in s.members if m not in s.weights]
+    try:
+        found = imagenet_weight_files(todo, s.weights_dir, num_classes)
+    except ValueError as e:
+        fix = "or train the committee in the run: --set squeeze.source=train"
+        raise CvddError(f"{e}; {fix}", field="squeeze.weights_dir") from e
+    return {**{m: str(path) for m, path in found.items()}, **s.weights}
+
+
+def _user_member(ctx: Context, name: str, path: str):
+    """A member from a local weights file (evaluated, not trained); its cache path."""
     from ..models import create_model
 
     s = ctx.cfg.squeeze
@@ -300,11 +319,12 @@ def _user_member(ctx: Context, name: str):
             ctx.data.num_classes,
             ctx.data.in_channels,
             width=member_width(s, name),
-            weights=s.weights[name],
+            weights=path,
         ).to(ctx.device)
     except ValueError as e:  # missing / corrupt / mismatched file: the message names it
-        raise CvddError(f"{e}; fix squeeze.weights.{name}") from e
-    user_key = hashlib.sha256(str(s.weights[name]).encode()).hexdigest()[:12]
+        key = f"weights.{name}" if name in s.weights else "weights_dir"
+        raise CvddError(f"{e}; fix squeeze.{key}") from e
+    user_key = hashlib.sha256(str(path).encode()).hexdigest()[:12]
     return model, layout.member_weights_path(ctx.data.name, name, f"user-{user_key}")
 
 
@@ -326,6 +346,7 @@ def _cached_member(ctx: Context, name: str, rel: str) -> dict | None:
 def _trained_committee(ctx: Context, cfg_hash: str) -> list[dict]:
     """Train (or take from the cache, or evaluate user weights) every member, in order."""
     s = ctx.cfg.squeeze
+    weights = member_weight_files(s, ctx.data.num_classes)  # these are evaluated, not trained
     state = ctx.rd.load_checkpoint(STAGE, cfg_hash)
     idx = _train_indices(ctx)
     out = []
@@ -334,14 +355,14 @@ def _trained_committee(ctx: Context, cfg_hash: str) -> list[dict]:
     for k, name in enumerate(s.members):
         t0 = time.time()
         rel = layout.member_weights_path(ctx.data.name, name, member_key(ctx, name))
-        info = None if name in s.weights else _cached_member(ctx, name, rel)
+        info = None if name in weights else _cached_member(ctx, name, rel)
         if info is not None:
             secs = round(time.time() - t0, 2)
             out.append({**info, "file": rel, "cached": True, "source": "train", "seconds": secs})
             ctx.rd.progress(STAGE, (k + 1) * per_member, stage_total, label=name, force=True)
             continue
-        if name in s.weights:  # user-supplied local weights: evaluate only
-            (model, rel), train_top1 = _user_member(ctx, name), None
+        if name in weights:  # local weights (user's or torchvision's): evaluate only
+            (model, rel), train_top1 = _user_member(ctx, name, weights[name]), None
         else:
             model, train_top1 = _train_member(
                 ctx, name, idx, cfg_hash, state, k * per_member, stage_total
@@ -359,7 +380,8 @@ def _trained_committee(ctx: Context, cfg_hash: str) -> list[dict]:
         buf = io.BytesIO()
         torch.save({**rec, "width": member_width(s, name), "state_dict": model.state_dict()}, buf)
         atomic_write_bytes(ctx.cache_dir / rel, buf.getvalue())
-        src, secs = ("user" if name in s.weights else "train"), round(time.time() - t0, 2)
+        src = "user" if name in s.weights else ("torchvision" if name in weights else "train")
+        secs = round(time.time() - t0, 2)
         out.append({**rec, "file": rel, "cached": False, "source": src, "seconds": secs})
         ctx.rd.log(f"{name}: test top-1 {top1:.2f}% ({params / 1e6:.2f}M params)", stage=STAGE)
     return out

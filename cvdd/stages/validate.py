@@ -1,6 +1,7 @@
 """Stage 5, validate: students trained from scratch on the distilled set (method.md §7), the
-random-real baseline with the same labelling, optionally the eval-mode (non-BSSL) labelling;
-then the export of the distilled set as a lossless PNG ImageFolder with its soft labels.
+random-real baseline with the same labelling, optionally the eval-mode (non-BSSL) labelling and
+hard-label students (one-hot, no teacher); the teacher's own top-1; then the export of the
+distilled set as a lossless PNG ImageFolder with its soft labels.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import time
 import numpy as np
 import torch
 
-from .. import layout
+from .. import dist, layout
 from ..context import Context
 from ..teacher import make_teacher
 from ..train import train_student
-from ..utils import read_json
+from ..utils import StopRequested, read_json
 
 STAGE = "validate"
 
@@ -25,21 +26,52 @@ STAGE = "validate"
 def student_plan(ctx: Context) -> list[tuple[str, str, str, str]]:
     """(key, data, labels, model) of every student this run trains; the first is the headline.
 
-    `validate.students` beyond the headline model train on the distilled set with the run's
-    labels (cross-architecture, paper Table 4), keyed `distilled_<mode>-<model>`.
+    Keys are `<data>_<labels>` (labels: bssl | eval | hard = one-hot, no teacher), with
+    `-<model>` appended for the `validate.students` beyond the headline model: those train on
+    the distilled set with the run's labels (cross-architecture, paper Table 4) and on the same
+    baselines as the headline (random real, hard labels) where those are on.
     """
     v, mode = ctx.cfg.validate, ctx.cfg.relabel.mode
-    plan = [(f"distilled_{mode}", "distilled", mode, v.student)]
+    runs = [("distilled", mode)]
+    if v.random_real:
+        runs.append(("random_real", mode))
+    if v.hard_labels:
+        runs += [("distilled", "hard")] + ([("random_real", "hard")] if v.random_real else [])
+    plan = [(f"{data}_{labels}", data, labels, v.student) for data, labels in runs]
     if v.compare_eval_labels:
         other = "eval" if mode == "bssl" else "bssl"
-        plan.append((f"distilled_{other}", "distilled", other, v.student))
-    if v.random_real:
-        plan.append((f"random_real_{mode}", "random_real", mode, v.student))
+        plan.insert(1, (f"distilled_{other}", "distilled", other, v.student))
     for name in dict.fromkeys(v.students):  # in order, once each
         if name != v.student:
-            key = f"distilled_{mode}-{re.sub(r'[^A-Za-z0-9_.]+', '_', name)}"
-            plan.append((key, "distilled", mode, name))
+            tag = re.sub(r"[^A-Za-z0-9_.]+", "_", name)
+            plan += [(f"{data}_{labels}-{tag}", data, labels, name) for data, labels in runs]
     return plan
+
+
+def teacher_top1(ctx: Context) -> dict:
+    """The relabel teacher's own top-1 on the run's test split (eval-mode BN): one member, or
+    the prior-weighted committee; with each member's own figure from squeeze/members.json."""
+    from ..train import evaluate_logits
+
+    d, rc = ctx.data, ctx.cfg.relabel
+    teacher = make_teacher(ctx, "eval")
+    top1, top5 = evaluate_logits(
+        teacher.logits, d.num_classes, d.test, ctx.mean, ctx.std, ctx.device
+    )
+    members = (read_json(ctx.rd.path / layout.MEMBERS) or {}).get("members", [])
+    return {
+        "teacher": rc.teacher,
+        "kind": "committee" if rc.teacher == "committee" else "member",
+        "weights": dict(zip(ctx.cfg.squeeze.members, teacher.weights))
+        if rc.teacher == "committee"
+        else {rc.teacher: 1.0},
+        "top1": top1,
+        "top5": top5,
+        "test_images": len(d.test),
+        "members_top1": {
+            m["name"]: m.get("test_top1") for m in members if isinstance(m, dict) and "name" in m
+        },
+    }
 
 
 def _export(ctx: Context, images: torch.Tensor, targets: torch.Tensor) -> None:
@@ -122,6 +154,17 @@ def _export_meta(ctx: Context, num_images: int) -> dict:
     }
 
 
+def _gather_students(ctx: Context, doc: dict, plan: list, stopped: bool) -> None:
+    """torchrun: every rank's students into rank 0's students.json, in plan order; a stop on
+    any rank stops them all once the finished students are saved."""
+    parts = dist.all_gather_object((stopped, doc["students"]))
+    merged = {k: s for _, share in parts for k, s in share.items()}
+    doc["students"] = {p[0]: merged[p[0]] for p in plan if p[0] in merged}
+    ctx.rd.write_json(layout.STUDENTS, doc)
+    if any(st for st, _ in parts):
+        raise StopRequested
+
+
 def run_validate(ctx: Context, cfg_hash: str) -> dict:
     from ..models import create_model
 
@@ -132,42 +175,61 @@ def run_validate(ctx: Context, cfg_hash: str) -> dict:
     }
     doc = read_json(ctx.rd.path / layout.STUDENTS) or {"students": {}}
     plan = student_plan(ctx)
-    for key, data, labels, arch in plan:
-        if key in doc["students"]:
-            continue  # finished before a stop/crash
-        t0 = time.time()
-        ck_name = f"{STAGE}-{key}"
-        state = ctx.rd.load_checkpoint(ck_name, cfg_hash)
-        torch.manual_seed(ctx.seed_for(STAGE, key, "init"))
-        student = create_model(arch, d.num_classes, d.in_channels, width=v.width).to(ctx.device)
-        # one generator per labelling data set, so BSSL and eval students see the same batches
-        gen = ctx.gen(STAGE, data)
-        res = train_student(
-            student,
-            sets[data][0].to(ctx.device),
-            make_teacher(ctx, labels),
-            testset=d.test,
-            cfg=v,
-            mean=ctx.mean,
-            std=ctx.std,
-            gen=gen,
-            should_stop=ctx.should_stop,
-            # one stage-wide count over every student (equal sizes: ipc images per class each),
-            # so the bar and the ETA do not start over with each student
-            progress=lambda s, t, m, key=key, j=[p[0] for p in plan].index(key): ctx.rd.progress(
-                STAGE, j * t + s, len(plan) * t, m, label=key
-            ),
-            checkpoint=lambda st, ck=ck_name: ctx.rd.save_checkpoint(ck, st, cfg_hash),
-            state=state,
-        )
-        doc["students"][key] = {
-            "data": data,
-            "labels": labels,
-            "student": arch,
-            **res,
-            "seconds": round(time.time() - t0, 2),
-        }
+    todo = [p[0] for p in plan if p[0] not in doc["students"]]
+    mine, stopped = set(dist.shard(todo)), False  # torchrun: students round-robin over ranks
+    try:
+        for key, data, labels, arch in plan:
+            if key not in mine:
+                continue  # finished before a stop/crash, or another rank's
+            t0 = time.time()
+            ck_name = f"{STAGE}-{key}"
+            state = ctx.rd.load_checkpoint(ck_name, cfg_hash)
+            torch.manual_seed(ctx.seed_for(STAGE, key, "init"))
+            student = create_model(arch, d.num_classes, d.in_channels, width=v.width).to(ctx.device)
+            # one generator per labelling data set, so BSSL and eval students see the same batches
+            gen = ctx.gen(STAGE, data)
+            res = train_student(
+                student,
+                sets[data][0].to(ctx.device),
+                None if labels == "hard" else make_teacher(ctx, labels),
+                testset=d.test,
+                cfg=v,
+                mean=ctx.mean,
+                std=ctx.std,
+                gen=gen,
+                should_stop=ctx.should_stop,
+                # one stage-wide count over every student (equal sizes: ipc images per class each),
+                # so the bar and the ETA do not start over with each student
+                progress=lambda s, t, m, key=key, j=[p[0] for p in plan].index(key): (
+                    ctx.rd.progress(STAGE, j * t + s, len(plan) * t, m, label=key)
+                ),
+                checkpoint=lambda st, ck=ck_name: ctx.rd.save_checkpoint(ck, st, cfg_hash),
+                state=state,
+                labels=sets[data][1].to(ctx.device),
+            )
+            doc["students"][key] = {
+                "data": data,
+                "labels": labels,
+                "student": arch,
+                **res,
+                "seconds": round(time.time() - t0, 2),
+            }
+            ctx.rd.write_json(layout.STUDENTS, doc)
+            ctx.rd.log(f"{key}: student top-1 {res['top1']:.2f}%", stage=STAGE)
+    except StopRequested:
+        if not dist.is_distributed():
+            raise
+        stopped = True  # the finished students are gathered first, then every rank stops
+    if dist.is_distributed():
+        _gather_students(ctx, doc, plan, stopped)
+        if not dist.is_main():
+            return {}  # rank 0 alone rates the teacher and exports
+    if "teacher" not in doc:
+        doc["teacher"] = teacher_top1(ctx)
         ctx.rd.write_json(layout.STUDENTS, doc)
-        ctx.rd.log(f"{key}: student top-1 {res['top1']:.2f}%", stage=STAGE)
+        ctx.rd.log(
+            f"teacher ({doc['teacher']['teacher']}) top-1 {doc['teacher']['top1']:.2f}%",
+            stage=STAGE,
+        )
     _export(ctx, *sets["distilled"])
     return {k: s["top1"] for k, s in doc["students"].items()}

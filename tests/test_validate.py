@@ -1,0 +1,56 @@
+"""Validate on the tiny preset: hard-label students (one-hot, no teacher) on the distilled and
+the random-real images, the second student's baselines, and the teacher's own top-1."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+import torch.nn.functional as F
+
+from cvdd.config import ValidateConfig, from_preset
+from cvdd.runs import RunDir
+from cvdd.train import _hard_targets
+
+
+def test_hard_targets_are_the_cut_mixed_area_shares():
+    x = torch.zeros(4, 1, 8, 8)
+    y = torch.tensor([0, 1, 2, 3])
+    gen = torch.Generator().manual_seed(0)
+    xm, t = _hard_targets(x, y, 5, ValidateConfig(cutmix=True), gen)
+    assert xm.shape == x.shape and t.shape == (4, 5)
+    assert torch.allclose(t.sum(1), torch.ones(4)) and t[:, 4].sum() == 0
+    _, t1 = _hard_targets(x, y, 5, ValidateConfig(cutmix=False), gen)
+    assert torch.equal(t1, F.one_hot(y, 5).float())
+
+
+def test_hard_label_students_and_teacher_top1(tmp_path, monkeypatch):
+    monkeypatch.setenv("CVDD_THREADS", "1")
+    from cvdd import pipeline
+
+    cfg = from_preset(
+        "tiny",
+        [
+            "validate.compare_eval_labels=false",
+            "validate.hard_labels=true",
+            "validate.epochs=1",
+            "validate.students=test_tiny_cnn,convnet3",
+        ],
+    )
+    rd = RunDir.create(tmp_path, cfg.to_dict())
+    res = pipeline.run_pipeline(rd.path)
+    students = json.loads((rd.path / "validate/students.json").read_text())
+    keys = set(students["students"])
+    assert {"distilled_hard", "random_real_hard", "distilled_bssl", "random_real_bssl"} <= keys
+    assert {"distilled_hard-convnet3", "random_real_hard-convnet3"} <= keys
+    assert students["students"]["distilled_hard"]["labels"] == "hard"
+    assert set(res["hard_labels"]) == {"distilled", "random_real"}
+    assert res["all_students"]["random_real_bssl-convnet3"] is not None
+    teacher = res["teacher"]
+    assert teacher["teacher"] == "test_tiny_cnn" and teacher["kind"] == "member"
+    assert 0 <= teacher["top1"] <= 100 and teacher["test_images"] > 0
+    assert set(teacher["members_top1"]) == {"test_tiny_cnn", "test_tiny_resnet"}
+    assert res["students"] == {
+        "test_tiny_cnn": res["student_top1"],
+        "convnet3": res["all_students"]["distilled_bssl-convnet3"],
+    }
