@@ -43,6 +43,12 @@ KICK_EVERY_S = 2.0  # how often this server looks for a queued run whose worker 
 gc.freeze()
 
 
+@st.cache_data(ttl=600, show_spinner=False)
+def gpu_count() -> int:
+    """CUDA devices on the app's machine (nvidia-smi, read every 10 minutes at most)."""
+    return jobs.gpu_count()
+
+
 def runs_root() -> Path:
     return Path(os.environ.get("CVDD_RUNS_DIR") or REPO / "runs")
 

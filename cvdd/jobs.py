@@ -28,10 +28,20 @@ from .runs import RunDir, is_alive, resolve_run, run_status
 from .status import SPAWN_GRACE_S, spawn_pending
 from .utils import CvddError, atomic_write_json, read_json
 
-__all__ = ["start_job", "resume_job", "stop_job", "kick_queue", "is_alive", "clone_config"]
+__all__ = [
+    "start_job",
+    "resume_job",
+    "stop_job",
+    "kick_queue",
+    "is_alive",
+    "clone_config",
+    "gpu_count",
+    "NPROC_ENV",
+]
 
 _PKG_ROOT = Path(__file__).resolve().parent.parent
 _ENV_BASE = "CVDD_JOB_ENV_BASE"  # in a worker: the values its job's extra variables replaced
+NPROC_ENV = "CVDD_NPROC"  # in a job's env: K > 1 starts its worker as K torchrun processes
 
 
 def _base_env() -> dict:
@@ -61,10 +71,14 @@ def _spawn(run_dir: Path, env_extra: dict | None = None) -> int:
     extra = {str(k): str(v) for k, v in (env_extra or {}).items()}
     env[_ENV_BASE] = json.dumps({k: env.get(k) for k in extra})
     env.update(extra)
+    nproc = int(extra.get(NPROC_ENV, "1") or 1)
+    launcher = [sys.executable]  # K > 1: one process per GPU, rank 0 writes (README: torchrun)
+    if nproc > 1:
+        launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     with open(run_dir / layout.WORKER_LOG, "ab") as log:  # the child keeps its own copy
         proc = subprocess.Popen(
             # absolute: the worker runs in the package folder, not in the caller's
-            [sys.executable, "-m", "cvdd.jobs", "resume", str(run_dir.resolve())],
+            [*launcher, "-m", "cvdd.jobs", "resume", str(run_dir.resolve())],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -82,6 +96,18 @@ def _spawn(run_dir: Path, env_extra: dict | None = None) -> int:
         },
     )
     return proc.pid
+
+
+def gpu_count() -> int:
+    """CUDA devices on this machine, from `nvidia-smi -L` (no torch in the UI); CVDD_GPUS
+    overrides it. 0 when there is no driver."""
+    if os.environ.get("CVDD_GPUS", "").isdigit():
+        return int(os.environ["CVDD_GPUS"])
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(line.startswith("GPU ") for line in out.stdout.splitlines())
 
 
 def _wait_started(run_dir: Path, pid: int, timeout_s: float = 10.0) -> None:
@@ -293,10 +319,11 @@ def _worker_main(argv: list[str]) -> int:
     try:
         return main(argv)
     finally:
-        try:
-            kick_queue(Path(argv[-1]).parent, wait=True)
-        except Exception as e:  # the run's own exit status matters more; the app kicks too
-            print(f"could not start the next queued run: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") in ("", "0"):  # torchrun: rank 0 alone hands the slot on
+            try:
+                kick_queue(Path(argv[-1]).parent, wait=True)
+            except Exception as e:  # the run's own exit status matters more; the app kicks too
+                print(f"could not start the next queued run: {e}", file=sys.stderr)
 
 
 if __name__ == "__main__":

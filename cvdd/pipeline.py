@@ -155,6 +155,23 @@ def _open_context(cfg: RunConfig, rd: RunDir, device: str):
     return Context(cfg, rd, torch.device(device), dataset, cache_dir)
 
 
+def _run_stages(ctx, rd: RunDir, cfg: RunConfig) -> None:
+    """The stages not finished yet, in order: split ones on every rank, the others on rank 0."""
+    h, done = config_hash(cfg), dist.broadcast_object(rd.finished_stages())
+    for stage in STAGES:  # resume: finished stages are skipped, the others reload checkpoints
+        if stage in done:
+            continue
+        if dist.broadcast_object(ctx.should_stop()):  # every rank stops at the same stage
+            raise StopRequested
+        rd.stage_start(stage)
+        t0 = time.time()
+        if stage in SPLIT_STAGES:
+            metrics = _stage_fn(stage)(ctx, h)
+        else:
+            metrics = dist.run_on_main(lambda s=stage: _stage_fn(s)(ctx, h))
+        rd.stage_end(stage, time.time() - t0, metrics)
+
+
 def run_pipeline(run_dir: str | Path, echo: bool = False) -> dict:
     """Run (or continue) the run in `run_dir` to the end. Returns result.json's content."""
     dist.init()  # torchrun: join the process group; one process: nothing
@@ -183,22 +200,11 @@ def run_pipeline(run_dir: str | Path, echo: bool = False) -> dict:
         if dist.is_distributed() and device.startswith("cuda"):
             device = f"cuda:{dist.local_rank()}"  # one GPU per rank on this node
         threads = set_threads(int(os.environ.get("CVDD_THREADS", 0)) or cfg.threads)
-        rd.append_event("run_start", attempt=attempt, device=device, threads=threads)
+        world = {"world": dist.world()} if dist.is_distributed() else {}  # torchrun processes
+        rd.append_event("run_start", attempt=attempt, device=device, threads=threads, **world)
         ctx = _open_context(cfg, rd, device)
         ctx.stop = bool(pending)
-        h, done = config_hash(cfg), dist.broadcast_object(rd.finished_stages())
-        for stage in STAGES:  # resume: finished stages are skipped, the others reload checkpoints
-            if stage in done:
-                continue
-            if dist.broadcast_object(ctx.should_stop()):  # every rank stops at the same stage
-                raise StopRequested
-            rd.stage_start(stage)
-            t0 = time.time()
-            if stage in SPLIT_STAGES:
-                metrics = _stage_fn(stage)(ctx, h)
-            else:
-                metrics = dist.run_on_main(lambda s=stage: _stage_fn(s)(ctx, h))
-            rd.stage_end(stage, time.time() - t0, metrics)
+        _run_stages(ctx, rd, cfg)
         res = dist.run_on_main(lambda: _write_result(rd, cfg, device))
         rd.append_event("run_end", status="done")
         return res

@@ -345,8 +345,7 @@ def recover_images(
     group redraws them every step from its own stream (Eq. 4-5 read literally). `gen` seeds the
     groups' streams. `state` (a checkpoint) resumes with the result of an uninterrupted run, also
     under another memory budget. `on_plan` gets the memory plan before the first step and again
-    at the end (with the measured peak on CUDA). `only`: the ids of the groups this process
-    optimises (its torchrun share); the other rows come back as they went in.
+    at the end (with the measured peak on CUDA). `only`: the groups this process optimises.
     """
     r = _start(
         images,

@@ -44,17 +44,20 @@ def _events(run_dir: Path) -> list[dict]:
 
 
 def test_two_ranks_make_the_images_of_one_process(tmp_path):
-    root = tmp_path / "runs"  # one root: the second run reuses the first one's squeeze cache
-    _run([sys.executable, "-m", "cvdd", *ARGS, "--runs-dir", str(root)])
-    (one,) = _runs(root)
-    out = _run([*TORCHRUN, "2", "-m", "cvdd", *ARGS, "--runs-dir", str(root)])
-    (two,) = _runs(root) - {one}  # exactly one new run directory
+    # two roots, so that neither run finds the other's cached committee or priors
+    _run([sys.executable, "-m", "cvdd", *ARGS, "--runs-dir", str(tmp_path / "a")])
+    (one,) = _runs(tmp_path / "a")
+    out = _run([*TORCHRUN, "2", "-m", "cvdd", *ARGS, "--runs-dir", str(tmp_path / "b")])
+    (two,) = _runs(tmp_path / "b")  # exactly one run directory
+    assert len(list((tmp_path / "b/_cache/prior").iterdir())) == 2  # rank 0 cached both
     assert out.stdout.strip().splitlines()[-1] == str(two.resolve())
     assert out.stdout.count("run dir:") == 1  # rank 0 alone prints
     assert np.array_equal(_images(one), _images(two))
     assert not np.array_equal(_images(two), np.load(two / "init/images.npz")["images"])
     evs = _events(two)
-    assert [e["kind"] for e in evs].count("run_start") == 1  # one writer: rank 0
+    starts = [e for e in evs if e["kind"] == "run_start"]
+    assert len(starts) == 1 and starts[0]["world"] == 2  # one writer: rank 0
+    assert "world" not in _events(one)[0]
     assert evs[-1]["kind"] == "run_end" and evs[-1]["status"] == "done"
     assert (two / "result.json").is_file()
     # prior's members and validate's students, split across the ranks: the same scores
@@ -105,3 +108,42 @@ def test_a_stopped_two_rank_run_resumes_in_one_process(tmp_path):
     assert len(ck["finished"]) >= 2 and ck["current"] is None  # a group of each rank
     _run([sys.executable, "-m", "cvdd", "resume", str(run_dir)])
     assert np.array_equal(_images(ref_dir), _images(run_dir))
+
+
+def test_a_job_with_cvdd_nproc_runs_on_torchrun(tmp_path, monkeypatch):
+    from cvdd import jobs
+    from cvdd.config import from_preset
+    from cvdd.runs import run_status
+
+    monkeypatch.setenv("CVDD_MAX_WORKERS", "0")
+    cfg = from_preset("tiny", ["seed=3", "recover.iterations=2", "validate.epochs=1"])
+    run_dir = jobs.start_job(cfg, tmp_path, {jobs.NPROC_ENV: 2, "CVDD_THREADS": 1}, wait=False)
+    deadline = time.time() + 120
+    while run_status(run_dir)["status"] not in ("done", "failed", "crashed", "stopped"):
+        assert time.time() < deadline, (run_dir / "worker.log").read_text()[-3000:]
+        time.sleep(0.2)
+    assert run_status(run_dir)["status"] == "done", (run_dir / "worker.log").read_text()[-3000:]
+    assert [e.get("world") for e in _events(run_dir) if e["kind"] == "run_start"] == [2]
+
+
+def test_gpu_count_reads_the_override(monkeypatch):
+    from cvdd import jobs
+
+    monkeypatch.setenv("CVDD_GPUS", "3")
+    assert jobs.gpu_count() == 3
+
+
+@pytest.mark.parametrize("gpus", ["0", "1", "4"])
+def test_new_run_offers_several_gpus_only_where_there_are(tmp_path, monkeypatch, gpus):
+    st = pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("CVDD_RUNS_DIR", str(tmp_path))
+    monkeypatch.setenv("CVDD_GPUS", gpus)
+    st.cache_data.clear()  # the app caches the GPU count
+    at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = [c for c in at.checkbox if c.key == "nr_all_gpus"]
+    assert len(shown) == (gpus == "4")
+    if shown:
+        assert "Use all 4 GPUs" in shown[0].label

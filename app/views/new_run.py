@@ -280,6 +280,11 @@ if ipc_note and "ipc" not in errors:
     slots["ipc"].caption(ipc_note)
 
 with form:
+    gpus, nproc = state.gpu_count(), 1
+    if gpus > 1 and st.checkbox(
+        f"Use all {gpus} GPUs (torchrun: one process per GPU, same images)", key="nr_all_gpus"
+    ):
+        nproc = gpus
     c1, c2 = st.columns([1, 3], vertical_alignment="center")
     start = c1.button(
         "Start",
@@ -318,7 +323,8 @@ if start and cfg is not None and not errors:
     if ss.pop("nr_token", None) is None and ss.get("nr_last_started"):
         st.switch_page(C.LIVE, query_params={"run": ss["nr_last_started"]})  # double click
     try:
-        run_dir = jobs.start_job(cfg, state.runs_root(), wait=False)  # Live says 'starting'
+        env = {jobs.NPROC_ENV: nproc} if nproc > 1 else None
+        run_dir = jobs.start_job(cfg, state.runs_root(), env, wait=False)  # Live: 'starting'
     except CvddError as e:
         form.error(f"Could not start: {e}")
     else:
