@@ -8,49 +8,28 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from browser import ARGS, CHROMIUM, IDLE_JS, MARKS, free_port, wait_healthy
 
-CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from cvdd.runs import is_alive, read_events, run_status  # noqa: E402 -- after the sys.path line
 
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-dev-shm-usage",
-]
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium"),
-]
+pytestmark = MARKS
 _pw = pytest.importorskip("playwright.sync_api")
 sync_playwright, expect = _pw.sync_playwright, _pw.expect
 STEP = re.compile(r"step (\d+) · rows")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(tmp_path):
     """`streamlit run app/main.py` on a free port, runs in tmp_path/runs."""
-    port, runs_dir = _free_port(), tmp_path / "runs"
+    port, runs_dir = free_port(), tmp_path / "runs"
     env = dict(os.environ, CVDD_RUNS_DIR=str(runs_dir), CVDD_THREADS="1", PYTHONPATH=str(ROOT))
     log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 -- closed in finally
     proc = subprocess.Popen(
@@ -78,15 +57,7 @@ def server(tmp_path):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        t_end = time.time() + 30
-        while time.time() < t_end:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("streamlit did not start: " + (tmp_path / "server.log").read_text())
+        wait_healthy(url, tmp_path / "server.log")
         yield url, runs_dir
     finally:
         from cvdd import jobs  # stop any worker the test left running
@@ -108,10 +79,6 @@ def _step(page) -> int:
 # true once a grid caption shows a recover step above n (evaluated in the page, on each frame)
 STEP_ABOVE_JS = """n => [...document.querySelectorAll('[data-testid="stImageCaption"]')].some(
   c => { const m = /step (\\d+) · rows/.exec(c.innerText); return m !== null && +m[1] > n; })"""
-# the script is idle and nothing is still loading: what a screenshot should show
-IDLE_JS = """() => { const a = document.querySelector('[data-testid="stApp"]');
-  return !!a && a.getAttribute('data-test-script-state') === 'notRunning' &&
-    !document.querySelector('[data-testid="stSkeleton"]'); }"""
 
 
 def _wait_step_above(page, n: int, timeout_s: float) -> int:

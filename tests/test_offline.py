@@ -11,36 +11,21 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
+from browser import ARGS, CHROMIUM, IDLE_JS, MARKS, free_port, wait_healthy
 
-CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from cvdd.config import from_preset  # noqa: E402 -- after the sys.path line
 from cvdd.runs import RunDir  # noqa: E402
 
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-dev-shm-usage",
-]
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs /usr/bin/chromium"),
-]
+pytestmark = MARKS
 _pw = pytest.importorskip("playwright.sync_api")
 sync_playwright, expect = _pw.sync_playwright, _pw.expect
 FAILED_ID = "20260101-000000-builtin-ipc600-0bad"
@@ -55,16 +40,6 @@ PAGES = {
     "diversity?run={run}": "diversity",
     "compare?run={run}": "compare",
 }
-# the script is idle and nothing is still loading: what a screenshot should show
-IDLE_JS = """() => { const a = document.querySelector('[data-testid="stApp"]');
-  return !!a && a.getAttribute('data-test-script-state') === 'notRunning' &&
-    !document.querySelector('[data-testid="stSkeleton"]'); }"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _failed_config_run(root: Path) -> None:
@@ -84,7 +59,7 @@ def _failed_config_run(root: Path) -> None:
 @pytest.fixture
 def server(tmp_path, tiny_run_dir):
     """`python <repo>/app` started in an empty folder outside the repository."""
-    port, runs_dir, cwd = _free_port(), tmp_path / "runs", tmp_path / "elsewhere"
+    port, runs_dir, cwd = free_port(), tmp_path / "runs", tmp_path / "elsewhere"
     cwd.mkdir()
     shutil.copytree(tiny_run_dir, runs_dir / tiny_run_dir.name)
     _failed_config_run(runs_dir)
@@ -96,15 +71,7 @@ def server(tmp_path, tiny_run_dir):
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        t_end = time.time() + 30
-        while time.time() < t_end:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("streamlit did not start: " + log_path.read_text())
+        wait_healthy(url, log_path)
         yield url, tiny_run_dir.name, port, log_path
     finally:
         proc.terminate()
