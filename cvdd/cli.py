@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         from .pipeline import run_pipeline
 
         res = run_pipeline(run_dir, echo=True)
+        dist.finish()  # every rank is done: leave the process group before exiting
         top1 = res.get("student_top1")
         base = res.get("baselines", {}).get("random_real", {}).get("student_top1")
         if top1 is not None:

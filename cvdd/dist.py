@@ -28,6 +28,7 @@ __all__ = [
     "broadcast_object",
     "all_gather_object",
     "run_on_main",
+    "finish",
     "shard",
     "FollowerRunDir",
 ]
@@ -82,6 +83,16 @@ def barrier() -> None:
         import torch.distributed as td
 
         td.barrier()
+
+
+def finish() -> None:
+    """Leave the process group cleanly: without it, a rank that exits first can make a peer's
+    transport thread abort the peer (seen under load as 'terminate called ...', SIGABRT)."""
+    if is_distributed():
+        import torch.distributed as td
+
+        td.barrier()
+        td.destroy_process_group()
 
 
 def broadcast_object(obj: T, src: int = 0) -> T:

@@ -2,6 +2,7 @@
 
 import ast
 import os
+import re
 from pathlib import Path
 
 from cvdd import layout
@@ -78,4 +79,4 @@ def test_no_module_spells_a_run_dir_path_but_layout():
 def test_stages_defined_once():
     for f in list((ROOT / "cvdd").rglob("*.py")) + list((ROOT / "app").rglob("*.py")):
         if f.name != "layout.py":
-            assert "STAGES = (" not in f.read_text(), f
+            assert not re.search(r"^STAGES = \(", f.read_text(), re.M), f

@@ -92,16 +92,16 @@ def test_queue_runs_in_order_hands_on_slots_and_survives(tmp_path):
         assert seen[b.name] == ["queued", {"pos": 1, "of": 2, "device": "cpu"}]
         assert seen[c.name][1]["pos"] == 2 and seen[a.name][0] in ("starting", "running")
 
-        _wait(lambda: _working(a), 30, "the first worker to start working")
+        _wait(lambda: _working(a), 90, "the first worker to start working")
         assert jobs.stop_job(a, wait_s=30)  # it ends ...
-        _wait(lambda: _working(b), 30, "the second run to start by itself")  # ... b starts
+        _wait(lambda: _working(b), 90, "the second run to start by itself")  # ... b starts
         assert _status(a)[0] == "stopped" and _status(c) == ("queued", (1, 1))
 
         os.kill(_pid(b), signal.SIGKILL)  # a worker that cannot hand its slot on
-        _wait(lambda: not runs.is_alive(b), 10, "the killed worker's lock to drop")
+        _wait(lambda: not runs.is_alive(b), 30, "the killed worker's lock to drop")
         assert _status(c)[0] == "queued"
         assert jobs.kick_queue(tmp_path) == [c]  # what the app's renders and Start do
-        _wait(lambda: _working(c), 30, "the third run to start after the kick")
+        _wait(lambda: _working(c), 90, "the third run to start after the kick")
         assert queue.read_entries(tmp_path) == []
         assert jobs.stop_job(c, wait_s=30) and _status(c)[0] == "stopped"
     finally:
