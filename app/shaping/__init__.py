@@ -20,6 +20,7 @@ from .analysis import (
     topk_df,
     zoom_range,
 )
+from .export import zip_folder
 from .images import (
     class_indices,
     crop_grid_cell,
@@ -49,7 +50,6 @@ from .runs import (
     status_text,
     tail_lines,
     trace_df,
-    zip_folder,
 )
 
 __all__ = [

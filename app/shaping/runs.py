@@ -6,10 +6,8 @@ run that is still going, crashed or came from an older version may lack any of t
 
 from __future__ import annotations
 
-import io
 import math
 import time
-import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -342,18 +340,6 @@ def compare_row(run_id: str, cfg_doc: Any, result: Any) -> dict:
         "random_real_hard_top1": dig(res, "hard_labels", "random_real"),
         "teacher_top1": dig(res, "teacher", "top1"),
     }
-
-
-def zip_folder(folder: str | Path, arc_root: str = "") -> bytes:
-    """Zip a folder (recursively) into memory; paths inside start with `arc_root/`."""
-    folder = Path(folder)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for p in sorted(folder.rglob("*")):
-            if p.is_file() and not p.name.startswith("."):
-                rel = p.relative_to(folder).as_posix()
-                z.write(p, f"{arc_root}/{rel}" if arc_root else rel)
-    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------
