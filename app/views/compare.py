@@ -67,13 +67,13 @@ def _students(results: dict, headline: dict) -> None:
 ROOT = Path(__file__).resolve().parents[2]
 # the benchmark's findings in words (numbers: benchmarks/out/quick.md, shown below it)
 BENCH_SUMMARY = (
-    "**The benchmark's numbers, not these runs'** (quick preset, shipped committee, seeds 0-3, "
+    "**The benchmark's numbers, not these runs'** (quick preset, shipped committee, seeds 0-4, "
     "2026-11-26; every row labelled by the same ResNet-18 teacher, 92.3 % top-1). "
-    "BSSL beats eval-mode labels (+3.6 points); CV-DD beats SRe²L++ only within noise (+0.9); "
-    "the prior voter does not beat the equal one (−0.9 ± 3.9). Against random real images with "
-    "the same soft labels the distilled set wins for a ConvNet-3 student (+4.7) and loses for "
-    "the ResNet-18 student, the teacher's architecture (−3.3). With hard labels alone (no "
-    "teacher) random real images beat the distilled ones for both students (−4.7, −5.5): at "
+    "BSSL beats eval-mode labels (+3.3 points); CV-DD beats SRe²L++ only within noise (+0.9); "
+    "the prior voter does not beat the equal one (−0.4 ± 3.5). Against random real images with "
+    "the same soft labels the distilled set wins for a ConvNet-3 student (+5.3) and loses for "
+    "the ResNet-18 student, the teacher's architecture (−2.2). With hard labels alone (no "
+    "teacher) random real images beat the distilled ones for both students (−4.4, −4.6): at "
     "120 recover steps the images' value lies in the teacher's labels. Doubling recover to 240 "
     "steps (2 seeds) lifted CV-DD by 2.7 points and put it above random real and SRe²L++."
 )
