@@ -15,7 +15,7 @@ python -m ruff format --check --quiet . || { echo "ruff format: run 'ruff format
 python -m ruff check --quiet . || exit 1
 set +e
 # two workers: most tests wait on subprocesses and a browser, so two cores halve the wall time
-python -m pytest -n "${CVDD_TEST_WORKERS:-2}" "$@"
+python -m pytest -n "${CVDD_TEST_WORKERS:-2}" --dist loadgroup "$@"
 rc=$?
 set -e
 [ "$rc" = 5 ] && { echo "no tests collected"; exit 1; }

@@ -20,6 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from app.shaping import bn_groups  # noqa: E402 -- after the sys.path line
 
+# one worker runs both files, so the shared voted run (conftest) is made once
+pytestmark = pytest.mark.xdist_group("voted_run")
+
 torch.set_num_threads(1)
 
 

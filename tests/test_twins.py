@@ -18,6 +18,9 @@ from cvdd.config import from_preset
 from cvdd.runs import RunDir, run_status
 from cvdd.utils import CvddError
 
+# one worker runs both files, so the shared voted run (conftest) is made once
+pytestmark = pytest.mark.xdist_group("voted_run")
+
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app" / "main.py")
 ENV = dict(os.environ, PYTHONPATH=str(ROOT), CVDD_THREADS="1")
