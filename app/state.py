@@ -123,11 +123,6 @@ class _Tail:
             return (list(recs) if self._keep else []), self._fold
 
 
-def _fold_events(new: list[dict], prev: dict | None) -> dict:
-    prev = prev and dict(prev, stages_done=list(prev["stages_done"]))  # leave `prev` as it was
-    return runs.fold_events(new, prev)
-
-
 def _fold_trace(new: list[dict], prev: pd.DataFrame | None) -> pd.DataFrame:
     part = shaping.trace_df(new)
     if prev is None or prev.empty:
@@ -143,12 +138,12 @@ def _fold_trace(new: list[dict], prev: pd.DataFrame | None) -> pd.DataFrame:
 
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _events(path: str) -> _Tail:
-    return _Tail(path, "kind", _fold_events, keep=True)
+    return _Tail(path, "kind", runs.fold_events, keep=True)
 
 
 @st.cache_resource(max_entries=4096, show_spinner=False)
 def _events_fold(path: str) -> _Tail:
-    return _Tail(path, "kind", _fold_events, keep=False)
+    return _Tail(path, "kind", runs.fold_events, keep=False)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)

@@ -23,7 +23,10 @@ SPAWN_GRACE_S = 120.0  # a spawned worker that holds no lock after this long is 
 
 def fold_events(evs: Iterable[dict], acc: dict | None = None) -> dict:
     """The event-derived part of run_status. Folding is incremental: pass the previous result
-    as `acc` and only the events appended since, so a tailing reader never re-reads a file."""
+    as `acc` and only the events appended since, so a tailing reader never re-reads a file.
+    Returns a new dict and leaves `acc` as it was (readers in other tabs may still hold it)."""
+    if acc is not None:
+        acc = dict(acc, stages_done=list(acc["stages_done"]))
     acc = acc or {
         "n": 0,
         "stage": None,

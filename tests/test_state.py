@@ -44,8 +44,8 @@ def _events(n0: int, n: int, stage: str = "recover") -> list[dict]:
 
 def test_event_tail_folds_only_appended_lines_and_restarts_on_replace(tmp_path):
     p = tmp_path / layout.EVENTS
-    full = state._Tail(str(p), "kind", state._fold_events, keep=True)
-    lean = state._Tail(str(p), "kind", state._fold_events, keep=False)
+    full = state._Tail(str(p), "kind", runs.fold_events, keep=True)
+    lean = state._Tail(str(p), "kind", runs.fold_events, keep=False)
     _append(p, [{"kind": "run_start", "t": 999.0}] + _events(0, 3), torn='{"kind": "pro')
     recs, fold = full.read()
     assert len(recs) == 4 and fold["step"] == 2 and fold["n"] == 4
