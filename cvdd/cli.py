@@ -111,7 +111,6 @@ def main(argv: list[str] | None = None) -> int:
         from .pipeline import run_pipeline
 
         res = run_pipeline(run_dir, echo=True)
-        dist.finish()  # every rank is done: leave the process group before exiting
         top1 = res.get("student_top1")
         base = res.get("baselines", {}).get("random_real", {}).get("student_top1")
         if top1 is not None:
@@ -119,15 +118,15 @@ def main(argv: list[str] | None = None) -> int:
         if base is not None:
             print(f"random-real baseline top-1: {base:.2f}%")
         print(run_dir.resolve(), flush=True)
-        return 0
+        return _leave(0, clean=True)
     except StopRequested:
         print(f"stopped; continue with: python -m cvdd resume {run_dir}", file=sys.stderr)
-        return 130
+        return _leave(130, clean=True)  # every rank stops at the same stage
     except CvddError as e:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _leave(2, clean=False)
     except Exception as e:  # a bug: still one line, the traceback is in events.jsonl
         if args.debug:
             raise
@@ -136,4 +135,13 @@ def main(argv: list[str] | None = None) -> int:
             "(also stored in the run's events.jsonl), and please report it",
             file=sys.stderr,
         )
-        return 1
+        return _leave(1, clean=False)
+
+
+def _leave(code: int, *, clean: bool) -> int:
+    """`code`; under torchrun the rank ends here (cvdd/dist.py: leave)."""
+    if "cvdd.dist" not in sys.modules:  # never joined a process group
+        return code
+    from . import dist
+
+    return dist.leave(code, clean=clean)

@@ -9,7 +9,9 @@ that waits for rank 0 sleeps in a socket instead of spinning a GPU kernel.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -29,6 +31,7 @@ __all__ = [
     "all_gather_object",
     "run_on_main",
     "finish",
+    "leave",
     "shard",
     "FollowerRunDir",
 ]
@@ -93,6 +96,27 @@ def finish() -> None:
 
         td.barrier()
         td.destroy_process_group()
+
+
+def leave(code: int, *, clean: bool) -> int:
+    """End a torchrun rank with exit status `code`; one process: return `code`.
+
+    `clean` (every rank reached the same point: done, stopped, or rank 0's error raised on all)
+    leaves the process group first. Then the rank ends with os._exit after flushing its output:
+    the interpreter's own shutdown would destroy the transport's C++ threads in an order that,
+    under load, aborted a rank that had finished correctly ('terminate called without an active
+    exception'). Every file of the run is closed by then; nothing else is left to tear down."""
+    if not is_distributed():
+        return code
+    if clean:
+        try:
+            finish()
+        except Exception:  # a peer already gone: torchrun reports it, keep this rank's status
+            code = code or 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed or broken pipe: nothing to flush
+            stream.flush()
+    os._exit(code)
 
 
 def broadcast_object(obj: T, src: int = 0) -> T:

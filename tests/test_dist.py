@@ -43,10 +43,6 @@ def _events(run_dir: Path) -> list[dict]:
     return [json.loads(s) for s in (run_dir / "events.jsonl").read_text().splitlines()]
 
 
-# slow, not default: on a loaded 2-core machine a rank sometimes aborts at interpreter exit
-# ("terminate called without an active exception") after the run has finished correctly;
-# run it with `pytest -m slow tests/test_dist.py` until that teardown is fixed
-@pytest.mark.slow
 def test_two_ranks_make_the_images_of_one_process(tmp_path):
     # two roots, so that neither run finds the other's cached committee or priors
     _run([sys.executable, "-m", "cvdd", *ARGS, "--runs-dir", str(tmp_path / "a")])
