@@ -69,6 +69,13 @@ def test_quick_preset_resolves_to_the_shipped_committee():
             "a setting the prior key covers changed (prior/init/recover/validate), so quick "
             "runs would recompute the priors: run python assets/make_committee.py --priors-only"
         )
+    # settings that only validate's extra students read leave alpha (and the key) alone
+    name, entry = next(iter(MANIFEST["members"].items()))
+    rel = layout.member_weights_path(
+        "fashion_mnist_subset", name, f"shipped-{entry['sha256'][:12]}"
+    )
+    extra = from_preset("quick", ["validate.hard_labels=true", "validate.students=convnet3"])
+    assert prior_key(extra, rel, 10) == prior_key(cfg, rel, 10)
     others = [p for p in PRESETS if p != "quick"]
     # only quick loads the shipped committee; imagenet1k_* load torchvision's (method.md §2)
     assert all(from_preset(p).squeeze.source != "shipped" for p in others)

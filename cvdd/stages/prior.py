@@ -107,8 +107,10 @@ def _sub_configs(cfg):
     vcfg = dataclasses.replace(
         cfg.validate,
         epochs=p.validate_epochs,
+        students=(),  # one student (vcfg.student) gives alpha; the others are validate's
         compare_eval_labels=False,
         random_real=False,
+        hard_labels=False,
         eval_every=max(p.validate_epochs, 1),
     )
     return rcfg, vcfg
