@@ -147,24 +147,8 @@ def snapshot_viewer(run_dir: Path, evs: list[dict], live: bool) -> None:
             "(step 0 shows the initial images)."
         )
         return
-    rid, steps = run_dir.name, [s["step"] for s in snaps]
-    skey, fkey = f"snap_{rid}", f"follow_{rid}"
-    st.session_state.setdefault(fkey, True)
-    if st.session_state[fkey] or st.session_state.get(skey) not in steps:
-        st.session_state[skey] = steps[-1]
-    c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
-    with c2:
-        st.toggle("Follow latest", key=fkey, help="Jump to each new snapshot as it arrives.")
-    with c1:
-        if len(steps) > 1:
-            step = st.select_slider(
-                "Recover step (saved snapshots)",
-                steps,
-                key=skey,
-                on_change=lambda: st.session_state.update({fkey: False}),
-            )
-        else:
-            step = steps[0]
+    steps = [s["step"] for s in snaps]
+    step = _pick_snapshot(run_dir.name, steps)
     snap = snaps[steps.index(step)]
     grid = state.read_png_file(run_dir / snap["path"])
     if grid is None:
@@ -186,26 +170,50 @@ def snapshot_viewer(run_dir: Path, evs: list[dict], live: bool) -> None:
             f"{steps[-1]}" + (" · live" if live else "")
         )
     cell, pad = snap.get("cell"), snap.get("pad", 0)
-    if not (rows and cell):
-        return
-    with right:
-        pick = st.selectbox(
-            "Per-class view",
-            range(len(rows)),
-            key=f"cls_{rid}",
-            format_func=lambda r: shaping.class_name(names, rows[r]),
+    if rows and cell:
+        with right:
+            _class_view(run_dir, grid, step, rows, names, int(cell), int(pad or 0))
+
+
+def _pick_snapshot(rid: str, steps: list[int]) -> int:
+    """The step to show: a slider over the saved steps that follows the newest until moved."""
+    skey, fkey = f"snap_{rid}", f"follow_{rid}"
+    st.session_state.setdefault(fkey, True)
+    if st.session_state[fkey] or st.session_state.get(skey) not in steps:
+        st.session_state[skey] = steps[-1]
+    c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+    with c2:
+        st.toggle("Follow latest", key=fkey, help="Jump to each new snapshot as it arrives.")
+    if len(steps) == 1:
+        return steps[0]
+    with c1:
+        return st.select_slider(
+            "Recover step (saved snapshots)",
+            steps,
+            key=skey,
+            on_change=lambda: st.session_state.update({fkey: False}),
         )
-        try:
-            strip = shaping.crop_grid_row(grid, pick, len(rows), int(cell), int(pad or 0))
-            z = max(1, min(320 // max(1, strip.shape[1]), 96 // max(1, strip.shape[0])))
-            st.image(
-                strip.repeat(z, 0).repeat(z, 1),
-                width=strip.shape[1] * z,
-                caption=f"{shaping.class_name(names, rows[pick])} at step {step}",
-            )
-        except (IndexError, ValueError) as e:
-            st.warning(f"Could not crop the class row: {e}")
-        final_images(run_dir, rows[pick], names)
+
+
+def _class_view(run_dir: Path, grid, step: int, rows: list, names, cell: int, pad: int) -> None:
+    """One class's row of the grid, enlarged, and that class's final images."""
+    pick = st.selectbox(
+        "Per-class view",
+        range(len(rows)),
+        key=f"cls_{run_dir.name}",
+        format_func=lambda r: shaping.class_name(names, rows[r]),
+    )
+    try:
+        strip = shaping.crop_grid_row(grid, pick, len(rows), cell, pad)
+        z = max(1, min(320 // max(1, strip.shape[1]), 96 // max(1, strip.shape[0])))
+        st.image(
+            strip.repeat(z, 0).repeat(z, 1),
+            width=strip.shape[1] * z,
+            caption=f"{shaping.class_name(names, rows[pick])} at step {step}",
+        )
+    except (IndexError, ValueError) as e:
+        st.warning(f"Could not crop the class row: {e}")
+    final_images(run_dir, rows[pick], names)
 
 
 def _index_span(cols: list) -> str:

@@ -322,6 +322,32 @@ def _plan(r: _Run, groups: list[Group], committee, cur: dict | None, device, onl
     return plan, waves
 
 
+def _run_waves(r: _Run, groups, committee, weights, cur, only, on_plan, box: list) -> None:
+    """Plan the waves, then optimise them in turn; a finished wave is checkpointed at once, so
+    its groups survive a crash (and, under torchrun, reach their files without a gather)."""
+    device = r.bounds[0].device
+    plan, waves = _plan(r, groups, committee, cur, device, only)
+    box.append(plan)
+    if on_plan is not None:
+        on_plan(plan)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for wave_groups in waves:  # each wave: its own Adam, from its checkpoint or scratch
+        w = open_wave(
+            wave_groups, r.out, cur, r.seed, cfg=r.cfg, mean=r.mean, std=r.std, device=device
+        )
+        voters = [committee[g.group] for g in w.groups]
+        votes = wave_votes(voters, [weights[g.group] for g in w.groups], w.targets, list(r.models))
+        _optimise_wave(r, w, votes)
+        r.finish(w)
+        if r.cfg.checkpoint_every and r.done < r.total:
+            r.hooks.checkpoint(checkpoint_state(r.seed, r.done, r.finished, None))
+    if device.type == "cuda":
+        plan.measured_peak_bytes = torch.cuda.max_memory_allocated(device)
+    if on_plan is not None:
+        on_plan(plan)
+
+
 def recover_images(
     images: torch.Tensor,
     groups: list[Group],
@@ -359,31 +385,15 @@ def recover_images(
         state=state,
         priors=priors,
     )
-    device, cur, plan = r.bounds[0].device, (state or {}).get("current"), None
+    box: list[MemoryPlan] = []  # the plan, once made: the out-of-memory message quotes it
     try:
         with member_format(models, r.channels_last):
-            plan, waves = _plan(r, groups, committee, cur, device, only)
-            if on_plan is not None:
-                on_plan(plan)
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            for wave_groups in waves:  # each wave: its own Adam, from its checkpoint or scratch
-                w = open_wave(
-                    wave_groups, r.out, cur, r.seed, cfg=cfg, mean=mean, std=std, device=device
-                )
-                voters = [committee[g.group] for g in w.groups]
-                votes = wave_votes(
-                    voters, [weights[g.group] for g in w.groups], w.targets, list(models)
-                )
-                _optimise_wave(r, w, votes)
-                r.finish(w)
-            if device.type == "cuda":
-                plan.measured_peak_bytes = torch.cuda.max_memory_allocated(device)
-            if on_plan is not None:
-                on_plan(plan)
+            _run_waves(
+                r, groups, committee, weights, (state or {}).get("current"), only, on_plan, box
+            )
     except Exception as e:
         if is_out_of_memory(e):
-            raise CvddError(out_of_memory_message(plan)) from e
+            raise CvddError(out_of_memory_message(box[0] if box else None)) from e
         raise
     finally:
         for col in r.collectors.values():
