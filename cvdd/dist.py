@@ -37,8 +37,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-# a follower waits in a collective while rank 0 alone runs a stage (squeeze may take hours);
-# torchrun ends every rank when one fails, so a long timeout never hides a crash
+# a rank waits in a collective while rank 0 alone runs a stage, or for the slowest rank of a
+# split one (one squeeze member may take hours); torchrun ends every rank when one fails, so a
+# long timeout never hides a crash
 TIMEOUT = timedelta(days=7)
 
 

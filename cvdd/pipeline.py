@@ -23,7 +23,7 @@ __all__ = ["run_pipeline", "STAGES"]
 
 # stages that split their work across torchrun's ranks; the others run on rank 0 alone while the
 # other ranks wait for it (cvdd/dist.py)
-SPLIT_STAGES = ("prior", "recover", "validate")
+SPLIT_STAGES = ("squeeze", "prior", "recover", "validate")
 
 
 def _stage_fn(stage: str):

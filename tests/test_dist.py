@@ -1,5 +1,6 @@
-"""torchrun: two gloo CPU processes make the distilled images of one process, pixel for pixel,
-in one run directory written by rank 0; a stopped two-process run resumes in one process."""
+"""torchrun: two gloo CPU processes make the committee and the distilled images of one process,
+bit for bit, in one run directory written by rank 0; a stopped two-process run resumes in one
+process."""
 
 from __future__ import annotations
 
@@ -71,6 +72,16 @@ def test_two_ranks_make_the_images_of_one_process(tmp_path):
         for d in (one, two)
     ]
     assert top1[0] == top1[1] and len(top1[0]) >= 2
+    # squeeze's members, one a rank: the weights and test scores of one process
+    members = [json.loads((d / "squeeze/members.json").read_text())["members"] for d in (one, two)]
+    assert [(m["name"], m["test_top1"]) for m in members[0]] == [
+        (m["name"], m["test_top1"]) for m in members[1]
+    ]
+    for m in members[1]:
+        a, b = (torch.load(tmp_path / r / "_cache" / m["file"]) for r in "ab")
+        assert all(torch.equal(a["state_dict"][k], v) for k, v in b["state_dict"].items())
+    (split,) = [e["msg"] for e in evs if "members split over" in e.get("msg", "")]
+    assert "rank 0 made test_tiny_cnn " in split and "rank 1 made test_tiny_resnet " in split
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ by assets/make_committee.py and checked against the sha256 sums of its manifest.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -21,9 +22,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .. import layout
+from .. import dist, layout
 from ..augment import resolve_train_augment, train_crop_flip
 from ..context import Context
+from ..member_split import committee
 from ..train import evaluate
 from ..utils import CvddError, StopRequested, atomic_write_bytes
 
@@ -127,6 +129,8 @@ def _train_member(
     state: dict | None,
     offset: int,
     stage_total: int,
+    *,
+    pace: int = 1,
 ):
     s, dev = ctx.cfg.squeeze, ctx.device
     model, opt = _new_member(ctx, name)
@@ -167,7 +171,7 @@ def _train_member(
             correct, seen = correct + right, seen + len(b)
             ctx.rd.progress(  # stage-wide step count, so the ETA covers every member
                 STAGE,
-                offset + epoch * steps + i + 1,
+                offset + pace * (epoch * steps + i + 1),
                 stage_total,
                 {"loss": loss, "train_acc": 100 * correct / seen, "lr": lr},
                 label=name,
@@ -328,10 +332,12 @@ def _user_member(ctx: Context, name: str, path: str):
     return model, layout.member_weights_path(ctx.data.name, name, f"user-{user_key}")
 
 
-def _cached_member(ctx: Context, name: str, rel: str) -> dict | None:
-    """The record of a member trained earlier with the same key, or None (then it trains)."""
+def _cached_member(ctx: Context, name: str, t0: float, *, weights: dict) -> dict | None:
+    """The record of a member trained earlier with the same key, or None (then it trains). A
+    member in `weights` (given as a weights file) is evaluated instead, never taken cached."""
+    rel = layout.member_weights_path(ctx.data.name, name, member_key(ctx, name))
     path = ctx.cache_dir / rel
-    if not path.exists():
+    if name in weights or not path.exists():
         return None
     try:
         info = torch.load(path, map_location="cpu", weights_only=True)
@@ -340,7 +346,9 @@ def _cached_member(ctx: Context, name: str, rel: str) -> dict | None:
         path.unlink(missing_ok=True)
         return None
     ctx.rd.log(f"{name}: using cached weights {rel}", stage=STAGE)
-    return {k: info[k] for k in ("name", "test_top1", "train_top1", "params", "epochs")}
+    rec = {k: info[k] for k in ("name", "test_top1", "train_top1", "params", "epochs")}
+    secs = round(time.time() - t0, 2)
+    return {**rec, "file": rel, "cached": True, "source": "train", "seconds": secs}
 
 
 def _trained_committee(ctx: Context, cfg_hash: str) -> list[dict]:
@@ -349,47 +357,37 @@ def _trained_committee(ctx: Context, cfg_hash: str) -> list[dict]:
     weights = member_weight_files(s, ctx.data.num_classes)  # these are evaluated, not trained
     state = ctx.rd.load_checkpoint(STAGE, cfg_hash)
     idx = _train_indices(ctx)
-    out = []
+    cached = functools.partial(_cached_member, ctx, weights=weights)
     per_member = s.epochs * math.ceil(len(idx) / s.batch_size)
     stage_total = per_member * len(s.members)
-    for k, name in enumerate(s.members):
-        t0 = time.time()
-        rel = layout.member_weights_path(ctx.data.name, name, member_key(ctx, name))
-        info = None if name in weights else _cached_member(ctx, name, rel)
-        if info is not None:
-            secs = round(time.time() - t0, 2)
-            out.append({**info, "file": rel, "cached": True, "source": "train", "seconds": secs})
-            ctx.rd.progress(STAGE, (k + 1) * per_member, stage_total, label=name, force=True)
-            continue
+
+    def make(name: str, t0: float, *, at: int, pace: int = 1) -> dict:
+        """A member not in the cache (progress: `at` and `pace` as in cvdd/member_split.py)."""
         if name in weights:  # local weights (user's or torchvision's): evaluate only
             (model, rel), train_top1 = _user_member(ctx, name, weights[name]), None
         else:
+            rel = layout.member_weights_path(ctx.data.name, name, member_key(ctx, name))
             model, train_top1 = _train_member(
-                ctx, name, idx, cfg_hash, state, k * per_member, stage_total
+                ctx, name, idx, cfg_hash, state, at * per_member, stage_total, pace=pace
             )
-        state = None
         top1, _ = evaluate(model, ctx.data.test, ctx.mean, ctx.std, ctx.device)
         params = sum(p.numel() for p in model.parameters())
-        rec = {
-            "name": name,
-            "test_top1": top1,
-            "train_top1": train_top1,
-            "params": params,
-            "epochs": s.epochs,
-        }
+        rec = dict(name=name, test_top1=top1, train_top1=train_top1, params=params, epochs=s.epochs)
         buf = io.BytesIO()
         torch.save({**rec, "width": member_width(s, name), "state_dict": model.state_dict()}, buf)
         atomic_write_bytes(ctx.cache_dir / rel, buf.getvalue())
         src = "user" if name in s.weights else ("torchvision" if name in weights else "train")
         secs = round(time.time() - t0, 2)
-        out.append({**rec, "file": rel, "cached": False, "source": src, "seconds": secs})
         ctx.rd.log(f"{name}: test top-1 {top1:.2f}% ({params / 1e6:.2f}M params)", stage=STAGE)
-    return out
+        return {**rec, "file": rel, "cached": False, "source": src, "seconds": secs}
+
+    # in turn, or under torchrun the members not cached split over the ranks
+    return committee(ctx, s.members, cached=cached, make=make, per_member=per_member)
 
 
 def run_squeeze(ctx: Context, cfg_hash: str) -> dict:
     if ctx.cfg.squeeze.source == "shipped":
-        out = _shipped_committee(ctx)
+        out = dist.run_on_main(lambda: _shipped_committee(ctx))  # a copy, nothing to split
     else:
         out = _trained_committee(ctx, cfg_hash)
     ctx.rd.write_json(layout.MEMBERS, {"members": out})
