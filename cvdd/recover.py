@@ -53,6 +53,7 @@ __all__ = [
     "plan_committee",
     "voter_weights",
     "describe_plan",
+    "groups_seed",
     "augment_wave",
     "wave_loss",
     "read_parts",
@@ -276,6 +277,11 @@ def _optimise_wave(r: _Run, w: Wave, votes: list[Vote]) -> None:
     _check_finite(bad, r.done, cfg)
 
 
+def groups_seed(gen: torch.Generator) -> int:
+    """The seed every group's own random stream derives from (with the group's index)."""
+    return int(torch.randint(2**62, (1,), generator=gen))
+
+
 def _start(images, groups, *, models, cfg, hooks, mean, std, gen, state, priors) -> _Run:
     """The run's shared state, from scratch or from a checkpoint `state`."""
     device = next(next(iter(models.values())).parameters()).device
@@ -289,7 +295,7 @@ def _start(images, groups, *, models, cfg, hooks, mean, std, gen, state, priors)
         mean=mean,
         std=std,
         priors=priors or {},
-        seed=st["seed"] if st else int(torch.randint(2**62, (1,), generator=gen)),
+        seed=st["seed"] if st else groups_seed(gen),
         out=images.detach().cpu().clone(),
         finished=dict(st.get("finished", {})),
         shown=grid_rows(groups),

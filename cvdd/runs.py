@@ -229,7 +229,8 @@ class RunDir:
         self.append_event("snapshot", stage, step=step, path=rel, **meta)
         return rel
 
-    def save_checkpoint(self, stage: str, state: dict, cfg_hash: str) -> str:
+    def save_checkpoint(self, stage: str, state: dict, cfg_hash: str, *, event: bool = True) -> str:
+        """checkpoints/<stage>.pt; `event=False` for one that marks no progress (nothing done)."""
         import io
 
         import torch
@@ -238,7 +239,8 @@ class RunDir:
         buf = io.BytesIO()
         torch.save({"stage": stage, "config_hash": cfg_hash, "saved_t": time.time(), **state}, buf)
         self.write_bytes(rel, buf.getvalue())
-        self.append_event("checkpoint", stage, path=rel, step=state.get("step"))
+        if event:
+            self.append_event("checkpoint", stage, path=rel, step=state.get("step"))
         return rel
 
     def load_checkpoint(self, stage: str, cfg_hash: str) -> dict | None:

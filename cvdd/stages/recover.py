@@ -3,6 +3,17 @@
 Writes recover/committee.json (who votes for which IPC index, with what weight), the memory plan
 (how many groups share a wave), a loss trace, image-grid snapshots, checkpoints (finished groups
 as uint8 files, the live wave in fp32), and the final images (lossless uint8).
+
+Checkpoint rule: rank 0 writes checkpoints/recover.pt when the stage starts without one (the
+config hash and the groups' seed, nothing finished). While it exists, every group file in
+checkpoints/recover_groups/ is a finished group of this config: each group has its own random
+stream from the run seed, so its final images do not depend on who made them, and each file is
+written whole (temp file, then rename) by the process that finished the group, as soon as its
+next checkpoint or its share's end comes. A resume therefore keeps the groups recover.pt names
+and every other group file too (what the ranks of a crashed torchrun run finished). Deleting
+recover.pt redoes the stage: without it, the group files left are deleted when the stage starts.
+Under torchrun recover.pt is not rewritten while the ranks run (rank 0 writes it at the start and
+after a stop), so a crash loses the live waves, never a finished group.
 """
 
 from __future__ import annotations
@@ -10,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 
 import numpy as np
 import torch
@@ -18,12 +30,20 @@ from .. import dist, layout
 from ..context import Context
 from ..grid import images_to_png_grid
 from ..memory import MemoryPlan
-from ..recover import describe_plan, make_groups, plan_committee, recover_images, voter_weights
-from ..utils import CvddError, StopRequested
+from ..recover import (
+    describe_plan,
+    groups_seed,
+    make_groups,
+    plan_committee,
+    recover_images,
+    voter_weights,
+)
+from ..utils import CvddError, StopRequested, atomic_write_bytes
 from ..waves import GRID_SIDE, checkpoint_state, grid_rows
 
 STAGE = "recover"
 CHECKPOINT_FORMAT = 2  # finished groups in their own files; 1 (older cvdd) kept every pixel
+GROUPS_DIR = os.path.dirname(layout.recover_group_path(0))
 
 
 class _Hooks:
@@ -55,18 +75,23 @@ class _Hooks:
         png, meta = images_to_png_grid(images, side_c, side_k)
         c.rd.save_snapshot(STAGE, step, png, **meta)
 
-    def checkpoint(self, state: dict) -> None:
-        """Each finished group's images go to their own file once; recover.pt names them."""
-        if self.split:  # one rank's share: written by rank 0 after the gather (_gather)
-            self.last = state
-            return
-        finished = state["finished"]
+    def save_groups(self, finished: dict) -> None:
+        """Each finished group's images to their own file, once; under torchrun every rank
+        writes its own groups (straight to the run dir: a follower's RunDir writes nothing), so
+        a crash of any rank keeps what the others finished."""
         for g in sorted(set(finished) - self.saved):
             buf = io.BytesIO()
             np.save(buf, finished[g].numpy())
-            self.ctx.rd.write_bytes(layout.recover_group_path(g), buf.getvalue())
+            atomic_write_bytes(self.ctx.rd.path / layout.recover_group_path(g), buf.getvalue())
             self.saved.add(g)
-        light = {**state, "finished": sorted(finished)}
+
+    def checkpoint(self, state: dict) -> None:
+        """The new finished groups to their files; one process: recover.pt names them."""
+        self.save_groups(state["finished"])
+        if self.split:  # recover.pt: written by rank 0 after the gather (_gather)
+            self.last = state
+            return
+        light = {**state, "finished": sorted(state["finished"])}
         self.ctx.rd.save_checkpoint(STAGE, light, self.cfg_hash)
 
     def plan(self, plan: MemoryPlan) -> None:
@@ -79,7 +104,28 @@ class _Hooks:
         self.trace_file.close()
 
 
-def _load_state(ctx: Context, cfg_hash: str, hooks: _Hooks) -> dict | None:
+def _claim(ctx: Context, cfg_hash: str) -> None:
+    """Rank 0, before any rank reads: without recover.pt, delete the group files left (another
+    config's, or a redo asked for by deleting recover.pt) and write recover.pt with nothing
+    finished, so that the group files the ranks write from now on count on a resume."""
+    ck = layout.checkpoint_path(STAGE)
+    if (ctx.rd.path / ck).exists():
+        return
+    shutil.rmtree(ctx.rd.path / GROUPS_DIR, ignore_errors=True)
+    # the seed recover_images draws when it starts without a checkpoint: a resume from group
+    # files alone gives the groups still to run the streams of an uninterrupted run
+    seed = groups_seed(ctx.gen(STAGE, "steps"))
+    state = {**checkpoint_state(seed, 0, {}, None), "finished": []}
+    ctx.rd.save_checkpoint(STAGE, state, cfg_hash, event=False)  # no progress to announce
+
+
+def _on_disk(ctx: Context, n_groups: int) -> set[int]:
+    """The groups whose final images are in their files (temp files of a cut write excluded)."""
+    found = {int(p.stem) for p in (ctx.rd.path / GROUPS_DIR).glob("[0-9]*.npy")}
+    return {g for g in found if g < n_groups}
+
+
+def _load_state(ctx: Context, cfg_hash: str, hooks: _Hooks, n_groups: int) -> dict | None:
     """The checkpoint with its finished groups' images read back (None: start from scratch)."""
     state = ctx.rd.load_checkpoint(STAGE, cfg_hash)
     if state is None:
@@ -87,30 +133,40 @@ def _load_state(ctx: Context, cfg_hash: str, hooks: _Hooks) -> dict | None:
     fix = f"delete {layout.checkpoint_path(STAGE)} to redo the recover stage, then resume"
     if state.get("format") != CHECKPOINT_FORMAT:
         raise CvddError(f"the recover checkpoint was written by an older cvdd; {fix}")
+    live = set(state["current"]["groups"]) if state.get("current") else set()
+    # a group file of a group in the live wave (written just before a crash cut the checkpoint,
+    # or by a rank of a later run) is left out: the live wave makes the same images again
+    ready = set(state["finished"]) | (_on_disk(ctx, n_groups) - live)
+    if not ready and not live:
+        return None
     finished = {}
-    for g in state["finished"]:
+    for g in sorted(ready):
         rel = layout.recover_group_path(g)
         try:
             finished[g] = torch.from_numpy(np.load(ctx.rd.path / rel, allow_pickle=False))
         except (OSError, ValueError) as e:
             raise CvddError(f"{rel} is missing or corrupt ({type(e).__name__}); {fix}") from e
     hooks.saved = set(finished)
+    ctx.rd.log(f"resuming: {len(finished)} of {n_groups} groups finished before", stage=STAGE)
     return {**state, "finished": finished}
 
 
 def _gather(ctx: Context, groups, images, final, mine, hooks: _Hooks, stopped: bool):
-    """torchrun: every rank's groups to rank 0, which writes them; after a stop on any rank, as
-    a checkpoint of finished groups (the live waves are lost) that any resume continues from."""
+    """torchrun: every rank's groups to every rank, once each has written its group files; after
+    a stop on any rank, rank 0 writes recover.pt naming the finished groups (the live waves are
+    lost) for any resume to continue from."""
     if stopped:
         share = dict(hooks.last.get("finished", {}))  # the finished groups it last checkpointed
     else:
         share = {g.group: final[g.indices] for g in groups if g.group in mine}
+        hooks.save_groups(share)  # the groups finished since its last checkpoint
     parts = dist.all_gather_object((stopped, share, hooks.last.get("seed")))
     finished = {g: im for _, sh, _ in parts for g, im in sh.items()}
     if any(p[0] for p in parts):
         if dist.is_main():
             seed = next(p[2] for p in parts if p[0])
-            hooks.split = False  # rank 0 writes the group files and recover.pt as one process
+            hooks.split = False  # rank 0 writes recover.pt as one process
+            hooks.saved = set(finished)  # every rank wrote its own group files before
             hooks.checkpoint(checkpoint_state(seed, 0, finished, None))
         raise StopRequested
     out = images.clone()  # (N, C, H, W) uint8
@@ -140,7 +196,8 @@ def run_recover(ctx: Context, cfg_hash: str) -> dict:
     mine = {g.group for g in dist.shard(groups)}  # torchrun: group g on rank g % world
     final, stopped = images, False
     try:
-        state = _load_state(ctx, cfg_hash, hooks)
+        dist.run_on_main(lambda: _claim(ctx, cfg_hash))
+        state = _load_state(ctx, cfg_hash, hooks, len(groups))
         if state is None and rc.snapshot_every:
             hooks.snapshot(0, images[grid_rows(groups)])
         if mine:  # a rank left without groups (more ranks than groups) only gathers
