@@ -4,9 +4,11 @@ Within a wave every voting member keeps its autograd graph for all of the wave's
 the one backward pass, so the memory a wave needs grows with its image count. The planner
 measures what one image costs each member with a probe pass at the run's resolution and
 precision, takes the device's free memory (or `recover.memory_gb`) minus headroom, and picks
-the groups per wave. Images never depend on the wave size (each group has its own random
-stream), so a run may resume under another budget. Also here: the bf16 / channels_last fast
-path (what a step's tensors cost and how they are laid out) and the out-of-memory message.
+the groups per wave. The random draws never depend on the wave size (each group has its own
+random stream), so a run may resume under another budget: the same images up to float rounding
+(cvdd/recover.py). Also here: the bf16 / channels_last fast
+path (what a step's tensors cost and how they are laid out), the out-of-memory message, and the
+batch size of test-split evaluation, from the same budget.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "split_waves",
     "plan_waves",
     "plan_memory",
+    "plan_eval_batch",
     "fast_path",
     "member_format",
     "is_out_of_memory",
@@ -44,6 +47,9 @@ ENV_BUDGET = "CVDD_MEMORY_GB"  # overrides recover.memory_gb, e.g. to resume und
 # fp32 tensors a wave holds per image besides the members' graphs: x, its gradient, Adam's two
 # moments, the augmented copy and one member's input copy
 STATE_COPIES = 6
+EVAL_BATCH_MAX = 1000  # larger evaluation batches gain little speed for their memory
+EVAL_BATCH_RAM = 500  # CPU without a set budget: the batch evaluation has always used
+EVAL_INPUT_BYTES = 1 + 4 + 4  # per pixel value: a test batch's uint8, float and normalised copies
 
 
 @dataclass
@@ -172,10 +178,36 @@ def _cuda_peak(run: Callable[[], None], device: torch.device) -> int:
     return torch.cuda.max_memory_allocated(device) - before
 
 
+def _leaf_activation_peak(run: Callable[[], None]) -> int:
+    """Estimated peak bytes of live activations in `run()`, a no-grad forward: conservatively
+    the largest input + output of a leaf module, plus the largest leaf output once more for a
+    tensor kept alongside (a residual branch's input, a dense block's earlier features)."""
+    worst = {"call": 0, "out": 0}
+
+    def distinct(ts) -> dict[int, int]:  # an in-place op's input and output share one storage
+        st = [t.untyped_storage() for t in ts if isinstance(t, torch.Tensor)]
+        return {x.data_ptr(): x.nbytes() for x in st}
+
+    def hook(module: nn.Module, args, out) -> None:
+        if next(module.children(), None) is None:  # containers only repeat their leaves' tensors
+            outs = distinct(out if isinstance(out, tuple) else (out,))
+            worst["call"] = max(worst["call"], sum({**distinct(args), **outs}.values()))
+            worst["out"] = max(worst["out"], sum(outs.values()))
+
+    handle = nn.modules.module.register_module_forward_hook(hook)
+    try:
+        run()
+    finally:
+        handle.remove()
+    return worst["call"] + worst["out"]
+
+
 def measure_bytes_per_image(
     loss_of: Callable[[torch.Tensor], torch.Tensor],
     make_input: Callable[[int], torch.Tensor],
     device: torch.device,
+    *,
+    train: bool = True,
 ) -> tuple[int, str]:
     """Bytes one more image costs a member: the difference of two probe passes.
 
@@ -183,25 +215,29 @@ def measure_bytes_per_image(
     at the run's resolution and precision). On CUDA the probe measures the peak allocation of
     forward + backward; elsewhere it sums the tensors autograd saves for backward (the backward
     pass's own temporaries are left to HEADROOM). Two sizes cancel fixed costs (weights, the
-    BN statistics).
+    BN statistics). `train` False: a no-grad forward of a logits function (CPU: leaf modules).
     """
-    n1, n2 = (8, 16) if device.type == "cuda" else (2, 4)
+    cuda = device.type == "cuda"
+    n1, n2 = (8, 16) if cuda else (2, 4)
 
     def once(n: int) -> int:
         def run() -> None:
-            x = make_input(n).requires_grad_(True)
-            loss = loss_of(x)
-            if device.type == "cuda":
-                loss.backward()  # CPU: the saved tensors are the measure, no backward needed
+            with torch.set_grad_enabled(train):
+                x = make_input(n).requires_grad_(train)
+                loss = loss_of(x)
+                if cuda and train:
+                    loss.backward()  # CPU: the saved tensors are the measure, no backward needed
 
-        return _cuda_peak(run, device) if device.type == "cuda" else _saved_bytes(run)
+        if cuda:
+            return _cuda_peak(run, device)
+        return _saved_bytes(run) if train else _leaf_activation_peak(run)
 
-    if device.type == "cuda":
+    if cuda:
         once(n1)  # warm-up: cuDNN picks algorithms and workspaces on the first call
-        how = f"CUDA peak allocation, forward + backward, {n1} vs {n2} images"
+        how = "CUDA peak allocation, " + ("forward + backward" if train else "no-grad forward")
     else:
-        how = f"tensors saved for backward, {n1} vs {n2} images"
-    return max((once(n2) - once(n1)) // (n2 - n1), 1), how
+        how = "tensors saved for backward" if train else "leaf modules' input + output, no grad"
+    return max((once(n2) - once(n1)) // (n2 - n1), 1), f"{how}, {n1} vs {n2} images"
 
 
 def split_waves(sizes: list[int], per_wave: int) -> list[list[int]]:
@@ -286,6 +322,39 @@ def plan_memory(
     )
     plan.summary = plan.describe()
     return plan
+
+
+def plan_eval_batch(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    image_shape: tuple[int, ...],
+    *,
+    device: torch.device,
+    memory_gb: float,
+    reserve_bytes: int = 0,
+) -> dict:
+    """How to batch the test split for `fn` (an eval-mode model or a teacher's logits): the
+    `eval_batch` record of validate/students.json. The budget is recover's, less `reserve_bytes`
+    held by the time `fn` evaluates (a student's gradients and Adam moments); a probe on zeros
+    measures one image's no-grad activations, plus the batch's input copies. At most
+    EVAL_BATCH_MAX images; EVAL_BATCH_RAM on CPU without a set budget (results and speed there
+    stay the fixed batch's). Only evaluation is planned: with eval-mode BN its batch changes no
+    logit beyond float rounding, while the student's batch is part of BSSL's labels.
+    """
+    budget, _, source = memory_budget(device, memory_gb)
+    budget = max(budget - reserve_bytes, 0)
+    act, how = measure_bytes_per_image(
+        fn, lambda n: torch.zeros(n, *image_shape, device=device), device, train=False
+    )
+    bpi = act + EVAL_INPUT_BYTES * math.prod(image_shape)
+    set_budget = memory_gb > 0 or bool(os.environ.get(ENV_BUDGET, "").strip())
+    cap = EVAL_BATCH_MAX if set_budget or device.type == "cuda" else EVAL_BATCH_RAM
+    return {
+        "batch_size": max(1, min(cap, budget // bpi)),
+        "bytes_per_image": bpi,
+        "budget_bytes": budget,
+        "budget_source": source,
+        "measured_by": how,
+    }
 
 
 def is_out_of_memory(e: BaseException) -> bool:

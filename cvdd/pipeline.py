@@ -236,7 +236,8 @@ def _explain(e: BaseException) -> str:
         return (
             "out of memory; resume with a smaller memory budget (CVDD_MEMORY_GB=2 python -m cvdd "
             "resume RUN_DIR, or --set recover.memory_gb=2 for a new run), or lower "
-            "validate.batch_size or the model width, or use --set device=cpu"
+            "the model width, or use --set device=cpu (validate.batch_size is part of the method: "
+            "BSSL labels each batch with its own BN statistics, so lowering it changes results)"
         )
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
         return (

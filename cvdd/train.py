@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -150,6 +151,21 @@ def evaluate_logits(
     return 100.0 * c1 / n, 100.0 * c5 / n
 
 
+def _restore(student: nn.Module, opt, gen: torch.Generator, state: dict | None) -> tuple:
+    """(first epoch, evaluation curve) after loading a `_resume_state` checkpoint, if any."""
+    if state is None:
+        return 0, []
+    student.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    gen.set_state(state["gen"])
+    return state["epoch"], [list(c) for c in state["curve"]]
+
+
+def _evaluates_after(cfg: ValidateConfig, epoch: int) -> bool:
+    """Whether the student is evaluated (and checkpointed) at the end of `epoch`."""
+    return (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+
+
 def train_student(
     student: nn.Module,
     images: torch.Tensor,
@@ -165,23 +181,22 @@ def train_student(
     checkpoint: Callable[[dict], None],
     state: dict | None = None,
     labels: torch.Tensor | None = None,
+    eval_batch: int = 500,
 ) -> dict:
     """Train `student` from scratch on `images` (uint8, on its device) with KL to the teacher,
     or, with `teacher` None, with cross-entropy to the one-hot `labels` (no teacher at all).
 
-    Evaluates every cfg.eval_every epochs and at the end, checkpointing after each evaluation
-    and on a stop request; `state` (such a checkpoint) resumes with the same result.
+    Evaluates every cfg.eval_every epochs and at the end, in batches of `eval_batch` test images,
+    checkpointing after each evaluation and on a stop request; `state` (such a checkpoint)
+    resumes with the same result.
     """
-    device = images.device
     opt = _optimizer(student, cfg)
-    steps_per_epoch = len(batches(images.shape[0], cfg.batch_size))
-    total = cfg.epochs * steps_per_epoch
-    epoch0, curve = 0, []
-    if state is not None:
-        student.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        gen.set_state(state["gen"])
-        epoch0, curve = state["epoch"], [list(c) for c in state["curve"]]
+    epoch0, curve = _restore(student, opt, gen, state)
+    steps = len(batches(images.shape[0], cfg.batch_size))
+    test = partial(evaluate, student, testset, mean, std, images.device, eval_batch)
+    one_epoch = partial(
+        train_one_epoch, student, teacher, images, opt, cfg=cfg, mean=mean, std=std, gen=gen
+    )
     loss_v = float("nan")
     for epoch in range(epoch0, cfg.epochs):
         if should_stop():
@@ -189,26 +204,13 @@ def train_student(
             raise StopRequested
         for pg in opt.param_groups:
             pg["lr"] = _cosine_lr(cfg, epoch)
-        loss_v = train_one_epoch(
-            student,
-            teacher,
-            images,
-            opt,
-            cfg=cfg,
-            epoch=epoch,
-            mean=mean,
-            std=std,
-            gen=gen,
-            progress=progress,
-            labels=labels,
-        )
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            top1, top5 = evaluate(student, testset, mean, std, device)
-            curve.append([epoch + 1, top1, top5])
-            progress((epoch + 1) * steps_per_epoch, total, {"loss": loss_v, "top1": top1})
+        loss_v = one_epoch(epoch=epoch, progress=progress, labels=labels)
+        if _evaluates_after(cfg, epoch):
+            curve.append([epoch + 1, *test()])
+            metrics = {"loss": loss_v, "top1": curve[-1][1]}
+            progress((epoch + 1) * steps, cfg.epochs * steps, metrics)
             checkpoint(_resume_state(student, opt, gen, epoch + 1, curve))
     if not curve or curve[-1][0] != cfg.epochs:  # resumed after the last evaluation
-        top1, top5 = evaluate(student, testset, mean, std, device)
-        curve.append([cfg.epochs, top1, top5])
+        curve.append([cfg.epochs, *test()])
     _, top1, top5 = curve[-1]
     return {"top1": top1, "top5": top5, "curve": [c[:2] for c in curve], "final_loss": loss_v}

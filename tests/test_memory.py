@@ -1,5 +1,6 @@
 """The recover memory planner: wave splitting, budgets, a run kept under a small budget (measured
-with autograd's saved-tensor hooks), the out-of-memory message, and resume under less memory."""
+with autograd's saved-tensor hooks), the out-of-memory message, and resume under less memory;
+the evaluation batch planned from the same budget."""
 
 import dataclasses
 import json
@@ -191,3 +192,51 @@ def test_resume_under_a_smaller_budget_continues_the_same_run(tmp_path, monkeypa
         assert np.array_equal(za["images"], zb["images"])
     logs = [e["msg"] for e in read_events(b) if e["kind"] == "log" and e.get("stage") == "recover"]
     assert sum(m.startswith("memory plan:") for m in logs) == 2  # one line per attempt
+
+
+def test_eval_batch_follows_the_budget_and_is_clamped(monkeypatch):
+    monkeypatch.delenv("CVDD_MEMORY_GB", raising=False)
+    cpu, shape = torch.device("cpu"), (1, 16, 16)
+    model = create_model("test_tiny_cnn", 4, 1).eval()
+
+    def plan(gb, **kw):
+        return memory.plan_eval_batch(model, shape, device=cpu, memory_gb=gb, **kw)
+
+    base = plan(0)
+    assert base["batch_size"] == memory.EVAL_BATCH_RAM  # CPU, no budget set: the fixed batch
+    assert base["budget_source"] == "available RAM"
+    bpi = base["bytes_per_image"]
+    assert plan(64)["batch_size"] == memory.EVAL_BATCH_MAX  # a set budget may go above it
+    gb = 100 * bpi / memory.HEADROOM / memory.GIB  # room for 100 images
+    assert 99 <= plan(gb)["batch_size"] <= 100
+    assert 9 <= plan(gb / 10)["batch_size"] <= 10
+    assert plan(gb, reserve_bytes=50 * bpi)["batch_size"] <= 50
+    assert plan(1e-12)["batch_size"] == 1
+    monkeypatch.setenv("CVDD_MEMORY_GB", str(gb / 10))
+    assert plan(0)["batch_size"] <= 10
+
+
+def test_eval_bytes_per_image_on_cpu_from_the_leaf_modules():
+    """Conv 1 -> 8 channels then an in-place ReLU at 16 x 16: the conv's input + output is the
+    largest call, its output the largest output; the ReLU shares its storage."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(inplace=True))
+    px = 16 * 16
+    got = memory.plan_eval_batch(model, (1, 16, 16), device=torch.device("cpu"), memory_gb=1)
+    assert got["bytes_per_image"] == 4 * px * (1 + 8) + 4 * px * 8 + memory.EVAL_INPUT_BYTES * px
+    assert "leaf modules" in got["measured_by"]
+
+
+def test_evaluation_does_not_depend_on_its_batch():
+    from cvdd.data.base import ImageSet
+    from cvdd.train import evaluate
+
+    torch.manual_seed(0)
+    model = create_model("test_tiny_resnet", 4, 1)
+    for _ in range(3):  # running statistics other than the initial ones
+        model(torch.rand(16, 1, 16, 16) * 2 - 1)
+    test = ImageSet(
+        torch.randint(0, 4, (60,)), torch.randint(0, 256, (60, 1, 16, 16), dtype=torch.uint8)
+    )
+    small = evaluate(model, test, (0.5,), (0.25,), torch.device("cpu"), 7)
+    assert small == evaluate(model, test, (0.5,), (0.25,), torch.device("cpu"), 500)
+    assert 0 < small[0] < 100  # neither all right nor all wrong: the comparison means something

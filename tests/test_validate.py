@@ -1,5 +1,6 @@
 """Validate on the tiny preset: hard-label students (one-hot, no teacher) on the distilled and
-the random-real images, the second student's baselines, and the teacher's own top-1."""
+the random-real images, the second student's baselines, the teacher's own top-1, and the
+evaluation batches planned from the memory budget."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from cvdd.config import ValidateConfig, from_preset
+from cvdd.layout import read_events
 from cvdd.runs import RunDir
 from cvdd.train import _hard_targets
 
@@ -54,3 +56,20 @@ def test_hard_label_students_and_teacher_top1(tmp_path, monkeypatch):
         "test_tiny_cnn": res["student_top1"],
         "convnet3": res["all_students"]["distilled_bssl-convnet3"],
     }
+    # CPU without a set budget: the fixed batch of 500, for every model and the teacher
+    planned = students["eval_batch"]
+    assert set(planned) == {"test_tiny_cnn", "convnet3", "teacher"}
+    assert {e["batch_size"] for e in planned.values()} == {500}
+    assert all(e["budget_source"] == "available RAM" for e in planned.values())
+    logs = [e["msg"] for e in read_events(rd.path) if e["kind"] == "log"]
+    assert any(m.startswith("teacher: evaluation batches of 500") for m in logs)
+
+
+def test_out_of_memory_in_validate_names_both_batches():
+    """The evaluation batch follows the memory budget; the training batch is the method's."""
+    from cvdd.stages import validate
+
+    plan = {"batch_size": 120, "budget_bytes": 2**30, "budget_source": "recover.memory_gb=1"}
+    msg = validate._out_of_memory("distilled_bssl", 100, plan)
+    assert "batches of 120" in msg and "CVDD_MEMORY_GB=0.5 python -m cvdd resume" in msg
+    assert "validate.batch_size=100" in msg and "changes the results" in msg

@@ -16,9 +16,10 @@ import torch
 
 from .. import dist, layout
 from ..context import Context
-from ..teacher import make_teacher
-from ..train import train_student
-from ..utils import StopRequested, read_json
+from ..memory import ENV_BUDGET, GIB, is_out_of_memory, plan_eval_batch
+from ..teacher import Teacher, make_teacher
+from ..train import evaluate_logits, train_student
+from ..utils import CvddError, StopRequested, read_json
 
 STAGE = "validate"
 
@@ -48,15 +49,13 @@ def student_plan(ctx: Context) -> list[tuple[str, str, str, str]]:
     return plan
 
 
-def teacher_top1(ctx: Context) -> dict:
-    """The relabel teacher's own top-1 on the run's test split (eval-mode BN): one member, or
-    the prior-weighted committee; with each member's own figure from squeeze/members.json."""
-    from ..train import evaluate_logits
-
+def teacher_top1(ctx: Context, teacher: Teacher, eval_batch: int) -> dict:
+    """The relabel teacher's own top-1 on the run's test split (eval-mode BN, batches of
+    `eval_batch`): one member, or the prior-weighted committee; with each member's own figure
+    from squeeze/members.json."""
     d, rc = ctx.data, ctx.cfg.relabel
-    teacher = make_teacher(ctx, "eval")
     top1, top5 = evaluate_logits(
-        teacher.logits, d.num_classes, d.test, ctx.mean, ctx.std, ctx.device
+        teacher.logits, d.num_classes, d.test, ctx.mean, ctx.std, ctx.device, eval_batch
     )
     members = (read_json(ctx.rd.path / layout.MEMBERS) or {}).get("members", [])
     return {
@@ -155,20 +154,113 @@ def _export_meta(ctx: Context, num_images: int) -> dict:
 
 
 def _gather_students(ctx: Context, doc: dict, plan: list, stopped: bool) -> None:
-    """torchrun: every rank's students into rank 0's students.json, in plan order; a stop on
-    any rank stops them all once the finished students are saved."""
-    parts = dist.all_gather_object((stopped, doc["students"]))
-    merged = {k: s for _, share in parts for k, s in share.items()}
+    """torchrun: every rank's students (and evaluation batches) into rank 0's students.json, in
+    plan order; a stop on any rank stops them all once the finished students are saved."""
+    parts = dist.all_gather_object((stopped, doc["students"], doc.get("eval_batch", {})))
+    merged = {k: s for _, share, _ in parts for k, s in share.items()}
     doc["students"] = {p[0]: merged[p[0]] for p in plan if p[0] in merged}
+    doc["eval_batch"] = {m: e for *_, share in parts for m, e in share.items()}
     ctx.rd.write_json(layout.STUDENTS, doc)
-    if any(st for st, _ in parts):
+    if any(st for st, *_ in parts):
         raise StopRequested
 
 
-def run_validate(ctx: Context, cfg_hash: str) -> dict:
+def _eval_batch(ctx: Context, fn, reserve_bytes: int = 0) -> dict:
+    """The test-split batch for `fn` under recover's memory budget (`plan_eval_batch`)."""
+    d = ctx.data
+    return plan_eval_batch(
+        fn,
+        (d.in_channels, d.image_size, d.image_size),
+        device=ctx.device,
+        memory_gb=ctx.cfg.recover.memory_gb,
+        reserve_bytes=reserve_bytes,
+    )
+
+
+def _log_eval_batch(ctx: Context, who: str, ev: dict) -> None:
+    mib, gib = ev["bytes_per_image"] / 2**20, ev["budget_bytes"] / 2**30
+    ctx.rd.log(
+        f"{who}: evaluation batches of {ev['batch_size']} test images ({mib:.2f} MiB per image, "
+        f"budget {gib:.2f} GiB from {ev['budget_source']})",
+        stage=STAGE,
+    )
+
+
+def _out_of_memory(key: str, batch_size: int, eval_plan: dict) -> str:
+    """The fix for an out-of-memory error while a student trains or is evaluated."""
+    half = max(round(eval_plan["budget_bytes"] / GIB / 2, 2), 0.01)
+    return (
+        f"out of memory in validate (student {key}); its evaluation uses batches of "
+        f"{eval_plan['batch_size']} test images planned from {eval_plan['budget_source']}: "
+        f"resume with less memory to shrink them ({ENV_BUDGET}={half} python -m cvdd resume "
+        f"<run dir>). Its training batch, validate.batch_size={batch_size}, is part of the "
+        "method (BSSL labels each batch with the teacher's BN statistics of that very batch), "
+        "so lowering it changes the results: do that only in a new run, or lower "
+        "validate.width or use --set device=cpu"
+    )
+
+
+def _train(ctx: Context, cfg_hash: str, doc: dict, place: tuple[int, list], images) -> None:
+    """Train and rate student `plan[j]` (`place` = (j, plan)) on `images` ((uint8, targets)),
+    evaluating in planned batches; its entry and its evaluation batch go into `doc`."""
     from ..models import create_model
 
     d, v = ctx.data, ctx.cfg.validate
+    j, plan = place
+    key, data, labels, arch = plan[j]
+    t0 = time.time()
+    ck_name = f"{STAGE}-{key}"
+    torch.manual_seed(ctx.seed_for(STAGE, key, "init"))
+    student = create_model(arch, d.num_classes, d.in_channels, width=v.width).to(ctx.device)
+    x, y = images[0].to(ctx.device), images[1].to(ctx.device)
+    teacher = None if labels == "hard" else make_teacher(ctx, labels)
+    # its gradients and Adam's two moments exist from the first step on, evaluation included
+    params = sum(p.numel() * p.element_size() for p in student.parameters())
+    ev = doc.setdefault("eval_batch", {})[arch] = _eval_batch(ctx, student.eval(), 3 * params)
+    _log_eval_batch(ctx, key, ev)
+    try:
+        res = train_student(
+            student,
+            x,
+            teacher,
+            testset=d.test,
+            cfg=v,
+            mean=ctx.mean,
+            std=ctx.std,
+            gen=ctx.gen(STAGE, data),  # per data set: BSSL and eval students see the same batches
+            should_stop=ctx.should_stop,
+            # one stage-wide count over every student (equal sizes: ipc images per class each),
+            # so the bar and the ETA do not start over with each student
+            progress=lambda s, t, m: ctx.rd.progress(STAGE, j * t + s, len(plan) * t, m, label=key),
+            checkpoint=lambda st: ctx.rd.save_checkpoint(ck_name, st, cfg_hash),
+            state=ctx.rd.load_checkpoint(ck_name, cfg_hash),
+            labels=y,
+            eval_batch=ev["batch_size"],
+        )
+    except Exception as e:
+        if is_out_of_memory(e):
+            raise CvddError(_out_of_memory(key, v.batch_size, ev)) from e
+        raise
+    entry = {"data": data, "labels": labels, "student": arch, **res}
+    doc["students"][key] = {**entry, "seconds": round(time.time() - t0, 2)}
+
+
+def _rate_teacher(ctx: Context, doc: dict) -> None:
+    """The teacher's own top-1 into `doc`, evaluated in planned batches."""
+    teacher = make_teacher(ctx, "eval")
+    ev = doc.setdefault("eval_batch", {})["teacher"] = _eval_batch(ctx, teacher.logits)
+    _log_eval_batch(ctx, "teacher", ev)
+    doc["teacher"] = teacher_top1(ctx, teacher, ev["batch_size"])
+    ctx.rd.write_json(layout.STUDENTS, doc)
+    ctx.rd.log(
+        f"teacher ({doc['teacher']['teacher']}) top-1 {doc['teacher']['top1']:.2f}%",
+        stage=STAGE,
+    )
+
+
+def run_validate(ctx: Context, cfg_hash: str) -> dict:
+    """Every student of `student_plan` not finished yet (this rank's share under torchrun), then
+    the teacher's own top-1 and the export."""
     sets = {
         "distilled": ctx.load_images(layout.RECOVER_IMAGES),
         "random_real": ctx.load_images(layout.RANDOM_REAL),
@@ -178,44 +270,11 @@ def run_validate(ctx: Context, cfg_hash: str) -> dict:
     todo = [p[0] for p in plan if p[0] not in doc["students"]]
     mine, stopped = set(dist.shard(todo)), False  # torchrun: students round-robin over ranks
     try:
-        for key, data, labels, arch in plan:
-            if key not in mine:
-                continue  # finished before a stop/crash, or another rank's
-            t0 = time.time()
-            ck_name = f"{STAGE}-{key}"
-            state = ctx.rd.load_checkpoint(ck_name, cfg_hash)
-            torch.manual_seed(ctx.seed_for(STAGE, key, "init"))
-            student = create_model(arch, d.num_classes, d.in_channels, width=v.width).to(ctx.device)
-            # one generator per labelling data set, so BSSL and eval students see the same batches
-            gen = ctx.gen(STAGE, data)
-            res = train_student(
-                student,
-                sets[data][0].to(ctx.device),
-                None if labels == "hard" else make_teacher(ctx, labels),
-                testset=d.test,
-                cfg=v,
-                mean=ctx.mean,
-                std=ctx.std,
-                gen=gen,
-                should_stop=ctx.should_stop,
-                # one stage-wide count over every student (equal sizes: ipc images per class each),
-                # so the bar and the ETA do not start over with each student
-                progress=lambda s, t, m, key=key, j=[p[0] for p in plan].index(key): (
-                    ctx.rd.progress(STAGE, j * t + s, len(plan) * t, m, label=key)
-                ),
-                checkpoint=lambda st, ck=ck_name: ctx.rd.save_checkpoint(ck, st, cfg_hash),
-                state=state,
-                labels=sets[data][1].to(ctx.device),
-            )
-            doc["students"][key] = {
-                "data": data,
-                "labels": labels,
-                "student": arch,
-                **res,
-                "seconds": round(time.time() - t0, 2),
-            }
-            ctx.rd.write_json(layout.STUDENTS, doc)
-            ctx.rd.log(f"{key}: student top-1 {res['top1']:.2f}%", stage=STAGE)
+        for j, (key, data, _, _) in enumerate(plan):
+            if key in mine:  # else finished before a stop/crash, or another rank's
+                _train(ctx, cfg_hash, doc, (j, plan), sets[data])
+                ctx.rd.write_json(layout.STUDENTS, doc)
+                ctx.rd.log(f"{key}: student top-1 {doc['students'][key]['top1']:.2f}%", stage=STAGE)
     except StopRequested:
         if not dist.is_distributed():
             raise
@@ -225,11 +284,6 @@ def run_validate(ctx: Context, cfg_hash: str) -> dict:
         if not dist.is_main():
             return {}  # rank 0 alone rates the teacher and exports
     if "teacher" not in doc:
-        doc["teacher"] = teacher_top1(ctx)
-        ctx.rd.write_json(layout.STUDENTS, doc)
-        ctx.rd.log(
-            f"teacher ({doc['teacher']['teacher']}) top-1 {doc['teacher']['top1']:.2f}%",
-            stage=STAGE,
-        )
+        _rate_teacher(ctx, doc)
     _export(ctx, *sets["distilled"])
     return {k: s["top1"] for k, s in doc["students"].items()}
