@@ -23,6 +23,7 @@ __all__ = [
     "voter_weights",
     "plan_committee",
     "describe_plan",
+    "groups_seed",
     "group_generator",
     "draw_voters",
     "wave_votes",
@@ -56,6 +57,11 @@ def make_groups(num_classes: int, ipc: int, classes_per_group: int) -> list[Grou
             classes = list(range(c0, min(c0 + classes_per_group, num_classes)))
             out.append(Group(len(out), k, classes, [c * ipc + k for c in classes]))
     return out
+
+
+def groups_seed(gen: torch.Generator) -> int:
+    """The seed every group's own random stream derives from (with the group's index)."""
+    return int(torch.randint(2**62, (1,), generator=gen))
 
 
 def group_generator(seed: int, group: int) -> torch.Generator:

@@ -24,6 +24,8 @@ __all__ = [
     "PriorConfig",
     "InitConfig",
     "RecoverConfig",
+    "EXECUTION_KEYS",
+    "result_settings",
     "RelabelConfig",
     "ValidateConfig",
     "RunConfig",
@@ -119,6 +121,21 @@ class RecoverConfig:
     snapshot_every: int = 100  # steps between saved image grids
     checkpoint_every: int = 200  # steps between checkpoints
     precision: str = "fp32"  # fp32 | bf16 (GPU fast path: bf16 autocast + channels_last)
+
+
+# keys that change how recover runs but not the images it makes (left out of cache keys)
+EXECUTION_KEYS = (
+    "groups_per_step",
+    "memory_gb",
+    "trace_every",
+    "snapshot_every",
+    "checkpoint_every",
+)
+
+
+def result_settings(cfg: RecoverConfig) -> dict:
+    """The recover settings that decide the images: every key but EXECUTION_KEYS."""
+    return {k: v for k, v in vars(cfg).items() if k not in EXECUTION_KEYS}
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from .committee import (
     Vote,
     describe_plan,
     draw_voters,
+    groups_seed,
     make_groups,
     plan_committee,
     voter_weights,
@@ -47,7 +48,15 @@ from .memory import (
     plan_memory,
 )
 from .utils import CvddError, StopRequested
-from .waves import Wave, checkpoint_state, grid_rows, open_wave, schedule_waves, snapshot_images
+from .waves import (
+    Wave,
+    checkpoint_state,
+    grid_rows,
+    open_wave,
+    pixel_bounds,
+    schedule_waves,
+    snapshot_images,
+)
 
 __all__ = [
     "Group",
@@ -64,18 +73,8 @@ __all__ = [
     "member_format",
     "probe_losses",
     "recover_images",
-    "result_settings",
-    "EXECUTION_KEYS",
 ]
 
-# keys that change how recover runs but not the images it makes (left out of cache keys)
-EXECUTION_KEYS = (
-    "groups_per_step",
-    "memory_gb",
-    "trace_every",
-    "snapshot_every",
-    "checkpoint_every",
-)
 AUTO_TRACE_EVERY = {"cpu": 1, "cuda": 20}  # reading the loss syncs a GPU; on a CPU it is free
 
 
@@ -85,11 +84,6 @@ class Hooks(Protocol):
     def trace(self, record: dict) -> None: ...
     def snapshot(self, step: int, images: torch.Tensor) -> None: ...
     def checkpoint(self, state: dict) -> None: ...
-
-
-def result_settings(cfg: RecoverConfig) -> dict:
-    """The recover settings that decide the images: every key but EXECUTION_KEYS."""
-    return {k: v for k, v in vars(cfg).items() if k not in EXECUTION_KEYS}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,12 +190,6 @@ def _check_finite(bad: torch.Tensor, step: int, cfg: RecoverConfig) -> None:
         )
 
 
-def _pixel_bounds(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
-    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
-    return (0 - m) / s, (1 - m) / s
-
-
 @dataclass
 class _Run:
     """What every step of one recover call shares."""
@@ -280,11 +268,6 @@ def _optimise_wave(r: _Run, w: Wave, votes: list[Vote]) -> None:
     _check_finite(bad, r.done, cfg)
 
 
-def groups_seed(gen: torch.Generator) -> int:
-    """The seed every group's own random stream derives from (with the group's index)."""
-    return int(torch.randint(2**62, (1,), generator=gen))
-
-
 def _start(images, groups, *, models, cfg, hooks, mean, std, gen, state, priors) -> _Run:
     """The run's shared state, from scratch or from a checkpoint `state`."""
     device = next(next(iter(models.values())).parameters()).device
@@ -304,7 +287,7 @@ def _start(images, groups, *, models, cfg, hooks, mean, std, gen, state, priors)
         shown=grid_rows(groups),
         amp=amp,
         channels_last=cl,
-        bounds=_pixel_bounds(mean, std, device),
+        bounds=pixel_bounds(mean, std, device),
         trace_every=cfg.trace_every or AUTO_TRACE_EVERY.get(device.type, 20),
         done=st.get("done", 0),
     )

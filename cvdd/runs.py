@@ -8,6 +8,7 @@ derived from events + lock, never stored. Loads without torch (checkpoints impor
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import re
@@ -231,8 +232,6 @@ class RunDir:
 
     def save_checkpoint(self, stage: str, state: dict, cfg_hash: str, *, event: bool = True) -> str:
         """checkpoints/<stage>.pt; `event=False` for one that marks no progress (nothing done)."""
-        import io
-
         import torch
 
         rel = layout.checkpoint_path(stage)

@@ -21,6 +21,7 @@ __all__ = [
     "Wave",
     "open_wave",
     "schedule_waves",
+    "pixel_bounds",
     "grid_rows",
     "snapshot_images",
     "checkpoint_state",
@@ -107,6 +108,13 @@ def schedule_waves(groups: list[Group], finished: set[int], cur: dict | None, pe
     for part in (head, rest):
         out += [[part[i] for i in w] for w in split_waves([len(g.classes) for g in part], per)]
     return out
+
+
+def pixel_bounds(mean, std, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The normalised values of pixels 0 and 1, per channel: the clamp after each step."""
+    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    return (0 - m) / s, (1 - m) / s
 
 
 def grid_rows(groups: list[Group]) -> list[int]:

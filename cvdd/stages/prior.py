@@ -18,10 +18,10 @@ import json
 import torch
 
 from .. import dist, layout
-from ..config import PRIOR_TABLE
+from ..config import PRIOR_TABLE, result_settings
 from ..context import Context
 from ..patches import check_ipc, select_patches
-from ..recover import make_groups, recover_images, result_settings
+from ..recover import make_groups, recover_images
 from ..teacher import Teacher
 from ..train import train_student
 from ..utils import CvddError, StopRequested, atomic_write_json, read_json
