@@ -5,7 +5,6 @@ process."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,29 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from procs import ROOT, TORCHRUN, env, images, run
 
-ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["run", "--preset", "tiny", "--seed", "3", "--set", "validate.compare_eval_labels=false"]
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
-
-
-def _env() -> dict:
-    return dict(os.environ, PYTHONPATH=str(ROOT), CVDD_THREADS="1", OMP_NUM_THREADS="1")
-
-
-def _run(argv: list[str]) -> subprocess.CompletedProcess:
-    out = subprocess.run(argv, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out
 
 
 def _runs(root: Path) -> set[Path]:
     return {p for p in root.iterdir() if not p.name.startswith("_")} if root.exists() else set()
-
-
-def _images(run_dir: Path) -> np.ndarray:
-    with np.load(run_dir / "recover/images.npz") as z:
-        return z["images"]
 
 
 def _events(run_dir: Path) -> list[dict]:
@@ -46,15 +29,15 @@ def _events(run_dir: Path) -> list[dict]:
 
 def test_two_ranks_make_the_images_of_one_process(tmp_path):
     # two roots, so that neither run finds the other's cached committee or priors
-    _run([sys.executable, "-m", "cvdd", *ARGS, "--runs-dir", str(tmp_path / "a")])
+    run([sys.executable, "-m", "cvdd", *ARGS, "--runs-dir", str(tmp_path / "a")])
     (one,) = _runs(tmp_path / "a")
-    out = _run([*TORCHRUN, "2", "-m", "cvdd", *ARGS, "--runs-dir", str(tmp_path / "b")])
+    out = run([*TORCHRUN, "2", "-m", "cvdd", *ARGS, "--runs-dir", str(tmp_path / "b")])
     (two,) = _runs(tmp_path / "b")  # exactly one run directory
     assert len(list((tmp_path / "b/_cache/prior").iterdir())) == 2  # rank 0 cached both
     assert out.stdout.strip().splitlines()[-1] == str(two.resolve())
     assert out.stdout.count("run dir:") == 1  # rank 0 alone prints
-    assert np.array_equal(_images(one), _images(two))
-    assert not np.array_equal(_images(two), np.load(two / "init/images.npz")["images"])
+    assert np.array_equal(images(one), images(two))
+    assert not np.array_equal(images(two), np.load(two / "init/images.npz")["images"])
     evs = _events(two)
     starts = [e for e in evs if e["kind"] == "run_start"]
     assert len(starts) == 1 and starts[0]["world"] == 2  # one writer: rank 0
@@ -96,10 +79,10 @@ def test_a_stopped_two_rank_run_resumes_in_one_process(tmp_path):
         "recover.groups_per_step=1",
     ]
     root = tmp_path / "runs"
-    ref = _run([sys.executable, "-m", "cvdd", *ARGS, *sets, "--runs-dir", str(root)])
+    ref = run([sys.executable, "-m", "cvdd", *ARGS, *sets, "--runs-dir", str(root)])
     ref_dir = Path(ref.stdout.strip().splitlines()[-1])
     argv = [*TORCHRUN, "2", "-m", "cvdd", *ARGS, *sets, "--runs-dir", str(root)]
-    p = subprocess.Popen(argv, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(argv, cwd=ROOT, env=env(), stdout=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline:  # stop once rank 0 is into its second group
         new = _runs(root) - {ref_dir}
@@ -117,8 +100,8 @@ def test_a_stopped_two_rank_run_resumes_in_one_process(tmp_path):
     assert _events(run_dir)[-1].get("status") == "stopped"
     ck = torch.load(run_dir / "checkpoints/recover.pt", weights_only=True)
     assert len(ck["finished"]) >= 2 and ck["current"] is None  # a group of each rank
-    _run([sys.executable, "-m", "cvdd", "resume", str(run_dir)])
-    assert np.array_equal(_images(ref_dir), _images(run_dir))
+    run([sys.executable, "-m", "cvdd", "resume", str(run_dir)])
+    assert np.array_equal(images(ref_dir), images(run_dir))
 
 
 def test_a_job_with_cvdd_nproc_runs_on_torchrun(tmp_path, monkeypatch):

@@ -18,10 +18,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from procs import ROOT, TORCHRUN, env, images, run
 
 from cvdd.runs import run_status
 
-ROOT = Path(__file__).resolve().parent.parent
 # 4 groups, one per wave, 2 per rank; the tiny preset checkpoints every 3 steps, so a rank's
 # first group file appears a few steps into its second group
 ITERATIONS, GROUPS = 200, 4
@@ -36,25 +36,9 @@ ARGS = [
     *("--set", f"recover.iterations={ITERATIONS}"),
     *("--set", "recover.groups_per_step=1"),
 ]
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
 
 # finding torchrun's ranks to kill reads /proc
 NEEDS_PROC = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
-
-
-def _env() -> dict:
-    return dict(os.environ, PYTHONPATH=str(ROOT), CVDD_THREADS="1", OMP_NUM_THREADS="1")
-
-
-def _run(argv: list[str]) -> subprocess.CompletedProcess:
-    out = subprocess.run(argv, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return out
-
-
-def _images(run_dir: Path) -> np.ndarray:
-    with np.load(run_dir / "recover/images.npz") as z:
-        return z["images"]
 
 
 def _kept(run_dir: Path) -> set[int]:
@@ -94,7 +78,7 @@ def _crashed_run(root: Path, log: Path) -> Path:
     argv = [*TORCHRUN, "2", "-m", "cvdd", *ARGS, "--runs-dir", str(root)]
     with open(log, "w") as out:
         p = subprocess.Popen(
-            argv, cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            argv, cwd=ROOT, env=env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     deadline, run_dir = time.time() + 240, None
     while run_dir is None or not {0, 1} <= _kept(run_dir):  # group g is on rank g % 2
@@ -133,8 +117,8 @@ def _check_resume(run_dir: Path, kept: set[int], todo: set[int]) -> None:
 def reference(tmp_path_factory) -> tuple[Path, np.ndarray]:
     """The runs root (its cache shared by the crashed runs) and one process's images."""
     root = tmp_path_factory.mktemp("runs")
-    out = _run([sys.executable, "-m", "cvdd", *ARGS, "--runs-dir", str(root)])
-    return root, _images(Path(out.stdout.strip().splitlines()[-1]))
+    out = run([sys.executable, "-m", "cvdd", *ARGS, "--runs-dir", str(root)])
+    return root, images(Path(out.stdout.strip().splitlines()[-1]))
 
 
 @pytest.mark.slow  # a reference run, a two-rank run and a resume: ~20 s on 2 cores
@@ -143,8 +127,8 @@ def test_a_crashed_two_rank_run_resumes_in_one_process(reference, tmp_path):
     root, ref = reference
     run_dir = _crashed_run(root, tmp_path / "torchrun.log")
     kept = _kept(run_dir)
-    _run([sys.executable, "-m", "cvdd", "resume", str(run_dir)])
-    assert np.array_equal(ref, _images(run_dir))
+    run([sys.executable, "-m", "cvdd", "resume", str(run_dir)])
+    assert np.array_equal(ref, images(run_dir))
     _check_resume(run_dir, kept, set(range(GROUPS)) - kept)
 
 
@@ -154,8 +138,8 @@ def test_a_crashed_two_rank_run_resumes_on_torchrun(reference, tmp_path):
     root, ref = reference
     run_dir = _crashed_run(root, tmp_path / "torchrun.log")
     kept = _kept(run_dir)
-    _run([*TORCHRUN, "2", "-m", "cvdd", "resume", str(run_dir)])
-    assert np.array_equal(ref, _images(run_dir))
+    run([*TORCHRUN, "2", "-m", "cvdd", "resume", str(run_dir)])
+    assert np.array_equal(ref, images(run_dir))
     _check_resume(run_dir, kept, set(range(0, GROUPS, 2)) - kept)  # rank 0's share traces
 
 
