@@ -121,26 +121,24 @@ def reference(tmp_path_factory) -> tuple[Path, np.ndarray]:
     return root, images(Path(out.stdout.strip().splitlines()[-1]))
 
 
-@pytest.mark.slow  # a reference run, a two-rank run and a resume: ~20 s on 2 cores
-@NEEDS_PROC
-def test_a_crashed_two_rank_run_resumes_in_one_process(reference, tmp_path):
-    root, ref = reference
-    run_dir = _crashed_run(root, tmp_path / "torchrun.log")
-    kept = _kept(run_dir)
-    run([sys.executable, "-m", "cvdd", "resume", str(run_dir)])
-    assert np.array_equal(ref, images(run_dir))
-    _check_resume(run_dir, kept, set(range(GROUPS)) - kept)
+# the resume's trace shows the groups it ran: all of them in one process, rank 0's on torchrun
+RESUMES = {
+    "one process": ([sys.executable, "-m", "cvdd", "resume"], range(GROUPS)),
+    "torchrun": ([*TORCHRUN, "2", "-m", "cvdd", "resume"], range(0, GROUPS, 2)),
+}
 
 
 @pytest.mark.slow  # a reference run, a two-rank run and a resume: ~20 s on 2 cores
 @NEEDS_PROC
-def test_a_crashed_two_rank_run_resumes_on_torchrun(reference, tmp_path):
+@pytest.mark.parametrize("how", list(RESUMES))
+def test_a_crashed_two_rank_run_resumes(reference, tmp_path, how):
     root, ref = reference
     run_dir = _crashed_run(root, tmp_path / "torchrun.log")
     kept = _kept(run_dir)
-    run([*TORCHRUN, "2", "-m", "cvdd", "resume", str(run_dir)])
+    argv, traced = RESUMES[how]
+    run([*argv, str(run_dir)])
     assert np.array_equal(ref, images(run_dir))
-    _check_resume(run_dir, kept, set(range(0, GROUPS, 2)) - kept)  # rank 0's share traces
+    _check_resume(run_dir, kept, set(traced) - kept)
 
 
 def test_group_files_count_only_while_recover_pt_exists(tmp_path):
