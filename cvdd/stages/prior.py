@@ -217,14 +217,15 @@ def _split_alphas(ctx: Context, members: list[str], partial: dict, k: int) -> di
     share, stopped = {}, False
     try:
         for i, m in dist.shard(todo):
-            share[m] = {"student_top1": _alpha(ctx, m, k, i * per, len(members) * per)}
+            top1 = _alpha(ctx, m, k, i * per, len(members) * per)
+            share[m] = {"student_top1": top1, "rank": dist.rank()}
     except StopRequested:
         stopped = True
     parts = dist.all_gather_object((stopped, share))
     got = {m: hit for _, sh in parts for m, hit in sh.items()}
     if dist.is_main():
         for m, hit in got.items():
-            atomic_write_json(files[m], hit)
+            atomic_write_json(files[m], {"student_top1": hit["student_top1"]})  # no rank: a cache
     if any(st for st, _ in parts):
         ctx.rd.write_json(layout.PRIOR_PARTIAL, {**partial, **got})
         raise StopRequested
@@ -260,6 +261,7 @@ def run_prior(ctx: Context, cfg_hash: str) -> dict:
                 atomic_write_json(cache_file, hit)
             else:
                 how = "shipped with the member" if hit.get("shipped") else "cached"
+                how = f"computed on rank {hit['rank']}" if "rank" in hit else how
                 ctx.rd.log(f"{m}: prior {hit['student_top1']:.2f}% ({how})", stage=STAGE)
             hit = {**hit, "key": key}  # recorded, so assets/make_committee.py can ship it
             values[m], runs[m] = hit["student_top1"], hit

@@ -158,6 +158,9 @@ def _gather_students(ctx: Context, doc: dict, plan: list, stopped: bool) -> None
     plan order; a stop on any rank stops them all once the finished students are saved."""
     parts = dist.all_gather_object((stopped, doc["students"], doc.get("eval_batch", {})))
     merged = {k: s for _, share, _ in parts for k, s in share.items()}
+    for r, (_, share, _) in enumerate(parts):  # rank 0 alone logs: the others' students here
+        for key in sorted(set(share) - set(doc["students"])):
+            ctx.rd.log(f"{key}: student top-1 {share[key]['top1']:.2f}% (rank {r})", stage=STAGE)
     doc["students"] = {p[0]: merged[p[0]] for p in plan if p[0] in merged}
     doc["eval_batch"] = {m: e for *_, share in parts for m, e in share.items()}
     ctx.rd.write_json(layout.STUDENTS, doc)
