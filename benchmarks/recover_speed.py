@@ -6,7 +6,9 @@ ImageNet-1K (224 px, torchvision architectures, 1000 classes). Per case it times
 straightforward step (cvdd/reference.py: one group at a time, BN hooks per module, fp32, loss
 read back per member) and the engine's step (cvdd/recover.py: the whole wave in one forward pass
 per member, per-group BN statistics, no host read) in the same process, and prints both and
-their ratio. It prints figures and asserts nothing.
+their ratio. On CUDA it also times the engine's step captured as one CUDA graph
+(recover.cuda_graph, cvdd/graph_step.py; the first wave's, per image) and prints it with the
+engine step's time over it ("vs eng"). It prints figures and asserts nothing.
 
     python benchmarks/recover_speed.py --device cpu --iters 2
     python benchmarks/recover_speed.py --device cuda --iters 20 --warmup 5
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cvdd.bn import BNStatsCollector
 from cvdd.committee import make_groups, wave_votes
 from cvdd.config import RecoverConfig
+from cvdd.graph_step import GraphStep
 from cvdd.memory import plan_memory
 from cvdd.models import create_model
 from cvdd.recover import augment_wave, fast_path, member_format, probe_losses, wave_loss
@@ -109,10 +112,9 @@ def _reference(models, groups, voters, images, cfg, device):
     return step, ref.remove
 
 
-def _engine(models, groups, voters, images, cfg, device):
-    """The engine's step on the planned waves (one, unless memory says otherwise)."""
+def _waves(models, groups, voters, images, cfg, device, cols):
+    """The planned waves (one, unless memory says otherwise) with their votes, and the plan."""
     amp, cl = fast_path(cfg, device)
-    cols = {m: BNStatsCollector(model) for m, model in models.items()}
     probes = probe_losses(models, cols, cfg, len(groups[0].classes), amp, cl)
     plan = plan_memory(
         [len(g.classes) for g in groups],
@@ -136,24 +138,34 @@ def _engine(models, groups, voters, images, cfg, device):
             list(models),
         )
         waves.append((w, votes))
+    return waves, plan
+
+
+def _bounds(device):
     lo = ((0 - torch.tensor(MEAN)) / torch.tensor(STD)).view(1, -1, 1, 1).to(device)
     hi = ((1 - torch.tensor(MEAN)) / torch.tensor(STD)).view(1, -1, 1, 1).to(device)
+    return lo, hi
 
-    def step() -> None:  # the body of recover_images' loop, without its reads and hooks
+
+def _engine(models, groups, voters, images, cfg, device, graph=False):
+    """The engine's step on the planned waves, what it closes, the plan and the images a step
+    optimises. With `graph`: the first wave's step captured once and replayed (as the loop
+    does it, one wave's graph at a time: all of them at once would hold every wave's
+    activations)."""
+    amp, cl = fast_path(cfg, device)
+    cols = {m: BNStatsCollector(model) for m, model in models.items()}
+    waves, plan = _waves(models, groups, voters, images, cfg, device, cols)
+    lo, hi = _bounds(device)
+
+    def loss(xa, votes, n):
+        kw = dict(models=models, collectors=cols, cfg=cfg, amp=amp, channels_last=cl)
+        return wave_loss(xa, votes, n, **kw)
+
+    def eager() -> None:  # the body of recover_images' loop, without its reads and hooks
         for w, votes in waves:
-            xa = augment_wave(w.x, w.gens, cfg)
-            loss, _ = wave_loss(
-                xa,
-                votes,
-                len(w.groups),
-                models=models,
-                collectors=cols,
-                cfg=cfg,
-                amp=amp,
-                channels_last=cl,
-            )
+            total, _ = loss(augment_wave(w.x, w.gens, cfg), votes, len(w.groups))
             w.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            total.backward()
             w.opt.step()
             with torch.no_grad():
                 w.x.clamp_(lo, hi)
@@ -162,7 +174,22 @@ def _engine(models, groups, voters, images, cfg, device):
         for c in cols.values():
             c.remove()
 
-    return step, close, plan
+    if not graph:
+        return eager, close, plan, sum(len(w.x) for w, _ in waves)
+    w, votes = waves[0]
+    n = len(w.groups)
+    captured = GraphStep(w, lambda xa: loss(xa, votes, n), cfg, (lo, hi))  # warm-up, capture
+    return (lambda: captured.step(cfg.lr)), close, plan, len(w.x)
+
+
+def _engine_ms(models, groups, voters, images, cfg, device, args, graph=False):
+    """ms per image per iteration of the engine's step, and the plan; what it built is freed
+    on return, before the next case builds its own."""
+    step, close, plan, n = _engine(models, groups, voters, images, cfg, device, graph)
+    try:
+        return 1e3 * _timed(step, args.iters, args.warmup, device) / n, plan
+    finally:
+        close()
 
 
 def _effective_batch(name: str, batch: int, args, device: torch.device) -> int:
@@ -195,16 +222,18 @@ def _case(name, batch, precision, args, device) -> str:
         close()
     amp, cl = fast_path(cfg, device)
     with member_format(models, cl):
-        step, close, plan = _engine(models, groups, voters, images, cfg, device)
-        eng_ms = 1e3 * _timed(step, args.iters, args.warmup, device) / n
-        close()
+        eng_ms, plan = _engine_ms(models, groups, voters, images, cfg, device, args)
+        graph_txt = ""
+        if device.type == "cuda":  # the capture needs CUDA
+            graph_ms = _engine_ms(models, groups, voters, images, cfg, device, args, True)[0]
+            graph_txt = f"{graph_ms:8.3f}  {eng_ms / graph_ms:6.1f}x  "
     known = ref_ms == ref_ms  # not NaN
     ref_txt = f"{ref_ms:15.3f}" if known else f"{'-':>15s}"
     ratio = f"{ref_ms / eng_ms:6.1f}x" if known else f"{'-':>7s}"
     note = f"  (asked {asked}: --cpu-cap)" if asked != n else ""
     return (
         f"{name:10s} {px:4d} {n:6d}  {precision:4s}  {ref_txt}  {eng_ms:8.3f}  {ratio}  "
-        f"{plan.waves} x {plan.groups_per_wave} x {per_group}{note}"
+        f"{graph_txt}{plan.waves} x {plan.groups_per_wave} x {per_group}{note}"
     )
 
 
@@ -219,9 +248,13 @@ def main(argv=None) -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{threads} thread(s)"
     print(f"# recover step, ms per image per iteration; {device.type}, {where}")
     print(f"# torch {torch.__version__}; {args.iters} iterations timed after {args.warmup} warm-up")
+    graph_head = "   graph  vs eng  " if device.type == "cuda" else ""
     print(
-        "# set         px  batch  prec  straightforward    engine    ratio  waves x groups x images"
+        "# set         px  batch  prec  straightforward    engine    ratio  "
+        f"{graph_head}waves x groups x images"
     )
+    if device.type != "cuda":
+        print("# graph step (recover.cuda_graph): n/a on cpu")
     seen = set()
     for name in args.sets.split(","):
         for batch in (int(b) for b in args.batches.split(",")):

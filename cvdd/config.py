@@ -121,12 +121,17 @@ class RecoverConfig:
     snapshot_every: int = 100  # steps between saved image grids
     checkpoint_every: int = 200  # steps between checkpoints
     precision: str = "fp32"  # fp32 | bf16 (GPU fast path: bf16 autocast + channels_last)
+    # CUDA only: each wave's step captured once as a CUDA graph and replayed (method.md §5.3);
+    # the same images up to float rounding, as with another wave size (EXECUTION_KEYS)
+    cuda_graph: bool = False
 
 
-# keys that change how recover runs but not the images it makes (left out of cache keys)
+# keys that change how recover runs but not the images it makes beyond float rounding (left out
+# of cache keys)
 EXECUTION_KEYS = (
     "groups_per_step",
     "memory_gb",
+    "cuda_graph",
     "trace_every",
     "snapshot_every",
     "checkpoint_every",

@@ -39,6 +39,7 @@ from .committee import (
 )
 from .config import RecoverConfig
 from .data import denormalize, to_uint8
+from .graph_step import descend, graph_mode, open_graph
 from .memory import (
     MemoryPlan,
     fast_path,
@@ -126,7 +127,8 @@ def wave_loss(
             inp = inp.contiguous(memory_format=torch.channels_last)
         col = collectors[v.member]
         col.reset(v.count)
-        with torch.autocast(xa.device.type, dtype=torch.bfloat16, enabled=amp):
+        # no cast cache: frozen members have nothing to cache, and a graph capture must not
+        with torch.autocast(xa.device.type, torch.bfloat16, enabled=amp, cache_enabled=False):
             logits = models[v.member](inp)
         ce = F.cross_entropy(logits.float(), v.targets, reduction="none").view(v.count, b).mean(1)
         bn = bn_matching_loss(col, cfg.first_bn_multiplier)  # (count,) fp32
@@ -209,9 +211,15 @@ class _Run:
     channels_last: bool
     bounds: tuple[torch.Tensor, torch.Tensor]  # valid pixels, normalised, per channel
     trace_every: int
+    graph: str  # recover.cuda_graph: "" (off), "captured" or "eager: <why>" (cvdd/graph_step.py)
     done: int = 0  # wave-steps done (the progress step)
     total: int = 0
     metrics: dict = field(default_factory=dict)  # the last values read from the device
+
+    def loss(self, xa: torch.Tensor, votes: list[Vote], groups: int) -> tuple:
+        """wave_loss with this run's members, collectors and fast path."""
+        kw = dict(models=self.models, collectors=self.collectors, cfg=self.cfg, amp=self.amp)
+        return wave_loss(xa, votes, groups, channels_last=self.channels_last, **kw)
 
     def finish(self, w: Wave) -> None:
         """A finished wave's final uint8 images into `out` and `finished` (checkpoints keep)."""
@@ -221,38 +229,31 @@ class _Run:
             self.finished[g.group] = self.out[g.indices] = final[i * b : (i + 1) * b]
 
 
+def _eager_step(r: _Run, w: Wave, votes: list[Vote], lr: float, bad: torch.Tensor) -> dict:
+    """One step as method.md §5.3 writes it; returns the loss parts (device tensors)."""
+    cfg, names = r.cfg, list(r.models)
+    for pg in w.opt.param_groups:
+        pg["lr"] = lr
+    if cfg.schedule == "per_iteration":  # a new N-subset per group and step, own stream
+        drawn = [draw_voters(names, r.priors, cfg, g) for g in w.gens]
+        votes = wave_votes([d[0] for d in drawn], [d[1] for d in drawn], w.targets, names)
+    loss, parts = r.loss(augment_wave(w.x, w.gens, cfg), votes, len(w.groups))
+    descend(w, loss, parts, r.bounds, bad)
+    return parts
+
+
 def _optimise_wave(r: _Run, w: Wave, votes: list[Vote]) -> None:
     """The step loop of one wave: committee loss, backward, Adam, clamp; then the reports."""
-    cfg, names, n_g = r.cfg, list(r.models), len(w.groups)
-    bad = torch.zeros((), dtype=torch.bool, device=w.x.device)  # a non-finite loss was seen
+    cfg, n_g = r.cfg, len(w.groups)
+    graph = open_graph(r.graph, w, lambda xa: r.loss(xa, votes, n_g), cfg, r.bounds)
+    bad = torch.zeros((), dtype=torch.bool, device=w.x.device) if graph is None else graph.bad
     for step in range(w.step, cfg.iterations):
         if r.hooks.should_stop():
             _check_finite(bad, r.done, cfg)
             r.hooks.checkpoint(checkpoint_state(r.seed, r.done, r.finished, w.state(step)))
             raise StopRequested
         lr = 0.5 * (1 + math.cos(math.pi * step / cfg.iterations)) * cfg.lr  # no warm-up
-        for pg in w.opt.param_groups:
-            pg["lr"] = lr
-        if cfg.schedule == "per_iteration":  # a new N-subset per group and step, own stream
-            drawn = [draw_voters(names, r.priors, cfg, g) for g in w.gens]
-            votes = wave_votes([d[0] for d in drawn], [d[1] for d in drawn], w.targets, names)
-        xa = augment_wave(w.x, w.gens, cfg)
-        loss, parts = wave_loss(
-            xa,
-            votes,
-            n_g,
-            models=r.models,
-            collectors=r.collectors,
-            cfg=cfg,
-            amp=r.amp,
-            channels_last=r.channels_last,
-        )
-        w.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        w.opt.step()
-        with torch.no_grad():
-            w.x.clamp_(*r.bounds)  # valid [0, 1] pixels
-            bad |= ~torch.isfinite(parts["loss"])
+        parts = graph.step(lr) if graph is not None else _eager_step(r, w, votes, lr, bad)
         r.done += 1
         if r.done % r.trace_every == 0 or step + 1 == cfg.iterations:
             rec = read_parts(parts, n_g)  # the loop's only device read
@@ -271,6 +272,7 @@ def _optimise_wave(r: _Run, w: Wave, votes: list[Vote]) -> None:
 def _start(images, groups, *, models, cfg, hooks, mean, std, gen, state, priors) -> _Run:
     """The run's shared state, from scratch or from a checkpoint `state`."""
     device = next(next(iter(models.values())).parameters()).device
+    graph = graph_mode(cfg, device)  # before the BN hooks go on: the flag on a CPU fails here
     st = state or {}
     amp, cl = fast_path(cfg, device)
     r = _Run(
@@ -289,6 +291,7 @@ def _start(images, groups, *, models, cfg, hooks, mean, std, gen, state, priors)
         channels_last=cl,
         bounds=pixel_bounds(mean, std, device),
         trace_every=cfg.trace_every or AUTO_TRACE_EVERY.get(device.type, 20),
+        graph=graph,
         done=st.get("done", 0),
     )
     for g, final in r.finished.items():
@@ -322,6 +325,8 @@ def _run_waves(r: _Run, groups, committee, weights, cur, only, on_plan, box: lis
     box.append(plan)
     if on_plan is not None:
         on_plan(plan)
+    if r.graph:  # once per call; trace readers skip a row without a step
+        r.hooks.trace({"graph": r.graph})
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for wave_groups in waves:  # each wave: its own Adam, from its checkpoint or scratch

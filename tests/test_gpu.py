@@ -1,10 +1,12 @@
 """GPU checks (marker `gpu`, skipped without CUDA; benchmarks/gpu_check.sh runs them): the tiny
-and quick presets on CUDA, bf16 against fp32, the memory plan against the measured peak, and
-resume on CUDA against an uninterrupted run."""
+and quick presets on CUDA, bf16 against fp32, the memory plan against the measured peak,
+resume on CUDA against an uninterrupted run, and the CUDA-graph step (recover.cuda_graph)
+against the eager one, under resume and in bf16."""
 
 import dataclasses
 import io
 import json
+import math
 
 import numpy as np
 import pytest
@@ -207,3 +209,120 @@ def test_recover_images_file_is_uint8_on_cuda(tmp_path):
     with np.load(rd.path / RECOVER_IMAGES) as z:
         assert z["images"].dtype == np.uint8
     assert json.loads((rd.path / MEMORY_PLAN).read_text())["precision"] == "bf16"
+
+
+# ---------------------------------------------------------------------------------------------
+# recover.cuda_graph: the step captured once per wave and replayed (cvdd/graph_step.py)
+
+
+class _Traced(_Hooks):
+    """Keeps the trace rows and, of the checkpoints, the pixels after the steps in `keep`."""
+
+    def __init__(self, keep=()):
+        super().__init__()
+        self.rows, self.keep, self.x = [], set(keep), {}
+
+    def trace(self, r):
+        self.rows.append(r)
+
+    def checkpoint(self, s):
+        if s["done"] in self.keep:
+            self.x[s["done"]] = s["current"]["x"]
+
+
+def _graph_cfg(**over):
+    """Traced every step; one wave of the 4 groups unless `over` says otherwise."""
+    base = dict(iterations=20, trace_every=1, snapshot_every=0, checkpoint_every=0)
+    base["groups_per_step"] = 4
+    return dataclasses.replace(RecoverConfig(), **{**base, **over})
+
+
+def _losses(hooks) -> list[float]:
+    return [r["loss"] for r in hooks.rows if "step" in r]
+
+
+def _close_images(a: torch.Tensor, b: torch.Tensor) -> None:
+    """uint8 images that differ as float rounding grown over the steps makes them differ (the
+    wave-size note, method.md §5.2): <= 5 % of values, <= 0.1 % by more than 2 levels, a mean
+    difference <= 0.1 level. Measured on a CPU for the fp32 pair below (1 group, 20 steps,
+    without / with augmentation): 1.8 / 1.5 %, 0.005 / 0.02 %, 0.018 / 0.016 level."""
+    diff = (a.int() - b.int()).abs().float()
+    assert (diff > 0).float().mean() <= 0.05 and (diff > 2).float().mean() <= 0.001
+    assert diff.mean() <= 0.1
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_graph_step_matches_the_eager_step(augment):
+    """20 steps of one wave of 4 groups x 100 images, eager and captured, deterministic cuDNN.
+
+    One step equals the eager one to float rounding: without augmentation only the learning
+    rate's rounding differs (a float32 tensor in the graph, a double in the eager step), pixels
+    within 1e-5 after 3 steps (equal on a CPU); with it, the resize's rounding (<= 3.6e-7,
+    tests/test_graph_step.py) moves >= 99.9 % of pixels by less than 1e-3 in the first step
+    (a gradient near 0 may change sign, and Adam's step with it). Over 20 steps Adam grows
+    these differences as it grows any rounding: the losses stay within 1e-5 and 1e-4 (relative;
+    1e-7 and 5e-7 on a CPU), the images as _close_images says."""
+    models = _members()
+    first = 3 if not augment else 1
+    torch.backends.cudnn.deterministic, saved = True, torch.backends.cudnn.deterministic
+    try:
+        runs = {}
+        for flag in (False, True):
+            hooks = _Traced(keep={first})
+            cfg = _graph_cfg(augment=augment, cuda_graph=flag, checkpoint_every=1)
+            runs[flag] = _recover(models, cfg, hooks), hooks
+    finally:
+        torch.backends.cudnn.deterministic = saved
+    (out_e, eager), (out_g, graph) = runs[False], runs[True]
+    assert graph.rows[0] == {"graph": "captured"} and len(_losses(graph)) == 20
+    early = (graph.x[first] - eager.x[first]).abs()
+    if not augment:
+        assert early.max() <= 1e-5
+    else:
+        assert (early > 1e-3).float().mean() <= 0.001
+    assert _losses(graph) == pytest.approx(_losses(eager), rel=1e-5 if not augment else 1e-4)
+    _close_images(out_g, out_e)
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_graph_resume_equals_uninterrupted(augment):
+    """Under the flag: stop mid-wave, resume (with two and with one group per wave, each wave
+    captured anew) against one uninterrupted flagged run. Without augmentation pixel for pixel;
+    with it, the gathers' backward adds in a nondeterministic order on CUDA (as interpolate's
+    does in the eager step), which the steps grow as _close_images says."""
+    models = _members()
+    cfg = _graph_cfg(
+        iterations=12, augment=augment, checkpoint_every=5, groups_per_step=2, cuda_graph=True
+    )
+    torch.backends.cudnn.deterministic, saved = True, torch.backends.cudnn.deterministic
+    try:
+        full = _recover(models, cfg)
+        hooks = _Hooks(stop_at=17)
+        with pytest.raises(StopRequested):
+            _recover(models, cfg, hooks)
+        outs = [
+            _recover(models, dataclasses.replace(cfg, groups_per_step=n), state=hooks.states[-1])
+            for n in (2, 1)
+        ]
+    finally:
+        torch.backends.cudnn.deterministic = saved
+    for out in outs:
+        if not augment:
+            assert torch.equal(out, full)
+        else:
+            _close_images(out, full)
+
+
+def test_graph_step_in_bf16_is_finite_and_near_the_eager_one():
+    """bf16 autocast + channels_last inside the capture: finite losses, each within 2 % of the
+    eager bf16 step's (the same kernels on inputs that differ by rounding)."""
+    models = _members()
+    runs = {}
+    for flag in (False, True):
+        hooks = _Traced()
+        _recover(models, _graph_cfg(iterations=10, precision="bf16", cuda_graph=flag), hooks)
+        runs[flag] = hooks
+    eager, graph = _losses(runs[False]), _losses(runs[True])
+    assert runs[True].rows[0] == {"graph": "captured"} and len(graph) == 10
+    assert all(math.isfinite(v) for v in graph)
+    assert graph == pytest.approx(eager, rel=0.02)
