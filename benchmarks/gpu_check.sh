@@ -57,7 +57,8 @@ figure() {
     gpu-tests) grep -E "passed|failed|skipped|error" "$log" | tail -n 1 ;;
     speed) # the first CIFAR-100 row: batch, precision, the two steps' ms/img/it, their ratio
       grep -E "^cifar100 " "$log" | head -n 1 |
-        awk '{printf "CIFAR-100 b%s %s: %s vs engine %s ms/img/it, %s", $3, $4, $5, $6, $7}' ;;
+        awk '{printf "CIFAR-100 b%s %s: %s vs engine %s ms/img/it, %s", $3, $4, $5, $6, $7;
+              if ($8 ~ /^[0-9.]+$/ && $9 ~ /^[0-9.]+x$/) printf "; graph %s, %.1fx", $8, $5 / $8}' ;;
     quick|ipc10|ipc50)
       local dir
       dir=$(tail -n 1 "$log")
@@ -112,12 +113,12 @@ CIFAR_SETS=(--set squeeze.epochs=1 --set init.candidates=20 --set validate.epoch
 
 if [ "$SMOKE" = 0 ]; then
   # time limits add up to 8 minutes; a step over its limit shows TIMEOUT in the summary
-  run gpu-tests 110 $PY -m pytest -m gpu tests/test_gpu.py -p no:cacheprovider
-  run speed 130 $PY benchmarks/recover_speed.py --device cuda --iters 5 --warmup 2
-  run quick 80 $PY -m cvdd run --preset quick --device cuda --runs-dir "$TMP/runs"
-  run ipc10 60 $PY -m cvdd run --preset cifar100_ipc10 --data "$CIFAR" --device cuda \
+  run gpu-tests 120 $PY -m pytest -m gpu tests/test_gpu.py -p no:cacheprovider
+  run speed 150 $PY benchmarks/recover_speed.py --device cuda --iters 5 --warmup 2
+  run quick 75 $PY -m cvdd run --preset quick --device cuda --runs-dir "$TMP/runs"
+  run ipc10 50 $PY -m cvdd run --preset cifar100_ipc10 --data "$CIFAR" --device cuda \
     --runs-dir "$TMP/runs" "${CIFAR_SETS[@]}" --set recover.iterations="$STEPS"
-  run ipc50 100 $PY -m cvdd run --preset cifar100_ipc50 --data "$CIFAR" --device cuda \
+  run ipc50 85 $PY -m cvdd run --preset cifar100_ipc50 --data "$CIFAR" --device cuda \
     --runs-dir "$TMP/runs" "${CIFAR_SETS[@]}" --set recover.iterations="$STEPS"
 else
   # the same steps on the CPU, shrunk to minutes: two narrow members, 2 recover steps, small
