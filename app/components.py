@@ -310,6 +310,24 @@ def committee_panel(run_dir: Path) -> None:
     squeeze_table(run_dir)
 
 
+def memory_panel(run_dir: Path) -> None:
+    """recover's memory plan: how many image groups share a wave, and the memory behind it."""
+    rows = shaping.memory_rows(state.read_json_file(run_dir / layout.MEMORY_PLAN))
+    if not rows:
+        st.info("The memory plan is made when **recover** starts (recover/memory_plan.json).")
+        return
+    st.dataframe(
+        {"what": [r[0] for r in rows], "value": [r[1] for r in rows]},
+        hide_index=True,
+        key=f"mem_{run_dir.name}",
+    )
+    st.caption(
+        "A wave is the image groups optimised together (one forward pass per member per step); "
+        "the planner fills the budget with as many as fit. Images do not depend on it beyond "
+        "float rounding, so a resume under another budget (CVDD_MEMORY_GB) continues the run."
+    )
+
+
 def squeeze_table(run_dir: Path) -> None:
     doc = state.read_json_file(run_dir / layout.MEMBERS)
     if isinstance(doc, dict) and isinstance(doc.get("members"), list):

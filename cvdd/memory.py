@@ -73,6 +73,7 @@ class MemoryPlan:
     fits: bool  # estimated_peak_bytes <= budget_bytes + held
     held_bytes: int = 0  # on the device before recover started (models)
     measured_peak_bytes: int | None = None  # CUDA: torch.cuda.max_memory_allocated at the end
+    graph: str = ""  # recover.cuda_graph: "" (off), "captured" or "eager: <why>"
     summary: str = field(default="")
 
     def to_json(self) -> dict:
@@ -97,12 +98,12 @@ FIELD_NOTES = {
     "forced": "true when recover.groups_per_step set groups_per_wave instead of the budget",
     "bytes_per_image": "what one image adds to the memory a committee member keeps for backward",
     "state_bytes_per_image": "pixels, gradient, Adam moments and input copies of one image",
-    "budget_bytes": "what a wave may fill: headroom x the lesser of the free memory and "
-    "recover.memory_gb (or CVDD_MEMORY_GB) minus held_bytes",
+    "budget_bytes": "headroom x min(free memory, recover.memory_gb or CVDD_MEMORY_GB) - held",
     "held_bytes": "already on the device before the first step (the committee's weights)",
     "estimated_peak_bytes": "held + the largest wave's groups x their images x their bytes",
     "measured_peak_bytes": "CUDA only: torch.cuda.max_memory_allocated over the stage",
     "fits": "false when even one group needs more than the budget (it runs, one per wave)",
+    "graph": "recover.cuda_graph: captured, or eager and why; empty when the flag is off",
 }
 
 
@@ -380,8 +381,7 @@ def out_of_memory_message(plan: MemoryPlan | None) -> str:
 
 
 def fast_path(cfg: RecoverConfig, device: torch.device) -> tuple[bool, bool]:
-    """(bf16 autocast, channels_last): both only with recover.precision=bf16 on CUDA, where
-    tensor cores prefer NHWC; plain fp32 NCHW everywhere else."""
+    """(bf16 autocast, channels_last): both with precision=bf16 on CUDA (tensor cores like NHWC)."""
     on = cfg.precision == "bf16" and device.type == "cuda"
     return on, on
 

@@ -71,8 +71,6 @@ def metrics(at: AppTest) -> dict:
 
 
 # -- pages on a finished run ----------------------------------------------------------------
-
-
 def test_new_run_opens_ready_on_builtin_quick(root):
     at = ok(render())
     assert at.title[0].value == "New run"
@@ -114,6 +112,8 @@ def test_every_page_renders_a_finished_run(root, tiny_run_dir, page):
         assert [p.proto.value for p in at.get("progress")] == [100] * 6
         assert at.button(key="stop").disabled and at.button(key="resume").disabled
         assert at.select_slider(key=f"snap_{tiny_run_dir.name}").value > 0
+        plan = next(d for d in at.dataframe if "what" in d.value.columns).value  # Memory tab
+        assert plan["value"][plan["what"] == "waves × groups per wave"].iloc[0].startswith("1 × ")
     elif page == "bn":
         assert n_plotly >= 3 and metrics(at)
     elif page == "soft_labels":
@@ -187,8 +187,6 @@ def test_the_ui_process_never_imports_torch(root, tiny_run_dir):
 
 
 # -- bad run ids and damaged run folders -----------------------------------------------------
-
-
 @pytest.mark.parametrize("page", RUN_PAGES)
 def test_missing_run_id_gives_a_message(root, page):
     at = ok(render(page, run="20990101-000000-nope-ipc1-0000"))
@@ -333,8 +331,6 @@ def test_empty_runs_root(tmp_path, monkeypatch):
 
 
 # -- the job manager: start, refuse duplicates, stop, resume, "server restart" ---------------
-
-
 def _wait(cond, timeout: float, what: str) -> None:
     t_end = time.time() + timeout
     while time.time() < t_end:

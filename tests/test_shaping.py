@@ -353,3 +353,34 @@ def test_tail_and_config_summary():
         }
     )
     assert s["members"] == ["a"] and s["N"] == 1 and s["labels"] == "bssl" and s["T"] is None
+
+
+def test_memory_rows_say_what_each_figure_measures():
+    plan = {
+        "device": "cuda:0",
+        "precision": "bf16",
+        "groups": 50,
+        "images_per_group": 100,
+        "groups_per_wave": 8,
+        "waves": 7,
+        "forced": False,
+        "bytes_per_image": {"resnet18": 3 * 2**20},
+        "measured_by": "CUDA peak",
+        "budget_bytes": 40 * 2**30,
+        "budget_source": "free CUDA memory",
+        "estimated_peak_bytes": 30 * 2**30,
+        "measured_peak_bytes": 28 * 2**30,
+        "fits": True,
+        "graph": "captured",
+    }
+    rows = dict(shaping.memory_rows(plan))
+    assert rows["waves × groups per wave"] == "7 × 8 (800 images a wave, planned from the budget)"
+    assert rows["measured peak (CUDA max allocated)"] == "28.00 GiB"
+    assert rows["kept for backward per image (CUDA peak)"] == "resnet18 3.00 MiB"
+    assert rows["step (recover.cuda_graph)"] == "captured"
+    cpu = dict(shaping.memory_rows({**plan, "measured_peak_bytes": None, "graph": ""}))
+    assert cpu["measured peak (CUDA max allocated)"].startswith("n/a")
+    assert "step (recover.cuda_graph)" not in cpu
+    assert shaping.memory_rows(None) == [] and shaping.memory_rows({"waves": "7"}) == []
+    torn = dict(shaping.memory_rows({"waves": 2, "budget_bytes": "x"}))  # foreign values
+    assert torn["memory budget a wave may fill"].startswith("n/a")

@@ -29,6 +29,7 @@ from .images import (
     image_index,
     to_display,
 )
+from .memory import memory_rows
 from .runs import (
     STAGES,
     STATUS_ICONS,
@@ -56,6 +57,7 @@ __all__ = [
     "STAGES",
     "STATUS_ICONS",
     "bn_channels_df",
+    "memory_rows",
     "bn_gap_df",
     "class_indices",
     "class_name",

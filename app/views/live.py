@@ -171,8 +171,8 @@ progress_panel()
 @st.fragment(run_every=5 if live else None)
 def detail_panel() -> None:
     evs = state.events(run_dir)
-    t_img, t_loss, t_com, t_log = st.tabs(
-        ["Synthetic images", "Loss curves", "Committee", "Events"], key=f"tabs_{rid}"
+    t_img, t_loss, t_com, t_mem, t_log = st.tabs(
+        ["Synthetic images", "Loss curves", "Committee", "Memory", "Events"], key=f"tabs_{rid}"
     )
     with t_img, C.guard("the image grid"):
         C.snapshot_viewer(run_dir, evs, live)
@@ -180,6 +180,8 @@ def detail_panel() -> None:
         C.loss_panel(run_dir)
     with t_com, C.guard("the committee"):
         C.committee_panel(run_dir)
+    with t_mem, C.guard("the memory plan"):
+        C.memory_panel(run_dir)
     with t_log:
         msgs = shaping.log_messages(evs, 40)
         st.code("\n".join(msgs) or "(no log events yet)", language=None)
