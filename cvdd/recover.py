@@ -323,6 +323,7 @@ def _run_waves(r: _Run, groups, committee, weights, cur, only, on_plan, box: lis
     device = r.bounds[0].device
     plan, waves = _plan(r, groups, committee, cur, device, only)
     box.append(plan)
+    plan.graph = r.graph
     if on_plan is not None:
         on_plan(plan)
     if r.graph:  # once per call; trace readers skip a row without a step
