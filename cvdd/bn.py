@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
+from torch.autograd.function import once_differentiable
 
 __all__ = ["BNStatsCollector", "bn_matching_loss", "bn_batch_stats_frozen", "bn_layers"]
 
@@ -20,6 +21,37 @@ __all__ = ["BNStatsCollector", "bn_matching_loss", "bn_batch_stats_frozen", "bn_
 def bn_layers(model: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
     """(name, module) of every BatchNorm2d, in module order; index 0 is the 'first BN'."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+
+
+class _CpuGroupStats(torch.autograd.Function):
+    """Per-group, per-channel mean and biased variance, (G, C) each, of an fp32 CPU batch of G
+    equal groups. On a CPU the generic var_mean reduction and its autograd formula cost about
+    as much as the convolution they measure (a scalar Welford pass forward; a recomputed mean
+    and several full-size temporaries backward), so the forward runs the vectorised two-pass
+    kernel batch normalisation trains with, and the backward writes the closed-form gradient
+    2 g_var (x - mean) / n + g_mean / n in one temporary."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+        parts = x.unflatten(0, (groups, -1))  # a view; unequal groups fail here
+        stats = [torch.batch_norm_update_stats(p, None, None, 0.0) for p in parts]
+        mean = torch.stack([m for m, _ in stats])
+        var = torch.stack([v for _, v in stats])
+        ctx.save_for_backward(x, mean)
+        ctx.groups = groups
+        return mean, var
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_mean: torch.Tensor, g_var: torch.Tensor) -> tuple:
+        x, mean = ctx.saved_tensors
+        n, c = x.shape[:2]
+        xg = x.reshape(ctx.groups, n // ctx.groups, c, -1)  # a view, as in the forward
+        per = xg.shape[1] * xg.shape[3]  # values behind each group's channel statistic
+        shape = (ctx.groups, 1, c, 1)
+        grad = (xg - mean.view(shape)).mul_((2.0 / per) * g_var.view(shape))
+        grad.add_(g_mean.view(shape) / per)
+        return grad.reshape(x.shape), None
 
 
 class BNStatsCollector:
@@ -44,14 +76,16 @@ class BNStatsCollector:
 
     def _hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         x = inputs[0]
-        n, c = x.shape[:2]
-        g = self.groups
-        # (G, B, C, H*W): a view of the input, NCHW or channels_last alike, so the statistics
-        # cost one reduction and no copy; only bf16 input is copied, for fp32 statistics
-        x = x.reshape(g, n // g, c, -1)
-        if x.dtype != torch.float32:
+        if x.dtype != torch.float32:  # only bf16 input is copied, for fp32 statistics
             x = x.float()
-        var, mean = torch.var_mean(x, dim=(1, 3), unbiased=False)  # one fused reduction
+        if x.device.type == "cpu":
+            mean, var = _CpuGroupStats.apply(x, self.groups)
+        else:
+            # (G, B, C, H*W): a view of the input, NCHW or channels_last alike, so the
+            # statistics cost one fused reduction and no copy
+            n, c = x.shape[:2]
+            x = x.reshape(self.groups, n // self.groups, c, -1)
+            var, mean = torch.var_mean(x, dim=(1, 3), unbiased=False)
         self.means.append(mean)
         self.vars.append(var)
 

@@ -1,5 +1,6 @@
 """BN statistics, the recover loss against a hand computation, and the BSSL teacher context."""
 
+import pytest
 import torch
 import torch.nn as nn
 
@@ -33,6 +34,21 @@ def test_collector_matches_manual_stats_per_group():
         var = ((part - mean.view(1, -1, 1, 1)) ** 2).mean(dim=(0, 2, 3))  # biased
         assert torch.allclose(col.means[0][g], mean, atol=1e-5)
         assert torch.allclose(col.vars[0][g], var, atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_collector_gradient_matches_autograd_through_var_mean(fmt):
+    """The statistics' own backward (one closed form for all groups) against autograd's."""
+    net = _net()[:2]  # the BN input is the conv output
+    col = BNStatsCollector(net)
+    x = torch.randn(6, 3, 8, 8).to(memory_format=fmt).requires_grad_(True)
+    a, b = torch.randn(2, 4), torch.randn(2, 4)
+    col.reset(groups=2)
+    net(x)
+    (grad,) = torch.autograd.grad((a * col.means[0] + b * col.vars[0]).sum(), x)
+    var, mean = torch.var_mean(net[0](x).reshape(2, 3, 4, -1), dim=(1, 3), unbiased=False)
+    (expect,) = torch.autograd.grad((a * mean + b * var).sum(), x)
+    torch.testing.assert_close(grad, expect, rtol=1e-5, atol=1e-7)
 
 
 def test_loss_matches_hand_computation():
