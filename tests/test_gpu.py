@@ -165,6 +165,24 @@ def test_plan_estimate_against_measured_peak():
     assert two.measured_peak_bytes <= two.held_bytes + two.budget_bytes
 
 
+def _uninterrupted_and_resumed(models, cfg) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """An uninterrupted run's images, and those of a run stopped at step 17 and resumed with 2
+    and with 1 group per wave (deterministic cuDNN throughout)."""
+    torch.backends.cudnn.deterministic, saved = True, torch.backends.cudnn.deterministic
+    try:
+        full = _recover(models, cfg)
+        hooks = _Hooks(stop_at=17)
+        with pytest.raises(StopRequested):
+            _recover(models, cfg, hooks)
+        outs = [
+            _recover(models, dataclasses.replace(cfg, groups_per_step=n), state=hooks.states[-1])
+            for n in (2, 1)
+        ]
+    finally:
+        torch.backends.cudnn.deterministic = saved
+    return full, outs
+
+
 @pytest.mark.parametrize("augment", [False, True])
 def test_resume_on_cuda_equals_uninterrupted(augment):
     """Stop mid-wave, resume from the checkpoint (also with one group per wave). Without
@@ -180,18 +198,7 @@ def test_resume_on_cuda_equals_uninterrupted(augment):
         snapshot_every=0,
         groups_per_step=2,
     )
-    torch.backends.cudnn.deterministic, saved = True, torch.backends.cudnn.deterministic
-    try:
-        full = _recover(models, cfg)
-        hooks = _Hooks(stop_at=17)
-        with pytest.raises(StopRequested):
-            _recover(models, cfg, hooks)
-        outs = [
-            _recover(models, dataclasses.replace(cfg, groups_per_step=n), state=hooks.states[-1])
-            for n in (2, 1)
-        ]
-    finally:
-        torch.backends.cudnn.deterministic = saved
+    full, outs = _uninterrupted_and_resumed(models, cfg)
     for out in outs:
         if not augment:
             assert torch.equal(out, full)
@@ -294,18 +301,7 @@ def test_graph_resume_equals_uninterrupted(augment):
     cfg = _graph_cfg(
         iterations=12, augment=augment, checkpoint_every=5, groups_per_step=2, cuda_graph=True
     )
-    torch.backends.cudnn.deterministic, saved = True, torch.backends.cudnn.deterministic
-    try:
-        full = _recover(models, cfg)
-        hooks = _Hooks(stop_at=17)
-        with pytest.raises(StopRequested):
-            _recover(models, cfg, hooks)
-        outs = [
-            _recover(models, dataclasses.replace(cfg, groups_per_step=n), state=hooks.states[-1])
-            for n in (2, 1)
-        ]
-    finally:
-        torch.backends.cudnn.deterministic = saved
+    full, outs = _uninterrupted_and_resumed(models, cfg)
     for out in outs:
         if not augment:
             assert torch.equal(out, full)

@@ -5,11 +5,12 @@ step uncaptured (what a CPU does with it), stop and resume included. tests/test_
 the capture itself."""
 
 import dataclasses
-import io
 
 import pytest
 import torch
 import torch.nn.functional as F
+from test_recover import MEAN, STD, TINY, _Hooks
+from test_recover import _run as run_recover
 
 import cvdd.recover as recover_mod
 from cvdd.augment import shared_crop_flip_roll
@@ -27,13 +28,11 @@ from cvdd.graph_step import (
     static_augment,
 )
 from cvdd.models import create_model
-from cvdd.recover import augment_wave, recover_images, wave_loss
+from cvdd.recover import augment_wave, wave_loss
 from cvdd.utils import CvddError, StopRequested
 from cvdd.waves import open_wave, pixel_bounds
 
 torch.set_num_threads(1)
-TINY = ("test_tiny_cnn", "test_tiny_resnet")
-MEAN, STD = (0.5,), (0.25,)
 # static_augment against shared_crop_flip_roll on values in [-2, 2] (normalised pixels): at
 # most 3.6e-7 measured (1.5 float32 steps at 2), from the order in which interpolate's compiled
 # kernel rounds; exact where the crop is the whole image
@@ -220,28 +219,6 @@ def test_the_flag_is_a_typed_execution_setting():
 # the loop with the static step (uncaptured, as a CPU runs it)
 
 
-class _Hooks:
-    def __init__(self, stop_at=None):
-        self.rows, self.states, self.done, self.stop_at = [], [], 0, stop_at
-
-    def should_stop(self):
-        return self.stop_at is not None and self.done == self.stop_at
-
-    def progress(self, step, total, metrics):
-        self.done = step
-
-    def trace(self, r):
-        self.rows.append(r)
-
-    def snapshot(self, step, images):
-        pass
-
-    def checkpoint(self, s):
-        buf = io.BytesIO()  # as the stage stores it: torch.save, then a weights-only load
-        torch.save(s, buf)
-        self.states.append(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
-
-
 @pytest.fixture
 def uncaptured(monkeypatch):
     """The flag honoured on a CPU (its mode as on CUDA): the loop builds GraphStep, which runs
@@ -264,19 +241,8 @@ def _setup(**over):
 
 
 def _run(setup, hooks=None, state=None, **over):
-    images, groups, kw = setup
-    kw = {**kw, "cfg": dataclasses.replace(kw["cfg"], **over)}
-    return recover_images(
-        images,
-        groups,
-        **kw,
-        mean=MEAN,
-        std=STD,
-        gen=torch.Generator().manual_seed(1),
-        hooks=hooks or _Hooks(),
-        state=state,
-        priors={TINY[0]: 1.0, TINY[1]: 2.0},
-    )
+    """recover_images on `setup` (_setup's), as tests/test_recover.py runs it."""
+    return run_recover(*setup, hooks=hooks, state=state, **over)
 
 
 def test_the_flag_on_a_cpu_fails_before_any_hook_goes_on():
