@@ -62,27 +62,11 @@ def cpu_sample(server_pid: int, seconds: float) -> tuple[float, float]:
 
 @contextlib.contextmanager
 def serve(env: dict, log_path: str = "/tmp/app_bench_server.log"):
-    """`streamlit run app/main.py` on a free port; yields (process, url) once it is healthy."""
+    """The app (`python app`) on a free port; yields (process, url) once it is healthy."""
     url = f"http://127.0.0.1:{free_port()}"
     with open(log_path, "wb") as log:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "app/main.py",
-                "--server.headless",
-                "true",
-                "--server.address",
-                "127.0.0.1",
-                "--server.port",
-                url.rsplit(":", 1)[1],
-                "--browser.gatherUsageStats",
-                "false",
-                "--server.fileWatcherType",
-                "none",
-            ],
+        server = subprocess.Popen(  # the launcher users start: `python app`, its settings
+            [sys.executable, str(ROOT / "app"), "--server.port", url.rsplit(":", 1)[1]],
             cwd=ROOT,
             env=env,
             stdout=log,

@@ -28,28 +28,13 @@ STEP = re.compile(r"step (\d+) · rows")
 
 @pytest.fixture
 def server(tmp_path):
-    """`streamlit run app/main.py` on a free port, runs in tmp_path/runs."""
+    """The app (`python app`) on a free port, runs in tmp_path/runs."""
     port, runs_dir = free_port(), tmp_path / "runs"
     env = dict(os.environ, CVDD_RUNS_DIR=str(runs_dir), CVDD_THREADS="1", PYTHONPATH=str(ROOT))
     log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 -- closed in finally
+    # the launcher users start (python app): its offline, local-only settings, plus the port
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app/main.py",
-            "--server.headless",
-            "true",
-            "--server.port",
-            str(port),
-            "--server.address",
-            "127.0.0.1",
-            "--browser.gatherUsageStats",
-            "false",
-            "--server.fileWatcherType",
-            "none",
-        ],
+        [sys.executable, str(ROOT / "app"), "--server.port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -115,14 +100,14 @@ def _settled_screenshot(page, path: Path) -> None:
 
 
 def _start_a_long_tiny_run(page, url: str) -> None:
-    """New-run page: the tiny preset with 3000 recover steps and a grid every 25; Start."""
+    """New-run page: the tiny preset with 20000 recover steps and a grid every 25; Start."""
     page.goto(url)
     expect(page.get_by_text("What happens in each stage")).to_be_visible()
     page.locator(".st-key-nr_preset").get_by_role("combobox").click()
     page.get_by_role("option", name="tiny", exact=True).click()
     expect(page.get_by_text("seconds: two tiny test models")).to_be_visible()
     it = page.locator(".st-key-nr_iterations").get_by_role("spinbutton")
-    it.fill("3000")
+    it.fill("20000")
     it.press("Enter")
     page.get_by_text("More settings").click()
     extra = page.get_by_role("textbox", name=re.compile("Extra overrides"))
@@ -131,7 +116,7 @@ def _start_a_long_tiny_run(page, url: str) -> None:
     # the app has taken both edits once the CLI command it shows carries them
     page.get_by_text("Effective config and CLI command").click()
     cli = page.get_by_test_id("stCode").filter(has_text="python -m cvdd run")
-    expect(cli).to_contain_text("recover.iterations=3000")
+    expect(cli).to_contain_text("recover.iterations=20000")
     expect(cli).to_contain_text("recover.snapshot_every=25")
     start = _button(page, "start")
     expect(start).to_be_enabled()
