@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import dist
 from .config import PRESET_NOTES, PRESETS, from_preset
 from .runs import RunDir
 from .utils import CvddError, StopRequested
@@ -97,8 +98,6 @@ def main(argv: list[str] | None = None) -> int:
 
             print("\n".join(list_models()))
             return 0
-        from . import dist
-
         dist.init()  # under torchrun: rank 0 creates the run dir, every rank runs it
         main_rank = dist.is_main()
         if args.cmd == "run":
@@ -118,15 +117,15 @@ def main(argv: list[str] | None = None) -> int:
         if base is not None:
             print(f"random-real baseline top-1: {base:.2f}%")
         print(run_dir.resolve(), flush=True)
-        return _leave(0, clean=True)
+        return dist.leave(0, clean=True)
     except StopRequested:
         print(f"stopped; continue with: python -m cvdd resume {run_dir}", file=sys.stderr)
-        return _leave(130, clean=True)  # every rank stops at the same stage
+        return dist.leave(130, clean=True)  # every rank stops at the same stage
     except CvddError as e:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)
-        return _leave(2, clean=False)
+        return dist.leave(2, clean=False)
     except Exception as e:  # a bug: still one line, the traceback is in events.jsonl
         if args.debug:
             raise
@@ -135,13 +134,4 @@ def main(argv: list[str] | None = None) -> int:
             "(also stored in the run's events.jsonl), and please report it",
             file=sys.stderr,
         )
-        return _leave(1, clean=False)
-
-
-def _leave(code: int, *, clean: bool) -> int:
-    """`code`; under torchrun the rank ends here (cvdd/dist.py: leave)."""
-    if "cvdd.dist" not in sys.modules:  # never joined a process group
-        return code
-    from . import dist
-
-    return dist.leave(code, clean=clean)
+        return dist.leave(1, clean=False)

@@ -260,8 +260,13 @@ def run_prior(ctx: Context, cfg_hash: str) -> dict:
                 hit = {"student_top1": top1}
                 atomic_write_json(cache_file, hit)
             else:
-                how = "shipped with the member" if hit.get("shipped") else "cached"
-                how = f"computed on rank {hit['rank']}" if "rank" in hit else how
+                how = (
+                    f"computed on rank {hit['rank']}"  # by another rank, this run (torchrun)
+                    if "rank" in hit
+                    else "shipped with the member"
+                    if hit.get("shipped")
+                    else "cached"
+                )
                 ctx.rd.log(f"{m}: prior {hit['student_top1']:.2f}% ({how})", stage=STAGE)
             hit = {**hit, "key": key}  # recorded, so assets/make_committee.py can ship it
             values[m], runs[m] = hit["student_top1"], hit
