@@ -17,7 +17,7 @@ from . import dist, layout
 from .config import RunConfig, config_hash
 from .layout import STAGES, read_events
 from .runs import RunDir
-from .utils import CvddError, StopRequested, resolve_device, set_threads
+from .utils import CvddError, StopRequested, environment, resolve_device, set_threads
 
 __all__ = ["run_pipeline", "STAGES"]
 
@@ -75,6 +75,7 @@ def _write_result(rd: RunDir, cfg: RunConfig, device: str) -> dict:
             secs[e["stage"]] = secs.get(e["stage"], 0) + (e.get("seconds") or 0)
     mode = cfg.relabel.mode
     head = students.get(f"distilled_{mode}", {})
+    meta = rd.read_config().get("meta", {})
     res = {
         "student_top1": head.get("top1"),
         "student_top5": head.get("top5"),
@@ -112,6 +113,10 @@ def _write_result(rd: RunDir, cfg: RunConfig, device: str) -> dict:
         "stage_seconds": secs,
         "total_seconds": round(sum(secs.values()), 2),
         "device": device,
+        # every top-1 above is on this many test images (the whole test split)
+        "test_images": meta.get("dataset", {}).get("test_size"),
+        # device, threads and versions: the same seed reproduces a result only under these
+        "environment": meta.get("environment"),
     }
     rd.write_json(layout.RESULT, res)
     return res
@@ -134,6 +139,7 @@ def _open_context(cfg: RunConfig, rd: RunDir, device: str):
         cvdd_version=__import__("cvdd").__version__,
         torch_version=torch.__version__,
         device=device,
+        environment=environment(device),
         class_names=dataset.class_names,
         dataset=dict(
             name=dataset.name,

@@ -116,3 +116,40 @@ def set_threads(n: int = 0) -> int:
     n = n or max(1, min(8, (os.cpu_count() or 1) - 1))
     torch.set_num_threads(n)
     return n
+
+
+def environment(device: str) -> dict:
+    """What a result depends on besides the config: the same seed gives the same images and
+    top-1 only on the same device kind, thread count and library versions (docs/method.md §9)."""
+    import platform
+
+    import numpy
+    import torch
+    import torchvision
+
+    env = dict(
+        device=device,
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        torchvision=torchvision.__version__,
+        numpy=numpy.__version__,
+        python=platform.python_version(),
+        platform=platform.platform(),
+        processor=_cpu_name(),
+    )
+    if device.startswith("cuda"):
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
