@@ -101,7 +101,7 @@ class InitConfig:
 class RecoverConfig:
     """Stage 3: pixel optimisation with committee voting (paper §3.6)."""
 
-    iterations: int = 4000  # Adam steps per image group
+    iterations: int = 4000  # Adam steps per image group; 0 = the initial (RDED) images unchanged
     lr: float = 0.25  # Adam, cosine to 0, no warm-up
     beta1: float = 0.5
     beta2: float = 0.9
@@ -295,7 +295,7 @@ def _check_choices(c: RunConfig) -> None:
 
 # (key, lowest allowed value, why) for integer settings
 _MINIMUMS = (
-    ("recover.iterations", 1, ""),
+    ("recover.iterations", 0, ""),
     ("recover.classes_per_group", 1, ""),
     ("validate.epochs", 1, ""),
     ("squeeze.epochs", 0, ""),
