@@ -11,7 +11,9 @@
 #   bash benchmarks/gpu_check.sh [--cpu-smoke] [--cifar100 DIR] [--steps N]
 set -u
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python}
+# the interpreter: $PYTHON, else python, else python3 (a machine may have only python3)
+PY=${PYTHON:-$(command -v python || command -v python3)}
+[ -n "$PY" ] || { echo "no python or python3 on PATH; set PYTHON=/path/to/python"; exit 2; }
 SMOKE=0
 CIFAR=""
 STEPS=200
@@ -24,9 +26,13 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+if ! $PY -c "import torch" 2>/dev/null; then
+  echo "$PY cannot import torch: install requirements.txt for it, or set PYTHON"; exit 2
+fi
 if ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   if [ "$SMOKE" = 0 ]; then
-    echo "no CUDA device here: running the CPU smoke version of every check instead"
+    echo "no CUDA device visible to $PY ($($PY -c 'import torch; print(torch.__version__)')):" \
+      "running the CPU smoke version of every check instead"
   fi
   SMOKE=1
 fi
