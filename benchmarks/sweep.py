@@ -15,9 +15,11 @@ recover leaves on the members that voted.
     python benchmarks/sweep.py --collect          # re-read the finished runs, rewrite the output
 
 Runs one thread per process, `--jobs` processes at a time; a killed sweep restarts where it
-stopped (finished runs are kept, a half-done run is resumed). Output: benchmarks/out/sweep.json
-(settings, commit, environment, one row per run) and benchmarks/out/sweep.md (the summary of
-benchmarks/sweep_table.py: means with 95 % t intervals and paired differences per budget).
+stopped (finished runs are kept, a half-done run is resumed), and rows already in the output
+file are kept, each with the commit that made it, so a sweep can grow across sessions.
+Output: benchmarks/out/sweep.json (settings, commit, environment, one row per run) and
+benchmarks/out/sweep.md (benchmarks/sweep_table.py's summary: means with 95 % t intervals and
+paired differences per budget).
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ def record(run_dir: Path, job: dict) -> dict:
         "recover_s": secs.get("recover"),
         "total_s": res.get("total_seconds"),
         "environment": res.get("environment"),
+        "commit": _commit(),
     }
 
 
@@ -176,6 +179,10 @@ def main() -> None:
     todo = jobs(args.seeds, args.budgets)
     rows: list[dict] = []
     lock = threading.Lock()
+    if out.is_file() and not args.collect:  # rows written before (another session): kept
+        rows = json.loads(out.read_text())["rows"]
+        have = {(r["seed"], r["arm"], r["budget"]) for r in rows}
+        todo = [j for j in todo if (j["seed"], j["arm"], j["budget"]) not in have]
     if args.collect:
         for job in todo:
             d = _run_dir(root, job)

@@ -41,8 +41,10 @@ def _cell(vals: dict) -> str:
 def summary_markdown(doc: dict) -> str:
     rows, lines = doc["rows"], []
     seeds = sorted({r["seed"] for r in rows})
+    commits = sorted({r.get("commit", doc.get("commit")) for r in rows} - {None})
     lines.append(
-        f"Sweep at commit {doc.get('commit')} ({doc.get('date')}): quick preset, seeds {seeds}, "
+        f"Sweep at commit {', '.join(commits) or doc.get('commit')} ({doc.get('date')}): "
+        f"quick preset, seeds {seeds}, "
         f"{doc.get('processes')} processes of {doc.get('threads_per_process')} thread; "
         "student top-1 % on all 10,000 test images, mean ± half-width of the 95 % t interval "
         "(n seeds). Arms of one seed share the teacher (ResNet-18) and differ in images only."
