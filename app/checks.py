@@ -150,19 +150,19 @@ def code(text: str) -> str:
 
 
 def dataset_problem(path: str) -> str | None:
-    """Markdown: why `path` is no data set cvdd can read (with the accepted layouts, verbatim
-    in a code block), or None when it holds one. The worker would fail on it only after
-    waiting in the queue and importing PyTorch."""
+    """Markdown: why `path` is no data set cvdd can read (with the accepted layouts, their
+    path patterns in code spans, never italics), or None when it holds one. The worker would
+    fail on it only after waiting in the queue and importing PyTorch."""
     msg = layout_problem(path)
     if msg is None:
         return None
     lines = msg.splitlines()
     head = lines[0].replace(f"{Path(path).expanduser()}:", "").strip()
-    menu = "\n".join(f"{k:16s} {v}" for k, v in LAYOUTS.items())
+    menu = "\n".join(f"- **{k}**: `{code(v)}`" for k, v in LAYOUTS.items())
     fix = lines[-1].removeprefix("Fix:").strip() if lines[-1].startswith("Fix:") else ""
     return (
         f"`{code(path)}`: {md_escape(head)} It must be one of these layouts:\n\n"
-        f"```\n{menu}\n```\n\n{md_escape(fix[:1].upper() + fix[1:])}"
+        f"{menu}\n\n{md_escape(fix[:1].upper() + fix[1:])}"
     )
 
 

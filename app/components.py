@@ -135,11 +135,13 @@ def stage_progress(evs: list[dict], stat: dict, members: list[str] | None = None
         st.progress(float(r["frac"]), text=text)
 
 
-def na_styled(df, numbers: list[str], na: str = "n/a"):
-    """`df` for st.dataframe with `numbers` at 3 significant digits and a missing value shown as
-    `na` (st.dataframe would print a raw None)."""
-    rest = [c for c in df.columns if c not in numbers]
-    return df.style.format("{:.3g}", subset=numbers, na_rep=na).format(subset=rest, na_rep=na)
+def na_table(df: pd.DataFrame, numbers: list[str], na: str = "n/a") -> pd.DataFrame:
+    """`df` for st.dataframe with `numbers` at 3 significant digits and every missing value
+    shown as `na` (st.dataframe prints a raw None, and ignores a Styler's na_rep for it)."""
+    out = df.astype(object).where(df.notna(), na)
+    for c in numbers:
+        out[c] = [f"{v:.3g}" if isinstance(v, (int, float)) else v for v in out[c]]
+    return out
 
 
 def show_image(img: np.ndarray, caption: str | None = None, min_side: int = 96) -> None:
@@ -377,4 +379,4 @@ def squeeze_table(run_dir: Path) -> None:
         )
         cols = ["name", "test_top1", "train_top1", "params", "epochs", "cached", "seconds"]
         rows = [{k: m.get(k) for k in cols} for m in doc["members"] if isinstance(m, dict)]
-        st.dataframe(na_styled(pd.DataFrame(rows, columns=cols), []), hide_index=True)
+        st.dataframe(na_table(pd.DataFrame(rows, columns=cols), []), hide_index=True)

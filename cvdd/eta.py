@@ -62,7 +62,7 @@ COST_S = {
     "squeeze": 2.0e-4,  # per image per epoch per member, training
     "init": 1.0e-3,  # per candidate crop scored by the observer
     "recover": 5.3e-3,  # per image per voting member per step (forward + input backward)
-    "relabel": 2.9e-2,  # per image per committee member, labels and BN analysis
+    "relabel": 9.0e-3,  # per image per committee member, labels and BN analysis
     "train": 7.3e-3,  # per image per student epoch (student step + teacher labels)
     "eval": 7.3e-4,  # per test image per evaluation
 }

@@ -96,7 +96,7 @@ def test_new_run_shows_config_errors_before_start(root):
     before = sorted(root.iterdir())
     at.text_input(key="nr_path").input("/etc").run()  # exists, but is no data set
     err = next(e.value for e in ok(at).error if "no known data set layout" in e.value)
-    assert "```\nembedded" in err and "imagefolder      train/<class>/*" in err  # verbatim
+    assert "- **imagefolder**: `train/<class>/* plus val/<class>/*" in err  # code, not italics
     assert at.button(key="start").disabled and sorted(root.iterdir()) == before
 
 

@@ -63,7 +63,7 @@ def _groups_section(doc: dict) -> None:
     df = G.summary(doc)
     shown = df[["member", *RENAME, "layers"]].rename(columns=RENAME)
     st.dataframe(
-        C.na_styled(shown, [c for c in RENAME.values() if "groups" not in c], NA),
+        C.na_table(shown, [c for c in RENAME.values() if "groups" not in c], NA),
         hide_index=True,
         column_config={"member": st.column_config.TextColumn("member", pinned=True)},
     )
@@ -128,7 +128,7 @@ def _twin_section(doc: dict, twin) -> None:
         return
     key = ["run", "BN loss after", "change %", "BN loss before", "member-group pairs", "members"]
     st.dataframe(
-        C.na_styled(rows[key], ["BN loss before", "BN loss after", "change %"], NA),
+        C.na_table(rows[key], ["BN loss before", "BN loss after", "change %"], NA),
         hide_index=True,
         column_config={"run": st.column_config.TextColumn("run", pinned=True)},
     )
