@@ -113,11 +113,15 @@ def test_every_page_renders_a_finished_run(root, tiny_run_dir, page):
     ]
     if page == "live":
         assert metrics(at)["status"] == "done" and metrics(at)["student top-1"].endswith("%")
-        assert n_img >= 2 and n_plotly >= 2  # snapshot grid + class row; losses + committee
+        assert n_img >= 2 and n_plotly == 0  # snapshot grid + class row; one panel at a time
         assert [p.proto.value for p in at.get("progress")] == [100] * 6
         assert at.button(key="stop").disabled and at.button(key="resume").disabled
         assert at.select_slider(key=f"snap_{tiny_run_dir.name}").value > 0
-        plan = next(d for d in at.dataframe if "what" in d.value.columns).value  # Memory tab
+        for panel in ("Loss curves", "Committee"):  # each draws its charts when shown
+            at.session_state[f"panel_{tiny_run_dir.name}"] = panel
+            assert len(ok(at.run()).get("plotly_chart")) >= 1 and not at.warning, panel
+        at.session_state[f"panel_{tiny_run_dir.name}"] = "Memory"
+        plan = next(d for d in ok(at.run()).dataframe if "what" in d.value.columns).value
         assert plan["value"][plan["what"] == "waves × groups per wave"].iloc[0].startswith("1 × ")
     elif page == "bn":
         assert n_plotly >= 3 and metrics(at)
