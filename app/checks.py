@@ -15,6 +15,7 @@ import numpy as np
 import streamlit as st
 
 from cvdd.config import RunConfig
+from cvdd.data_layouts import LAYOUTS, layout_problem
 from cvdd.utils import CvddError
 
 BUILTIN_NPZ = Path(__file__).resolve().parent.parent / "assets" / "fashion_mnist_subset.npz"
@@ -40,6 +41,15 @@ ERROR_FIELDS = {
     "relabel.teacher": "teacher",
 }
 NUMBERS = ("ipc", "iterations", "seed", "num_experts", "temperature")
+# form field -> (label, smallest, largest or None): typed as text, so `1e3` or `10.5` arrive as
+# typed and are refused, never cut to 1 or 10 (a number box would parse them that way)
+WHOLE = {
+    "ipc": ("IPC", 1, None),
+    "iterations": ("Recover iterations", 1, None),
+    "seed": ("The seed", 0, 2**32 - 1),
+    "num_experts": ("Experts per image N", 1, None),
+}
+_WHOLE = re.compile(r"[+-]?[0-9]+")
 # config keys as the form labels them, for messages shown on a page instead of the CLI
 LABELS = {
     "ipc": "IPC",
@@ -97,13 +107,63 @@ def check_config(
     return None, errors
 
 
+def whole_number(field: str, text) -> tuple[int | None, str | None]:
+    """(value, None) for a whole number in the field's range, else (None, what is wrong)."""
+    label, lo, hi = WHOLE[field]
+    typed = str("" if text is None else text).strip()
+    if not typed:
+        return None, f"Enter {label} as a whole number."
+    if not _WHOLE.fullmatch(typed):
+        return None, (
+            f"{label} must be a whole number such as 10; `{code(typed[:40])}` is not "
+            "(no decimals, exponents, spaces or text)."
+        )
+    n = int(typed)
+    if n < lo or (hi is not None and n > hi):
+        span = f"between {lo:,} and {hi:,}" if hi is not None else f"at least {lo:,}"
+        return None, f"{label} must be {span} (got {n:,})."
+    return n, None
+
+
 def check_numbers(vals: dict) -> dict[str, str]:
-    """Checks of the typed numbers that cvdd.config does not make itself."""
-    errors = {k: "Enter a number." for k in NUMBERS if vals.get(k) is None}
-    seed = vals.get("seed")
-    if seed is not None and not 0 <= seed <= SEED_MAX:
-        errors["seed"] = f"The seed must be between 0 and {SEED_MAX:,} (got {seed})."
+    """Reads the typed numbers in place (whole-number fields arrive as text) and returns
+    {field: message} for the ones that are not numbers in range; a bad one becomes None."""
+    errors = {}
+    for k in NUMBERS:
+        if k in WHOLE:
+            vals[k], bad = whole_number(k, vals.get(k))
+            if bad:
+                errors[k] = bad
+        elif vals.get(k) is None:
+            errors[k] = "Enter a number."
     return errors
+
+
+def md_escape(text: str) -> str:
+    """`text` shown literally by st.markdown / st.error: no italics from `*` or `_`, no tags."""
+    return re.sub(r"([\\`*_{}\[\]<>()#+!|~-])", r"\\\1", str(text))
+
+
+def code(text: str) -> str:
+    """`text` for a Markdown code span (which shows backslashes literally): no backticks."""
+    return str(text).replace("`", "'")
+
+
+def dataset_problem(path: str) -> str | None:
+    """Markdown: why `path` is no data set cvdd can read (with the accepted layouts, their
+    path patterns in code spans, never italics), or None when it holds one. The worker would
+    fail on it only after waiting in the queue and importing PyTorch."""
+    msg = layout_problem(path)
+    if msg is None:
+        return None
+    lines = msg.splitlines()
+    head = lines[0].replace(f"{Path(path).expanduser()}:", "").strip()
+    menu = "\n".join(f"- **{k}**: `{code(v)}`" for k, v in LAYOUTS.items())
+    fix = lines[-1].removeprefix("Fix:").strip() if lines[-1].startswith("Fix:") else ""
+    return (
+        f"`{code(path)}`: {md_escape(head)} It must be one of these layouts:\n\n"
+        f"{menu}\n\n{md_escape(fix[:1].upper() + fix[1:])}"
+    )
 
 
 def ipc_need(cfg: RunConfig) -> int:

@@ -7,6 +7,7 @@ import contextlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from app import checks, figures, shaping, state
@@ -134,6 +135,15 @@ def stage_progress(evs: list[dict], stat: dict, members: list[str] | None = None
         st.progress(float(r["frac"]), text=text)
 
 
+def na_table(df: pd.DataFrame, numbers: list[str], na: str = "n/a") -> pd.DataFrame:
+    """`df` for st.dataframe with `numbers` at 3 significant digits and every missing value
+    shown as `na` (st.dataframe prints a raw None, and ignores a Styler's na_rep for it)."""
+    out = df.astype(object).where(df.notna(), na)
+    for c in numbers:
+        out[c] = [f"{v:.3g}" if isinstance(v, (int, float)) else v for v in out[c]]
+    return out
+
+
 def show_image(img: np.ndarray, caption: str | None = None, min_side: int = 96) -> None:
     st.image(shaping.to_display(img, min_side), caption=caption)
 
@@ -244,8 +254,17 @@ def loss_panel(run_dir: Path) -> None:
         st.info("No loss trace yet: recover/trace.jsonl gets one line per recover step.")
         return
     log_y = st.toggle("log scale", key=f"logy_{run_dir.name}")
-    d = shaping.downsample(df)
-    st.plotly_chart(figures.loss_curves(d, log_y), key=f"loss_{run_dir.name}")
+    span = figures.ema_span(len(df))
+    d = shaping.downsample(figures.with_ema(df, ("loss", "ce", "bn"), span))
+    st.plotly_chart(figures.loss_curves(d, log_y, span), key=f"loss_{run_dir.name}")
+    st.caption(
+        "Each step's loss is noisy (a new random crop, flip and shift every step), so a thick "
+        f"line shows its exponential moving average over about {span} steps. **CE**: "
+        "cross-entropy of the images' class under the committee's vote (each voting member's "
+        "CE weighted by softmax(α/T)); **BN**: the gap between the batch's BatchNorm statistics "
+        "and the members' stored running ones, weighted alike; total = CE + r_bn × BN "
+        "(recover.bn_loss_weight)."
+    )
     last = df.iloc[-1]
     st.caption(
         f"step {int(last['step'])} · loss {last['loss']:.4g} · CE {last['ce']:.4g} · "
@@ -279,10 +298,33 @@ def committee_panel(run_dir: Path) -> None:
     T = float(com.get("temperature") or 1.0)
     priors = com.get("priors") or pri.get("values") or {}
     c = st.columns(4)
-    c[0].metric("voter", str(com.get("voter")))
-    c[1].metric("temperature T", f"{T:g}")
-    c[2].metric("experts per image N", str(com.get("num_experts")))
-    c[3].metric("schedule", str(com.get("schedule")))
+    c[0].metric(
+        "voter",
+        str(com.get("voter")),
+        help="How the N voters of an IPC index are weighted: prior = softmax(α/T) (CV-DD), "
+        "equal = 1/N each, random = random weights (an ablation).",
+    )
+    c[1].metric(
+        "temperature T",
+        f"{T:g}",
+        help="T in softmax(α/T): small T lets the member with the best prior α dominate, "
+        "large T gives the N voters nearly equal weights.",
+    )
+    c[2].metric(
+        "experts per image N",
+        str(com.get("num_experts")),
+        help="N: how many committee members vote on (optimise) the images of one IPC index.",
+    )
+    c[3].metric(
+        "schedule",
+        str(com.get("schedule")),
+        help="Which N members vote on which IPC index: fixed, enumerate (cycle through the "
+        "subsets), random, or per_iteration (redrawn every step).",
+    )
+    st.caption(
+        "**α** (prior) of a member = the top-1 of a student trained on images that member "
+        "distilled alone (SRe²L++): how well its knowledge transfers, not its own accuracy."
+    )
     mat = shaping.committee_matrix(com)
     if len(mat):
         st.plotly_chart(_figure("committee_heatmap", mat), key=f"com_{run_dir.name}")
@@ -336,7 +378,5 @@ def squeeze_table(run_dir: Path) -> None:
             "real test set; α above measures something else: how well it distils)"
         )
         cols = ["name", "test_top1", "train_top1", "params", "epochs", "cached", "seconds"]
-        st.dataframe(
-            [{k: m.get(k) for k in cols} for m in doc["members"] if isinstance(m, dict)],
-            hide_index=True,
-        )
+        rows = [{k: m.get(k) for k in cols} for m in doc["members"] if isinstance(m, dict)]
+        st.dataframe(na_table(pd.DataFrame(rows, columns=cols), []), hide_index=True)

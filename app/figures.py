@@ -56,25 +56,63 @@ def _tidy(fig: go.Figure, height: int = 320) -> go.Figure:
     return fig
 
 
-def loss_curves(df: pd.DataFrame, log_y: bool = False) -> go.Figure:
-    """Total, CE and BN loss per recover step, side by side (their scales differ a lot)."""
+def ema_span(n: int) -> int:
+    """Steps an EMA of the loss averages over: about 1/20 of the curve, at least 5."""
+    return max(5, n // 20)
+
+
+def with_ema(df: pd.DataFrame, cols: tuple[str, ...], span: int) -> pd.DataFrame:
+    """`df` plus `<col>_ema`: an exponential moving average per wave (each wave starts over
+    from its initial images, so one wave's average must not carry into the next)."""
+    out = df.copy()
+    keys = out["wave"] if "wave" in out else pd.Series(0, index=out.index)
+    for c in (c for c in cols if c in out):
+        out[f"{c}_ema"] = out.groupby(keys)[c].transform(lambda v: v.ewm(span=span).mean())
+    return out
+
+
+def loss_curves(df: pd.DataFrame, log_y: bool = False, span: int = 0) -> go.Figure:
+    """Total, CE and BN loss per recover step, side by side (their scales differ a lot): the
+    raw values faint, their EMA over `span` steps (`<col>_ema`, see with_ema) on top."""
     fig = make_subplots(
         rows=1, cols=3, subplot_titles=("total loss", "CE (committee vote)", "BN statistics")
     )
-    for i, (col, color) in enumerate(
-        (("loss", "#333333"), ("ce", "#e4572e"), ("bn", "#2e86ab")), start=1
-    ):
+    curves = (("loss", "#333333"), ("ce", "#e4572e"), ("bn", "#2e86ab"))
+    for i, (col, color) in enumerate(curves, start=1):
         if col in df:
+            raw = {"color": color, "width": 1}
             fig.add_trace(
-                go.Scatter(x=df["step"], y=df[col], name=col, mode="lines", line={"color": color}),
+                go.Scatter(
+                    x=df["step"],
+                    y=df[col],
+                    name="each step",
+                    mode="lines",
+                    line=raw,
+                    opacity=0.3 if f"{col}_ema" in df else 1.0,
+                    legendgroup="raw",
+                    showlegend=i == 1,
+                ),
+                row=1,
+                col=i,
+            )
+        if f"{col}_ema" in df:
+            fig.add_trace(
+                go.Scatter(
+                    x=df["step"],
+                    y=df[f"{col}_ema"],
+                    name=f"EMA over {span} steps",
+                    mode="lines",
+                    line={"color": color, "width": 2.5},
+                    legendgroup="ema",
+                    showlegend=i == 1,
+                ),
                 row=1,
                 col=i,
             )
         fig.update_xaxes(title_text="step", row=1, col=i)
         if log_y:
             fig.update_yaxes(type="log", row=1, col=i)
-    fig.update_layout(showlegend=False)
-    return _tidy(fig, 300)
+    return _tidy(fig, 330).update_layout(legend=LEGEND_ABOVE, margin={"t": 90})
 
 
 def member_losses(df: pd.DataFrame, what: str = "ce") -> go.Figure:
@@ -154,24 +192,29 @@ def bn_gaps(df: pd.DataFrame) -> go.Figure:
         )
     fig.update_xaxes(tickangle=-60, tickfont={"size": 10}, title_text="BN layer (module order)")
     fig.update_yaxes(title_text="L2 gap, mean over batches", row=1, col=1)
-    _legend(_tidy(fig, 440), "images")
-    fig.update_layout(barmode="group", legend={"orientation": "h", "y": 1.18}, margin={"t": 80})
+    _legend(_tidy(fig, 460), "images")
+    fig.update_layout(barmode="group", legend=LEGEND_ABOVE, margin={"t": 110})
     return fig
 
 
+# a legend above the subplot titles (anchored by its bottom edge, clear of them)
+LEGEND_ABOVE = {"orientation": "h", "yanchor": "bottom", "y": 1.14, "x": 0}
 SPLIT_TITLES = {"voted": "groups it voted for", "not_voted": "groups it did not vote for"}
 
 
 def bn_group_layers(df: pd.DataFrame, member: str) -> go.Figure:
     """Per BN layer of one member: its gap before (init) and after (synthetic) recover, in the
     groups it voted for (left) and the others (right)."""
-    titles = []
+    titles, splits = [], []
     for split, text in SPLIT_TITLES.items():
         n = df.loc[df["split"] == split, "groups"]
         k = int(n.iloc[0]) if len(n) else 0
-        titles.append(f"{member}: {text} ({k} group{'s' * (k != 1)})" if k else f"{text}: none")
-    fig = make_subplots(rows=1, cols=2, subplot_titles=titles, shared_yaxes=True)
-    for col, split in enumerate(SPLIT_TITLES, start=1):
+        if k:  # a member that voted for every group (SRe²L++) gets one panel, not an empty one
+            splits.append(split)
+            titles.append(f"{member}: {text} ({k} group{'s' * (k != 1)})")
+    splits = splits or ["voted"]
+    fig = make_subplots(rows=1, cols=len(splits), subplot_titles=titles or None, shared_yaxes=True)
+    for col, split in enumerate(splits, start=1):
         for src in ("init", "synthetic"):
             d = df[(df["split"] == split) & (df["source"] == src)]
             fig.add_trace(
@@ -189,9 +232,8 @@ def bn_group_layers(df: pd.DataFrame, member: str) -> go.Figure:
         fig.update_xaxes(title_text="BN layer (module order)", row=1, col=col)
     fig.update_xaxes(tickangle=-60, tickfont={"size": 10})
     fig.update_yaxes(title_text="‖μ_B − μ‖ + ‖σ²_B − σ²‖, mean over groups", row=1, col=1)
-    _tidy(fig, 420)
-    fig.update_layout(barmode="group", legend={"orientation": "h", "y": 1.2}, margin={"t": 80})
-    return fig
+    _tidy(fig, 440)
+    return fig.update_layout(barmode="group", legend=LEGEND_ABOVE, margin={"t": 110})
 
 
 def bn_trace(df: pd.DataFrame) -> go.Figure:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from . import dist
 from .config import PRESET_NOTES, PRESETS, from_preset
+from .data_layouts import BUILTIN_NAMES, layout_problem
 from .runs import RunDir
 from .utils import CvddError, StopRequested
 
 DEFAULT_RUNS_DIR = "runs"
-BUILTIN_NAMES = ("builtin", "fashion_mnist_subset")  # the embedded data set
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,11 +76,9 @@ def _create_run(args: argparse.Namespace) -> Path:
             "(a local CIFAR/ImageFolder/Tiny-ImageNet folder)",
             field="data.dataset",
         )
-    if cfg.data.dataset not in BUILTIN_NAMES and not Path(cfg.data.dataset).exists():
+    if cfg.data.dataset not in BUILTIN_NAMES and (bad := layout_problem(cfg.data.dataset)):
         raise CvddError(
-            f"data path {cfg.data.dataset} does not exist; pass --data with "
-            "an existing folder, or --data builtin for the embedded set",
-            field="data.dataset",
+            f"{bad}\nOr pass --data builtin for the embedded set.", field="data.dataset"
         )
     return RunDir.create(args.runs_dir, cfg.to_dict(), meta={"launched_by": "cli"}).path
 

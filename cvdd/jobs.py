@@ -36,6 +36,7 @@ __all__ = [
     "is_alive",
     "clone_config",
     "gpu_count",
+    "start_outlook",
     "NPROC_ENV",
 ]
 
@@ -240,6 +241,16 @@ def _dequeue(run_dir: Path) -> bool:
         rd.append_event("log", level="info", msg="removed from the queue before a worker started")
         rd.append_event("run_end", status="stopped")
     return True
+
+
+def start_outlook(runs_root: str | Path, device: str) -> dict:
+    """What a Start on `device` would do now: {device (its slot), busy (workers on it),
+    limit (0 = none), pos (its place in the queue, None when it would start at once)}."""
+    root, key = Path(runs_root), queue.device_key(device)
+    busy, limit = _busy_slots(root).get(key, 0), queue.max_workers(key)
+    ahead = sum(e["device"] == key for e in queue.read_entries(root))
+    waits = ahead > 0 or bool(limit and busy >= limit)
+    return {"device": key, "busy": busy, "limit": limit, "pos": ahead + 1 if waits else None}
 
 
 def _fill(root: Path, entries: list[dict]) -> tuple[dict[str, int], dict[str, str]]:

@@ -64,8 +64,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                     return False
                 raise ValueError
             return bool(value)
-        if tp is int:
-            if isinstance(value, float) and not value.is_integer():
+        if tp is int:  # a whole number only: 10.5, 1e3 or true are refused, never cut
+            if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
                 raise ValueError
             return int(value)
         if tp is float:

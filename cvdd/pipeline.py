@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import dist, layout
 from .config import RunConfig, config_hash
+from .eta import stage_work
 from .layout import STAGES, read_events
 from .runs import RunDir
 from .utils import CvddError, StopRequested, environment, resolve_device, set_threads
@@ -161,9 +162,28 @@ def _open_context(cfg: RunConfig, rd: RunDir, device: str):
     return Context(cfg, rd, torch.device(device), dataset, cache_dir)
 
 
+def _forecast(ctx, done: set[str]) -> dict[str, float]:
+    """Forecast seconds of the stages still to run (cvdd/eta.py): the run's ETA adds them up.
+    Under torchrun a split stage's steps are this rank's share, so is its forecast."""
+    from .stages.validate import student_plan
+
+    d = ctx.data
+    work = stage_work(
+        ctx.cfg,
+        classes=d.num_classes,
+        train_size=len(d.train),
+        test_size=len(d.test),
+        pixels=d.image_size**2 * d.in_channels,
+        students=len(student_plan(ctx)),
+    )
+    share = {s: 1 / dist.world() if s in SPLIT_STAGES else 1.0 for s in STAGES}
+    return {s: w * share[s] for s, w in work.items() if s not in done}
+
+
 def _run_stages(ctx, rd: RunDir, cfg: RunConfig) -> None:
     """The stages not finished yet, in order: split ones on every rank, the others on rank 0."""
     h, done = config_hash(cfg), dist.broadcast_object(rd.finished_stages())
+    rd.clocks.plan(_forecast(ctx, done))
     for stage in STAGES:  # resume: finished stages are skipped, the others reload checkpoints
         if stage in done:
             continue

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import layout
-from .eta import StageClock
+from .eta import Clocks, fmt_s
 from .layout import read_events
 from .queue import read_entries
 from .status import fold_events, queue_place, run_summary, spawn_pending
@@ -52,7 +52,7 @@ class RunDir:
         self._lock_fd: int | None = None
         self._seq = None
         self._last_progress: dict[str, float] = {}
-        self._clocks: dict[str, StageClock] = {}  # stage -> its ETA clock in this worker
+        self.clocks = Clocks()  # the stages' and the run's ETA in this worker (cvdd/eta.py)
         self.echo = False  # print progress rows to stdout (CLI)
 
     # -- creation ---------------------------------------------------------------------------
@@ -169,12 +169,13 @@ class RunDir:
             print(f"[{stage or 'run'}] {msg}", flush=True)
 
     def stage_start(self, stage: str, **fields: Any) -> None:
-        self._clocks.pop(stage, None)
+        self.clocks.start(stage)
         self.append_event("stage_start", stage, **fields)
         if self.echo:
             print(f"== {stage}", flush=True)
 
     def stage_end(self, stage: str, seconds: float, metrics: dict | None = None) -> None:
+        self.clocks.end(stage, seconds)
         self.append_event("stage_end", stage, seconds=round(seconds, 3), metrics=metrics or {})
         if self.echo:
             short = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))}
@@ -191,10 +192,7 @@ class RunDir:
     ) -> None:
         """Throttled progress event (+ a fixed-column row on stdout for the CLI)."""
         now = time.time()
-        clock = self._clocks.get(stage)
-        if clock is None:
-            clock = self._clocks[stage] = StageClock(now, step)
-        eta = clock.update(now, step, total)  # every call: the clock must see each step
+        eta, run_eta = self.clocks.update(stage, now, step, total)  # every call: every step
         last = self._last_progress.get(stage, 0.0)
         if not (force or step >= total or now - last >= PROGRESS_EVERY_S):
             return
@@ -202,11 +200,14 @@ class RunDir:
         ev = dict(step=step, total=total, metrics=metrics or {})
         if eta is not None:
             ev["eta_s"] = round(eta, 1)
+        ev["run_eta_s"] = None if run_eta is None else round(run_eta, 1)  # the whole run's
         if label:
             ev["label"] = label
         self.append_event("progress", stage, **ev)
         if self.echo:
-            eta_txt = f"eta {_fmt_s(eta)}" if eta is not None else ""
+            eta_txt = (f"eta {fmt_s(eta)}" if eta is not None else "") + (
+                f"  run {fmt_s(run_eta)} left" if run_eta is not None else ""
+            )
             print(
                 f"[{stage:8s}] {label + ' ' if label else ''}{step:>6d}/{total:<6d} "
                 f"{100 * step / max(total, 1):5.1f}%  {_fmt_metrics(metrics or {})}  {eta_txt}",
@@ -296,14 +297,16 @@ def run_status(
     folded: dict | None = None,
     queue_entries: list[dict] | None = None,
 ) -> dict:
-    """Derived status: {status, stage, step, total, eta_s, updated_t, error, stages_done, queue}
-    (queue: {pos, of, device} while 'queued', cvdd/queue.py). `folded` (fold_events) or `events`
-    spare a re-read of events.jsonl, `queue_entries` one of the runs root's queue; the lock and
-    a pending spawn are probed afresh: they are what say 'running' / 'starting'."""
+    """Derived status: {status, stage, step, total, eta_s, run_eta_s, updated_t, error,
+    stages_done, queue} (queue: {pos, of, device} while 'queued', cvdd/queue.py). `folded`
+    (fold_events) or `events` spare a re-read of events.jsonl, `queue_entries` one of the runs
+    root's queue; the lock and a pending spawn are probed afresh: they say 'running' /
+    'starting'."""
     run_dir = Path(run_dir)
     if folded is None:
         folded = fold_events(read_events(run_dir) if events is None else events)
-    out: dict[str, Any] = {k: folded[k] for k in ("stage", "step", "total", "eta_s", "updated_t")}
+    keys = ("stage", "step", "total", "eta_s", "run_eta_s", "updated_t")
+    out: dict[str, Any] = {k: folded.get(k) for k in keys}
     out.update(status="created", error=None, stages_done=list(folded["stages_done"]), queue=None)
     end = folded["end"]
     if is_alive(run_dir):
@@ -381,13 +384,6 @@ def _plain(o: Any) -> Any:
     if hasattr(o, "tolist"):
         return o.tolist()
     return str(o)
-
-
-def _fmt_s(s: float | None) -> str:
-    if s is None:
-        return "?"
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def _fmt_metrics(m: dict) -> str:

@@ -33,6 +33,7 @@ def fold_events(evs: Iterable[dict], acc: dict | None = None) -> dict:
         "step": None,
         "total": None,
         "eta_s": None,
+        "run_eta_s": None,
         "updated_t": None,
         "stages_done": [],
         "end": None,
@@ -40,11 +41,12 @@ def fold_events(evs: Iterable[dict], acc: dict | None = None) -> dict:
     for e in evs:
         k = e.get("kind")
         if k == "stage_start":
-            acc.update(stage=e.get("stage"), step=0, total=None, eta_s=None)
+            acc.update(stage=e.get("stage"), step=0, total=None, eta_s=None)  # run_eta_s stays
         elif k == "progress":
             acc.update(
                 stage=e.get("stage"), step=e.get("step"), total=e.get("total"), eta_s=e.get("eta_s")
             )
+            acc["run_eta_s"] = e.get("run_eta_s")  # the whole run's, cvdd/eta.py
         elif k == "stage_end":
             acc["stages_done"].append(e.get("stage"))
         elif k in ("run_start", "run_end"):  # the last of these says how the attempt ended

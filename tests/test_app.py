@@ -83,16 +83,21 @@ def test_new_run_opens_ready_on_builtin_quick(root):
 
 def test_new_run_shows_config_errors_before_start(root):
     at = ok(render())
-    at.number_input(key="nr_num_experts").set_value(9).run()
+    at.text_input(key="nr_num_experts").input("9").run()
     ok(at)
     assert any("Experts per image N" in e.value for e in at.error)  # the field's label
     assert at.button(key="start").disabled
-    at.number_input(key="nr_num_experts").set_value(2).run()
+    at.text_input(key="nr_num_experts").input("2").run()
     at.radio(key="nr_kind").set_value("folder").run()
     at.text_input(key="nr_path").input("/no/such/folder/for/cvdd").run()
     ok(at)
     assert any("does not exist" in e.value for e in at.error)
     assert at.button(key="start").disabled
+    before = sorted(root.iterdir())
+    at.text_input(key="nr_path").input("/etc").run()  # exists, but is no data set
+    err = next(e.value for e in ok(at).error if "no known data set layout" in e.value)
+    assert "- **imagefolder**: `train/<class>/* plus val/<class>/*" in err  # code, not italics
+    assert at.button(key="start").disabled and sorted(root.iterdir()) == before
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -108,11 +113,15 @@ def test_every_page_renders_a_finished_run(root, tiny_run_dir, page):
     ]
     if page == "live":
         assert metrics(at)["status"] == "done" and metrics(at)["student top-1"].endswith("%")
-        assert n_img >= 2 and n_plotly >= 2  # snapshot grid + class row; losses + committee
+        assert n_img >= 2 and n_plotly == 0  # snapshot grid + class row; one panel at a time
         assert [p.proto.value for p in at.get("progress")] == [100] * 6
         assert at.button(key="stop").disabled and at.button(key="resume").disabled
         assert at.select_slider(key=f"snap_{tiny_run_dir.name}").value > 0
-        plan = next(d for d in at.dataframe if "what" in d.value.columns).value  # Memory tab
+        for panel in ("Loss curves", "Committee"):  # each draws its charts when shown
+            at.session_state[f"panel_{tiny_run_dir.name}"] = panel
+            assert len(ok(at.run()).get("plotly_chart")) >= 1 and not at.warning, panel
+        at.session_state[f"panel_{tiny_run_dir.name}"] = "Memory"
+        plan = next(d for d in ok(at.run()).dataframe if "what" in d.value.columns).value
         assert plan["value"][plan["what"] == "waves × groups per wave"].iloc[0].startswith("1 × ")
     elif page == "bn":
         assert n_plotly >= 3 and metrics(at)
@@ -155,7 +164,7 @@ def test_runs_list_open_sets_query_param(root, tiny_run_dir):
 def test_clone_prefills_the_form(root, tiny_run_dir):
     at = ok(render(clone=tiny_run_dir.name))
     assert "Cloned from run" in texts(at)
-    assert at.number_input(key="nr_ipc").value == 2
+    assert at.text_input(key="nr_ipc").value == "2"
     assert at.multiselect(key="nr_members").value == ["test_tiny_cnn", "test_tiny_resnet"]
     assert not at.button(key="start").disabled
 
@@ -279,21 +288,30 @@ def test_failed_run_shows_error_and_offers_resume(tmp_path, tiny_run_dir, monkey
 @pytest.mark.parametrize(
     "key, value, msg",
     [
-        ("nr_ipc", 0, "IPC must be >= 1"),
-        ("nr_ipc", -3, "IPC must be >= 1"),
-        ("nr_ipc", 10000, "larger than the 500 images per class"),
-        ("nr_ipc", 501, "choose IPC ≤ 500"),
-        ("nr_iterations", 0, "Recover iterations must be >= 1"),
+        ("nr_ipc", "0", "IPC must be at least 1"),
+        ("nr_ipc", "-3", "IPC must be at least 1"),
+        ("nr_ipc", "1e3", "IPC must be a whole number"),  # a number box read it as 1
+        ("nr_ipc", "10.5", "IPC must be a whole number"),  # ... and this as 10
+        ("nr_ipc", "ten", "IPC must be a whole number"),
+        ("nr_ipc", "", "Enter IPC as a whole number"),
+        ("nr_ipc", "10000", "larger than the 500 images per class"),
+        ("nr_ipc", "501", "choose IPC ≤ 500"),
+        ("nr_iterations", "0", "Recover iterations must be at least 1"),
+        ("nr_iterations", "2e3", "Recover iterations must be a whole number"),
+        ("nr_seed", "-1", "The seed must be between 0 and"),
+        ("nr_num_experts", "1.5", "Experts per image N must be a whole number"),
         ("nr_temperature", 0.0, "Temperature T must be > 0"),
     ],
 )
 def test_invalid_number_disables_start_and_says_why_under_it(root, key, value, msg):
     before = sorted(root.iterdir())
     at = ok(render())
-    at.number_input(key=key).set_value(value)
+    box = at.number_input(key=key) if isinstance(value, float) else at.text_input(key=key)
+    box.set_value(value)
     at.button(key="start").click().run()  # typed and clicked at once, as a browser may send it
-    assert ok(at).number_input(key=key).value == value  # kept as typed, not clamped
-    col = next(c for c in at.columns if [n.key for n in c.number_input] == [key])
+    box = ok(at).number_input(key=key) if isinstance(value, float) else at.text_input(key=key)
+    assert box.value == value  # kept as typed, not clamped or cut
+    col = next(c for c in at.columns if [n.key for n in [*c.number_input, *c.text_input]] == [key])
     assert any(msg in e.value for e in col.error), [e.value for e in at.error]
     assert at.button(key="start").disabled and "--set" not in texts(at)
     assert at.title[0].value == "New run" and sorted(root.iterdir()) == before  # none started
@@ -343,9 +361,9 @@ def _wait(cond, timeout: float, what: str) -> None:
 def test_job_start_stop_resume_restart(root):
     at = ok(render())
     at.selectbox(key="nr_preset").set_value("tiny").run()
-    at.number_input(key="nr_iterations").set_value(300).run()
+    at.text_input(key="nr_iterations").input("300").run()
     ok(at)
-    assert at.number_input(key="nr_ipc").value == 2 and not at.error
+    assert at.text_input(key="nr_ipc").value == "2" and not at.error
     t0 = time.time()
     at.button(key="start").click().run()
     ok(at)

@@ -48,7 +48,15 @@ def test_every_bad_field_is_reported_in_the_pages_words():
     assert cfg is not None and cfg.seed == 3  # the good override still applies
     assert set(errors) == {"ipc", "iterations", "temperature"}
     assert errors["ipc"].startswith("IPC must be >= 1") and "--set" not in errors["ipc"]
-    assert checks.check_numbers({"seed": -1, "ipc": None}).keys() >= {"seed", "ipc"}
+    vals = {
+        "seed": "-1",
+        "ipc": None,
+        "iterations": "1e3",
+        "num_experts": " 2 ",
+        "temperature": 5.0,
+    }
+    assert checks.check_numbers(vals).keys() == {"seed", "ipc", "iterations"}
+    assert vals["num_experts"] == 2 and vals["iterations"] is None  # read, or None when bad
 
 
 def test_page_terms_turn_cli_advice_into_field_labels():

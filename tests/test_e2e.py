@@ -106,7 +106,7 @@ def _start_a_long_tiny_run(page, url: str) -> None:
     page.locator(".st-key-nr_preset").get_by_role("combobox").click()
     page.get_by_role("option", name="tiny", exact=True).click()
     expect(page.get_by_text("seconds: two tiny test models")).to_be_visible()
-    it = page.locator(".st-key-nr_iterations").get_by_role("spinbutton")
+    it = page.locator(".st-key-nr_iterations").get_by_role("textbox")
     it.fill("20000")
     it.press("Enter")
     page.get_by_text("More settings").click()

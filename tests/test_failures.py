@@ -42,6 +42,9 @@ def _make_imagefolder(root: Path, per_class: int) -> Path:
     "args, needle",
     [
         (["--data", "/no/such/folder"], "does not exist"),
+        (["--data", "/etc"], "matches no known data set layout"),
+        (["--set", "ipc=1e3"], "cannot read '1e3' as int"),
+        (["--set", "ipc=10.5"], "cannot read '10.5' as int"),
         (["--set", "ipc=0"], "ipc must be >= 1"),
         (["--set", "recover.num_experts=5"], "num_experts"),
         (

@@ -28,6 +28,7 @@ def test_app_never_imports_torch_or_engine_internals():
     allowed = {
         "cvdd",
         "cvdd.config",
+        "cvdd.data_layouts",
         "cvdd.runs",
         "cvdd.layout",
         "cvdd.jobs",
@@ -43,7 +44,8 @@ def test_app_never_imports_torch_or_engine_internals():
 
 def test_ui_facing_modules_load_without_torch():
     code = (
-        "import sys, cvdd, cvdd.config, cvdd.runs, cvdd.layout, cvdd.jobs, cvdd.twins, cvdd.utils; "
+        "import sys, cvdd, cvdd.config, cvdd.runs, cvdd.layout, cvdd.jobs, cvdd.twins, cvdd.utils, "
+        "cvdd.data_layouts; "
         "assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -112,7 +112,7 @@ def _listening(port: int) -> list[str]:
 
 def _type_bad_ipc(page, shots: Path) -> None:
     """An IPC the built-in set cannot fill stays as typed, says why under it, disables Start."""
-    ipc = page.locator(".st-key-nr_ipc").get_by_role("spinbutton")
+    ipc = page.locator(".st-key-nr_ipc").get_by_role("textbox")
     ipc.fill("600")
     ipc.press("Enter")
     expect(page.get_by_text("larger than the 500 images per class")).to_be_visible()

@@ -224,3 +224,13 @@ def test_runs_and_live_pages_show_the_queue_and_remove_from_it(tmp_path, monkeyp
         assert at.button(key="stop").label == "Stop" and not at.button(key="resume").disabled
     finally:
         holder.release_lock()
+
+
+def test_start_outlook_says_a_new_run_queues_and_where(tmp_path, monkeypatch):
+    """New run's caption: a Start behind a queued run on the same device waits at position 2;
+    on another device, with nothing queued or running, it starts at once."""
+    monkeypatch.setenv(queue.MAX_WORKERS_ENV, "1")
+    entry = {"run_id": "r1", "device": "cpu", "enqueued_t": 1.0, "env": {}}
+    (tmp_path / layout.QUEUE).write_text(json.dumps({"version": 1, "entries": [entry]}))
+    assert jobs.start_outlook(tmp_path, "cpu") == {"device": "cpu", "busy": 0, "limit": 1, "pos": 2}
+    assert jobs.start_outlook(tmp_path, "cuda:1")["pos"] is None

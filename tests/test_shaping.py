@@ -41,7 +41,9 @@ def test_fmt_age():
 
 def test_status_text():
     st = {"status": "running", "stage": "recover", "step": 120, "total": 300, "eta_s": 80}
-    assert shaping.status_text(st) == "running · recover 120/300 (40%) · ETA 1m20s"
+    assert shaping.status_text(st) == "running · recover 120/300 (40%) · recover ETA 1m20s"
+    st["run_eta_s"] = 400  # the whole run's time left, when the worker knows it, wins
+    assert shaping.status_text(st) == "running · recover 120/300 (40%) · about 6m40s left"
     assert shaping.status_text({"status": "done", "stage": "validate"}) == "done"
     t = shaping.status_text({"status": "failed", "stage": "init", "error": "no data"})
     assert t.startswith("failed · init") and t.endswith("no data")

@@ -70,8 +70,10 @@ def status_text(st: dict) -> str:
             parts.append(f"{stage} {step or 0}/{total} ({pct:.0f}%)")
         else:
             parts.append(stage)
-    if status == "running" and st.get("eta_s") is not None:
-        parts.append(f"ETA {fmt_duration(st['eta_s'])}")
+    if status == "running" and st.get("run_eta_s") is not None:  # the whole run's time left
+        parts.append(f"about {fmt_duration(st['run_eta_s'])} left")
+    elif status == "running" and st.get("eta_s") is not None:
+        parts.append(f"{stage} ETA {fmt_duration(st['eta_s'])}")
     if status == "failed" and st.get("error"):
         parts.append(str(st["error"]))
     return " · ".join(parts)

@@ -25,16 +25,19 @@ st.markdown(
     "in the ones that did not. A gap left after recover is why BSSL labels synthetic batches "
     "with their own statistics (paper Fig. 5)."
 )
+# the key columns first (what recover changed, then where it ended), so a narrow page shows
+# them without scrolling; the member column stays pinned on the left
 RENAME = {
-    "voted_groups": "voted: groups",
-    "voted_init": "voted: before",
-    "voted_synthetic": "voted: after",
     "voted_change_pct": "voted: change %",
-    "not_voted_groups": "not voted: groups",
-    "not_voted_init": "not voted: before",
-    "not_voted_synthetic": "not voted: after",
     "not_voted_change_pct": "not voted: change %",
+    "voted_synthetic": "voted: after",
+    "not_voted_synthetic": "not voted: after",
+    "voted_init": "voted: before",
+    "not_voted_init": "not voted: before",
+    "voted_groups": "voted: groups",
+    "not_voted_groups": "not voted: groups",
 }
+NA = "n/a"  # a cell with no groups behind it (e.g. SRe²L++: its one member votes for all)
 
 
 def _groups_section(doc: dict) -> None:
@@ -58,15 +61,18 @@ def _groups_section(doc: dict) -> None:
         )
     )
     df = G.summary(doc)
+    shown = df[["member", *RENAME, "layers"]].rename(columns=RENAME)
     st.dataframe(
-        df.rename(columns=RENAME),
+        C.na_table(shown, [c for c in RENAME.values() if "groups" not in c], NA),
         hide_index=True,
-        column_config={
-            c: st.column_config.NumberColumn(c, format="%.3g")
-            for c in RENAME.values()
-            if "groups" not in c
-        },
+        column_config={"member": st.column_config.TextColumn("member", pinned=True)},
     )
+    if not df["not_voted_groups"].any():
+        st.caption(
+            f"**not voted** is {NA}: every member voted for every group analysed (one member, "
+            "as in SRe²L++, or N = the committee size), so no group shows a member that did not "
+            "optimise it."
+        )
     st.markdown("\n".join(f"- {s}" for s in G.findings(doc)))
     names = list(df["member"])
     ref = doc.get("reference")
@@ -82,6 +88,12 @@ def _groups_section(doc: dict) -> None:
         f"Each bar: one BN layer of **{member}**, ‖μ_B − μ‖ + ‖σ²_B − σ²‖ of one group's "
         "images (without the first layer's multiplier), mean over the groups named above the "
         "panel; before vs after recover."
+        + (
+            ""
+            if (lay["split"] == "not_voted").any()
+            else f" {member} voted for every group, so there is no panel of groups it did not "
+            "vote for."
+        )
     )
 
 
@@ -114,13 +126,11 @@ def _twin_section(doc: dict, twin) -> None:
     if len(rows) < 2:
         st.info(f"{twin.name} has no analysis/bn_groups.json yet (written at the end of relabel).")
         return
+    key = ["run", "BN loss after", "change %", "BN loss before", "member-group pairs", "members"]
     st.dataframe(
-        rows,
+        C.na_table(rows[key], ["BN loss before", "BN loss after", "change %"], NA),
         hide_index=True,
-        column_config={
-            c: st.column_config.NumberColumn(c, format="%.3g")
-            for c in ("BN loss before", "BN loss after", "change %")
-        },
+        column_config={"run": st.column_config.TextColumn("run", pinned=True)},
     )
     st.caption(
         "BN loss (as above) over every (member, group it voted for) pair of each run: the "

@@ -150,7 +150,17 @@ def progress_panel() -> None:
                 if isinstance(res, dict) and res.get("student_top1") is not None
                 else "—",
             )
-            if stat["status"] == "running" and stat.get("eta_s") is not None:
+            if stat["status"] == "running" and stat.get("run_eta_s") is not None:
+                m = st.columns(2)
+                m[0].metric(
+                    "whole run: time left",
+                    f"≈ {shaping.fmt_duration(stat['run_eta_s'])}",
+                    help="Every stage still to come, at the speed this run has had so far (the "
+                    "stages' sizes come from the config; the rates from the steps timed).",
+                )
+                if stat.get("eta_s") is not None:
+                    m[1].metric(f"{stat['stage']}: time left", shaping.fmt_duration(stat["eta_s"]))
+            elif stat["status"] == "running" and stat.get("eta_s") is not None:
                 st.caption(f"{stat['stage']}: ETA {shaping.fmt_duration(stat['eta_s'])}")
             if stat.get("updated_t"):
                 st.caption(f"last event {shaping.fmt_age(stat['updated_t'])}")
@@ -168,23 +178,37 @@ progress_panel()
 
 
 # -- images, losses, committee (heavier, every 5 s) -------------------------------------------
+def _events_panel() -> None:
+    msgs = shaping.log_messages(state.events(run_dir), 40)
+    st.code("\n".join(msgs) or "(no log events yet)", language=None)
+
+
+# One panel at a time: st.tabs builds every tab on each poll (four charts took ~30 s to draw
+# together), a segmented control builds only the one shown.
+PANELS = {
+    "Synthetic images": (
+        "the image grid",
+        lambda: C.snapshot_viewer(run_dir, state.events(run_dir), live),
+    ),
+    "Loss curves": ("the loss curves", lambda: C.loss_panel(run_dir)),
+    "Committee": ("the committee", lambda: C.committee_panel(run_dir)),
+    "Memory": ("the memory plan", lambda: C.memory_panel(run_dir)),
+    "Events": ("the events", _events_panel),
+}
+shown = st.segmented_control(
+    "Panel",
+    list(PANELS),
+    default="Synthetic images",
+    key=f"panel_{rid}",
+    label_visibility="collapsed",
+)
+
+
 @st.fragment(run_every=5 if live else None)
-def detail_panel() -> None:
-    evs = state.events(run_dir)
-    t_img, t_loss, t_com, t_mem, t_log = st.tabs(
-        ["Synthetic images", "Loss curves", "Committee", "Memory", "Events"], key=f"tabs_{rid}"
-    )
-    with t_img, C.guard("the image grid"):
-        C.snapshot_viewer(run_dir, evs, live)
-    with t_loss, C.guard("the loss curves"):
-        C.loss_panel(run_dir)
-    with t_com, C.guard("the committee"):
-        C.committee_panel(run_dir)
-    with t_mem, C.guard("the memory plan"):
-        C.memory_panel(run_dir)
-    with t_log:
-        msgs = shaping.log_messages(evs, 40)
-        st.code("\n".join(msgs) or "(no log events yet)", language=None)
+def detail_panel(name: str) -> None:
+    what, draw = PANELS[name]
+    with C.guard(what):
+        draw()
 
 
-detail_panel()
+detail_panel(shown or "Synthetic images")  # a click on the chosen one deselects it

@@ -60,16 +60,16 @@ def _fill(cfg: dict, preset: str) -> None:
         nr_preset=preset,
         nr_kind=kind,
         nr_path="" if kind == "builtin" else ds,
-        nr_ipc=int(cfg["ipc"]),
+        nr_ipc=str(int(cfg["ipc"])),  # whole numbers are typed as text (app/checks.py)
         nr_members=list(cfg["squeeze"]["members"]),
-        nr_num_experts=int(cfg["recover"]["num_experts"]),
+        nr_num_experts=str(int(cfg["recover"]["num_experts"])),
         nr_temperature=float(cfg["recover"]["temperature"]),
         nr_voter=cfg["recover"]["voter"],
         nr_schedule=cfg["recover"]["schedule"],
         nr_bssl=cfg["relabel"]["mode"] == "bssl",
-        nr_iterations=int(cfg["recover"]["iterations"]),
+        nr_iterations=str(int(cfg["recover"]["iterations"])),
         nr_device=cfg["device"],
-        nr_seed=int(cfg["seed"]),
+        nr_seed=str(int(cfg["seed"])),
         nr_teacher=cfg["relabel"]["teacher"],
         nr_extra="",
     )
@@ -142,19 +142,24 @@ with form:
         )
     slots["dataset"] = c2.empty()
 
-    # Numbers without min/max: a bounded input would keep its old value when an out-of-range
-    # one is typed (a red outline only), and Start would launch the old value. Here every
-    # typed value arrives and app/checks.py says what is wrong with it under the field.
+    # Whole numbers as text: a number box parses `1e3` as 1 and `10.5` as 10, and a bounded
+    # one keeps its old value when an out-of-range one is typed, so Start would launch a value
+    # nobody typed. Here every typed value arrives and app/checks.py says what is wrong with it
+    # under the field.
     c1, c2, c3 = st.columns(3)
-    c1.number_input("Images per class (IPC)", step=1, key="nr_ipc", **P)
-    c2.number_input(
+    c1.text_input(
+        "Images per class (IPC)",
+        key="nr_ipc",
+        **P,
+        help="Synthetic images per class: a whole number, at most the real images per class.",
+    )
+    c2.text_input(
         "Recover iterations",
-        step=50,
         key="nr_iterations",
         **P,
-        help="Pixel-optimisation steps per image group.",
+        help="Pixel-optimisation steps per image group (a whole number).",
     )
-    c3.number_input("Seed", step=1, key="nr_seed", **P)
+    c3.text_input("Seed", key="nr_seed", **P, help="A whole number from 0 to 4,294,967,295.")
     slots.update(ipc=c1.empty(), iterations=c2.empty(), seed=c3.empty())
 
     opts = list(dict.fromkeys(ALL_MEMBERS + list(ss.get("nr_members") or [])))
@@ -168,19 +173,20 @@ with form:
     slots["members"] = st.empty()
 
     c1, c2, c3 = st.columns(3)
-    c1.number_input(
+    c1.text_input(
         "Experts per image N",
-        step=1,
         key="nr_num_experts",
         **P,
-        help="How many members vote on one IPC index.",
+        help="N: how many committee members vote on (optimise) one IPC index's images.",
     )
     c2.number_input(
         "Temperature T",
         step=0.5,
         key="nr_temperature",
         **P,
-        help="Weights are softmax(α/T): small T favours the best prior.",
+        help="T: a voter's weight is softmax(α/T) over the N voters, α = the member's prior "
+        "(the accuracy of a student distilled by that member alone). Small T favours the best "
+        "prior; large T gives equal votes.",
     )
     c3.selectbox("Voter", list(VOTERS), format_func=VOTERS.get, key="nr_voter", **P)
     slots.update(num_experts=c1.empty(), temperature=c2.empty(), voter=c3.empty())
@@ -201,8 +207,8 @@ with form:
         "BSSL soft labels",
         key="nr_bssl",
         **P,
-        help="On: the teacher's BN uses each synthetic batch's statistics (CV-DD). "
-        "Off: eval mode, the stored running statistics.",
+        help="BSSL = batch-specific soft labels. On: the teacher's BN uses each synthetic "
+        "batch's statistics (CV-DD). Off: eval mode, the stored running statistics.",
     )
     slots.update(schedule=c1.empty(), device=c2.empty())
 
@@ -235,7 +241,9 @@ elif not path:
 else:
     dataset = path
     if not Path(path).expanduser().exists():
-        errors["dataset"] = f"`{path}` does not exist on the server's file system."
+        errors["dataset"] = f"`{checks.code(path)}` does not exist on the server's file system."
+    elif bad := checks.dataset_problem(path):  # before it queues, not when it reaches the front
+        errors["dataset"] = bad
 vals = {
     k: ss.get(f"nr_{k}")
     for k in (
@@ -294,7 +302,7 @@ with form:
         disabled=bool(errors),
         width="stretch",
     )
-    busy = [r for r in state.all_runs(str(state.runs_root())) if r["status"] == "running"]
+    slot = jobs.start_outlook(state.runs_root(), cfg.device if cfg is not None else "auto")
     if errors:
         what = (
             "the message in red is"
@@ -302,10 +310,16 @@ with form:
             else f"the {len(errors)} messages in red are"
         )
         c2.caption(f"Start is off until {what} resolved.")
-    elif busy:
+    elif slot["pos"]:
         c2.caption(
-            f"{len(busy)} run(s) already running (e.g. {busy[0]['run_id']}); a new one "
-            "shares the CPU/GPU with them."
+            f"This run will **queue**, position {slot['pos']} for {slot['device']}: "
+            f"{slot['busy']} running there, {slot['limit']} at a time. It starts by itself when "
+            "a worker ends; the tab need not stay open."
+        )
+    elif slot["busy"]:
+        c2.caption(
+            f"{slot['busy']} run(s) already running on {slot['device']}; this one starts now "
+            f"beside them ({slot['limit'] or 'no'} limit there) and shares the device."
         )
     else:
         c2.caption(f"Runs go to `{state.runs_root()}`. The run continues if you close the tab.")

@@ -72,7 +72,8 @@ def _queue_line(rows: list[dict]) -> None:
         order = " · ".join(f"{pos}. `{rid}`" for pos, rid in sorted(items))
         st.caption(
             f":material/queue: **Queued for {dev}** (they start by themselves, in this order, "
-            f"as a worker on {dev} ends; Stop on the Live page removes one): {order}"
+            f"as a worker on {dev} ends; **Remove from queue** on a run's Live page takes one "
+            f"out): {order}"
         )
 
 

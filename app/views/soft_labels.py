@@ -45,11 +45,29 @@ with C.guard("the label statistics"):
         f"{100 * s['agreement']:.0f} %",
         help="Images whose most likely class is the same in both modes.",
     )
-    c[1].metric("mean KL(BSSL ‖ eval)", f"{s['kl_mean']:.3g} nats")
-    c[2].metric("mean entropy BSSL", f"{s['entropy_bssl']:.3g}")
-    c[3].metric("mean entropy eval", f"{s['entropy_eval']:.3g}")
+    c[1].metric(
+        "mean KL(BSSL ‖ eval)",
+        f"{s['kl_mean']:.3g} nats",
+        help="How far each image's BSSL label is from its eval-mode label, mean over images.",
+    )
+    c[2].metric(
+        "mean entropy BSSL",
+        f"{s['entropy_bssl']:.3g}",
+        help="entropy_bssl: entropy (nats) of the BSSL soft labels, mean over images; higher = "
+        "softer labels that spread probability over more classes. BSSL = batch-specific soft "
+        "labels: the teacher's BatchNorm uses the synthetic batch's own statistics.",
+    )
+    c[3].metric(
+        "mean entropy eval",
+        f"{s['entropy_eval']:.3g}",
+        help="entropy_eval: the same for eval-mode labels (the teacher's stored running "
+        "statistics).",
+    )
     c[4].metric(
-        "label = class (BSSL / eval)", f"{100 * s['acc_bssl']:.0f} / {100 * s['acc_eval']:.0f} %"
+        "label = class (BSSL / eval)",
+        f"{100 * s['acc_bssl']:.0f} / {100 * s['acc_eval']:.0f} %",
+        help="acc_bssl / acc_eval: images whose soft label's most likely class is the class "
+        "they were made for, with BSSL and with eval-mode labels.",
     )
     if an.get("teacher"):
         st.caption(
@@ -155,5 +173,9 @@ if twin is not None:
             st.caption(
                 "Every image of each run labelled by its relabel teacher, with BSSL and in eval "
                 "mode (statistics over all images of the run); student top-1 on the real test "
-                "split after training on that run's images and labels."
+                "split after training on that run's images and labels. **entropy**: how soft "
+                "the labels are (nats, higher = probability spread over more classes); "
+                "**label = class**: images whose label's most likely class is their own; "
+                "**BSSL**: the teacher's BatchNorm normalises with each synthetic batch's "
+                "statistics, **eval**: with its stored running statistics."
             )

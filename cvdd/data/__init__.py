@@ -6,6 +6,7 @@ detected. One module per concern: base (types, statistics, conversions), cifar, 
 (ImageFolder, Tiny-ImageNet), images (decoding, cache, resizing), layouts (`load_dataset`).
 """
 
+from ..data_layouts import LAYOUTS
 from .base import (
     CIFAR10_CLASSES,
     CIFAR100_CLASSES,
@@ -20,7 +21,7 @@ from .base import (
     to_float,
     to_uint8,
 )
-from .layouts import LAYOUTS, detect_layout, load_dataset
+from .layouts import detect_layout, load_dataset
 
 __all__ = [
     "CIFAR10_CLASSES",

@@ -11,13 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data_layouts import CIFAR_FILES, detect_cifar
 from .base import DATASET_STATS, Dataset, ImageSet, data_error
 
 # File names inside the release, per data set: (train batches, test batch, meta file).
-CIFAR_FILES = {
-    "cifar10": ([f"data_batch_{i}" for i in range(1, 6)], "test_batch", "batches.meta"),
-    "cifar100": (["train"], "test", "meta"),
-}
 # The key that holds labels / class names in each data set's pickles (CIFAR-100: fine labels).
 _LABEL_KEY = {"cifar10": "labels", "cifar100": "fine_labels"}
 _NAMES_KEY = {"cifar10": "label_names", "cifar100": "fine_label_names"}
@@ -69,14 +66,6 @@ def _unpickle(raw: bytes, where: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise data_error(where, "pickle does not hold a dict", _FIX)
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
-
-
-def detect_cifar(path: Path) -> str | None:
-    """'cifar10' / 'cifar100' when `path` is an extracted python-version folder, else None."""
-    for name, (train_files, test_file, meta_file) in CIFAR_FILES.items():
-        if all((path / f).is_file() for f in [*train_files, test_file, meta_file]):
-            return name
-    return None
 
 
 def _read_tar_members(path: Path, wanted: set[str]) -> dict[str, bytes]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..data_layouts import class_dirs
 from . import images as img
 from .base import (
     CIFAR10_CLASSES,
@@ -22,24 +23,8 @@ _WNID = re.compile(r"n\d{8}")
 _FIX_TREE = "arrange the files as <root>/train/<class>/*.jpg and <root>/val/<class>/*.jpg"
 
 
-def _class_dirs(folder: Path) -> list[str]:
-    if not folder.is_dir():
-        return []
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def _read_lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-
-def detect_imagefolder(path: Path) -> bool:
-    """True when `path` has a train/ folder of class folders (val/ or test/ checked on load)."""
-    return bool(_class_dirs(path / "train"))
-
-
-def detect_tiny_imagenet(path: Path) -> bool:
-    """True when `path` looks like an extracted tiny-imagenet-200."""
-    return (path / "wnids.txt").is_file() and (path / "val" / "val_annotations.txt").is_file()
 
 
 def _class_order(path: Path, folders: list[str]) -> list[str]:
@@ -97,8 +82,8 @@ def _known_name(class_ids: list[str]) -> str | None:
 
 def load_imagefolder(path: Path, source: str, image_size: int | None, cache_dir: Path) -> Dataset:
     """`<root>/train/<class>/*` plus `<root>/val/<class>/*` (or test/) as a Dataset."""
-    folders = _class_dirs(path / "train")
-    eval_dir = next((path / s for s in ("val", "test") if _class_dirs(path / s)), None)
+    folders = class_dirs(path / "train")
+    eval_dir = next((path / s for s in ("val", "test") if class_dirs(path / s)), None)
     if eval_dir is None:
         raise data_error(
             path,
@@ -106,7 +91,7 @@ def load_imagefolder(path: Path, source: str, image_size: int | None, cache_dir:
             "add a held-out split as val/<class>/... (or test/<class>/...)",
         )
     class_ids = _class_order(path, folders)
-    unknown = sorted(set(_class_dirs(eval_dir)) - set(class_ids))
+    unknown = sorted(set(class_dirs(eval_dir)) - set(class_ids))
     if unknown:
         raise data_error(
             eval_dir / unknown[0],

@@ -8,29 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data_layouts import IDX_STEMS, find_idx
 from .base import DATASET_STATS, FASHION_MNIST_CLASSES, Dataset, ImageSet, data_error
 
 # Stems of the four files; the original site uses hyphens, some mirrors a dot before "idx".
-IDX_STEMS = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
 _FIX = "download the four IDX files (train/t10k images and labels) into one folder"
-
-
-def _find(path: Path, stem: str) -> Path | None:
-    dotted = stem.replace("-idx", ".idx")
-    for name in (stem, stem + ".gz", dotted, dotted + ".gz"):
-        if (path / name).is_file():
-            return path / name
-    return None
-
-
-def detect_idx(path: Path) -> bool:
-    """True when `path` is a folder with at least the training images of an IDX release."""
-    return path.is_dir() and _find(path, IDX_STEMS["train_images"]) is not None
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -58,7 +40,7 @@ def _read_split(path: Path, split: str) -> ImageSet:
     files = {}
     for part in ("images", "labels"):
         stem = IDX_STEMS[f"{split}_{part}"]
-        found = _find(path, stem)
+        found = find_idx(path, stem)
         if found is None:
             raise data_error(path, f"missing {stem}[.gz]", _FIX)
         files[part] = found

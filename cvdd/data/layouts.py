@@ -1,40 +1,24 @@
-"""`load_dataset`: the embedded Fashion-MNIST subset, or a local path whose layout is detected."""
+"""`load_dataset`: the embedded Fashion-MNIST subset, or a local path whose layout is detected
+(cvdd.data_layouts tells the layouts apart, without torch)."""
 
 from __future__ import annotations
 
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..data_layouts import BUILTIN_NAMES, descend, detect, layout_problem, menu
 from . import images as img
 from .base import DATASET_STATS, DataError, Dataset, ImageSet, data_error
-from .cifar import detect_cifar, load_cifar
-from .folders import detect_imagefolder, detect_tiny_imagenet, load_imagefolder, load_tiny_imagenet
-from .idx import detect_idx, load_idx
+from .cifar import load_cifar
+from .folders import load_imagefolder, load_tiny_imagenet
+from .idx import load_idx
 
-# Every layout load_dataset accepts; error messages print this table.
-LAYOUTS: dict[str, str] = {
-    "embedded": (
-        "'builtin' (or 'fashion_mnist_subset'): the Fashion-MNIST subset shipped in assets/"
-    ),
-    "cifar10_python": "folder with data_batch_1..5, test_batch, batches.meta (CIFAR-10 python)",
-    "cifar100_python": "folder with train, test, meta pickles (CIFAR-100 python, fine labels)",
-    "cifar_tar": "cifar-10-python.tar.gz / cifar-100-python.tar.gz, read without extracting",
-    "tiny_imagenet": "train/<wnid>/images/*.JPEG, val/images/ + val/val_annotations.txt, wnids.txt",
-    "imagefolder": "train/<class>/* plus val/<class>/* or test/<class>/*; optional classes.txt",
-    "idx": "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-* (MNIST family)",
-}
-BUILTIN_NAMES = ("builtin", "fashion_mnist_subset")
 EMBEDDED_NPZ = Path(__file__).resolve().parents[2] / "assets" / "fashion_mnist_subset.npz"
 # the whole official test split (10,000 images), so students are scored without sampling noise
 EMBEDDED_TEST_NPZ = EMBEDDED_NPZ.with_name("fashion_mnist_test.npz")
 DEFAULT_CACHE_DIR = Path("~/.cache/cvdd/data")
-
-
-def _menu() -> str:
-    return "\n".join(f"  {name:16s} {text}" for name, text in LAYOUTS.items())
 
 
 def load_embedded() -> Dataset:
@@ -71,46 +55,12 @@ def load_embedded() -> Dataset:
     )
 
 
-def _detect(path: Path) -> str | None:
-    if path.is_file() and tarfile.is_tarfile(path):
-        return "cifar_tar"
-    if not path.is_dir():
-        return None
-    cifar = detect_cifar(path)
-    if cifar:
-        return f"{cifar}_python"
-    if detect_tiny_imagenet(path):  # before imagefolder: its train/ also holds class folders
-        return "tiny_imagenet"
-    if detect_imagefolder(path):
-        return "imagefolder"
-    return "idx" if detect_idx(path) else None
-
-
-def _descend(path: Path) -> Path:
-    # The official archives extract to one folder (cifar-10-batches-py, tiny-imagenet-200, ...);
-    # accept its parent too when that folder is all it holds.
-    if path.is_dir() and _detect(path) is None:
-        children = [p for p in path.iterdir() if not p.name.startswith(".")]
-        if len(children) == 1 and _detect(children[0]) not in (None, "cifar_tar"):
-            return children[0]
-    return path
-
-
 def detect_layout(path: str | Path) -> str:
     """The LAYOUTS key that `path` matches; DataError (with the menu) when none does."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise DataError(
-            f"{path}: no such file or folder.\nExpected 'builtin' or a path in one "
-            f"of these layouts:\n{_menu()}\nFix: check the path."
-        )
-    layout = _detect(path)
-    if layout is None:
-        raise DataError(
-            f"{path}: matches no known data set layout.\nExpected one of:\n{_menu()}\n"
-            "Fix: point at the folder that holds train/ (or the batch / IDX files)."
-        )
-    return layout
+    problem = layout_problem(path)
+    if problem is not None:
+        raise DataError(problem)
+    return detect(Path(path).expanduser())
 
 
 def load_dataset(
@@ -135,12 +85,12 @@ def load_dataset(
     if not str(spec).strip():  # e.g. a paper preset whose data.dataset was never set
         raise DataError(
             f"no data set given.\nExpected 'builtin' or a path in one of these layouts:\n"
-            f"{_menu()}\nFix: set data.dataset (CLI: --data PATH)."
+            f"{menu()}\nFix: set data.dataset (CLI: --data PATH)."
         )
     if str(spec) in BUILTIN_NAMES:
         ds = load_embedded()
     else:
-        path = _descend(Path(spec).expanduser())
+        path = descend(Path(spec).expanduser())
         layout = detect_layout(path)
         if layout in ("tiny_imagenet", "imagefolder"):
             load = load_tiny_imagenet if layout == "tiny_imagenet" else load_imagefolder
