@@ -52,17 +52,6 @@ def _check_names(cfg: RunConfig) -> None:
             )
 
 
-def _check_ipc(cfg: RunConfig, dataset) -> None:
-    """Init's check, before squeeze and prior spend minutes: IPC must fit every class."""
-    from .patches import check_ipc
-
-    rded = cfg.init.method == "rded"
-    try:
-        check_ipc(dataset.train, dataset.class_names, cfg.ipc * (cfg.init.factor**2 if rded else 1))
-    except CvddError as e:
-        raise CvddError(str(e), field="ipc") from e
-
-
 def _write_result(rd: RunDir, cfg: RunConfig, device: str) -> dict:
     from .utils import read_json
 
@@ -149,8 +138,10 @@ def _open_context(cfg: RunConfig, rd: RunDir, device: str):
             images_per_class=int(counts.min()) if len(counts) else 0,  # the smallest class
         ),
     )
-    if "init" not in rd.finished_stages():
-        _check_ipc(cfg, dataset)
+    if "init" not in rd.finished_stages():  # before squeeze and prior spend minutes
+        from .patches import check_ipc
+
+        check_ipc(cfg, dataset.train, dataset.class_names)
     cache_dir = Path(cfg.cache_dir or (rd.path.parent / "_cache"))
     return Context(cfg, rd, torch.device(device), dataset, cache_dir)
 

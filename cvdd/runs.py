@@ -8,7 +8,6 @@ derived from events + lock, never stored. Loads without torch (checkpoints impor
 from __future__ import annotations
 
 import fcntl
-import io
 import json
 import os
 import re
@@ -25,7 +24,7 @@ from .eta import StageClock
 from .layout import read_events
 from .queue import read_entries
 from .status import fold_events, queue_place, run_summary, spawn_pending
-from .utils import CvddError, atomic_write_bytes, atomic_write_json, read_json
+from .utils import CvddError, atomic_write_bytes, atomic_write_json, encode, read_json
 
 __all__ = [
     "RunDir",
@@ -224,6 +223,10 @@ class RunDir:
         atomic_write_bytes(p, data)
         return p
 
+    def save(self, rel: str, obj: Any) -> Path:
+        """`obj` to the file `rel`, in the format its suffix names (cvdd.utils.encode)."""
+        return self.write_bytes(rel, encode(obj, rel))
+
     def save_snapshot(self, stage: str, step: int, png: bytes, **meta: Any) -> str:
         rel = layout.snapshot_path(stage, step)
         self.write_bytes(rel, png)
@@ -232,12 +235,8 @@ class RunDir:
 
     def save_checkpoint(self, stage: str, state: dict, cfg_hash: str, *, event: bool = True) -> str:
         """checkpoints/<stage>.pt; `event=False` for one that marks no progress (nothing done)."""
-        import torch
-
         rel = layout.checkpoint_path(stage)
-        buf = io.BytesIO()
-        torch.save({"stage": stage, "config_hash": cfg_hash, "saved_t": time.time(), **state}, buf)
-        self.write_bytes(rel, buf.getvalue())
+        self.save(rel, {"stage": stage, "config_hash": cfg_hash, "saved_t": time.time(), **state})
         if event:
             self.append_event("checkpoint", stage, path=rel, step=state.get("step"))
         return rel

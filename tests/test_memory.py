@@ -9,11 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from cvdd import memory, recover
+from cvdd import memory
 from cvdd.config import RecoverConfig, from_preset
 from cvdd.layout import MEMORY_PLAN, read_events
 from cvdd.models import create_model
-from cvdd.recover import make_groups, recover_images
+from cvdd.recover import plan as recover_plan
+from cvdd.recover import step as recover_step
+from cvdd.recover import waves as recover_waves
+from cvdd.recover.committee import make_groups
+from cvdd.recover.loop import recover_images
 from cvdd.runs import RunDir
 from cvdd.utils import CvddError, StopRequested
 
@@ -22,13 +26,13 @@ TINY = ("test_tiny_cnn", "test_tiny_resnet")
 
 
 def test_split_waves_keeps_sizes_apart_and_order():
-    assert memory.split_waves([2, 2, 1, 2, 2, 1], 2) == [[0, 1], [3, 4], [2, 5]]
-    assert memory.split_waves([3, 3, 3], 0) == [[0, 1, 2]]
-    per, waves, peak = memory.plan_waves([10, 10, 10, 10], [1] * 4, budget=25)
+    assert recover_waves.split_waves([2, 2, 1, 2, 2, 1], 2) == [[0, 1], [3, 4], [2, 5]]
+    assert recover_waves.split_waves([3, 3, 3], 0) == [[0, 1, 2]]
+    per, waves, peak = recover_plan.plan_waves([10, 10, 10, 10], [1] * 4, budget=25)
     assert per == 2 and waves == [[0, 1], [2, 3]] and peak == 20
-    per, waves, _ = memory.plan_waves([10] * 4, [1] * 4, budget=5)  # one group never fits: 1
+    per, waves, _ = recover_plan.plan_waves([10] * 4, [1] * 4, budget=5)  # one group never fits: 1
     assert per == 1 and len(waves) == 4
-    assert memory.plan_waves([10] * 4, [1] * 4, budget=5, forced=3)[0] == 3
+    assert recover_plan.plan_waves([10] * 4, [1] * 4, budget=5, forced=3)[0] == 3
 
 
 def test_environment_budget_wins_over_the_config(monkeypatch):
@@ -136,7 +140,7 @@ def test_out_of_memory_names_the_memory_budget(monkeypatch):
     def boom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(recover, "augment_wave", boom)
+    monkeypatch.setattr(recover_step, "augment_wave", boom)
     with pytest.raises(CvddError, match="recover.memory_gb") as e:
         recover_images(
             images,

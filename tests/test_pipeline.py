@@ -232,7 +232,7 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, monkeypatch, cli):
             'prior.values={"test_tiny_cnn": 60, "test_tiny_resnet": 70}',
             "recover.schedule=fixed",
             "recover.num_experts=1",
-            "recover.groups_per_step=1",
+            "recover.groups_per_wave=1",
             "recover.classes_per_group=4",
         ],
     ],
