@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import dist
 from .config import PRESET_NOTES, PRESETS, from_preset
-from .runs import RunDir
+from .rundir import RunDir
 from .utils import CvddError, StopRequested
 
 DEFAULT_RUNS_DIR = "runs"

@@ -14,7 +14,7 @@ import torch.nn as nn
 from . import layout
 from .config import RunConfig
 from .data import denormalize, normalize, to_float, to_uint8
-from .runs import RunDir
+from .rundir import RunDir
 from .utils import CvddError, read_json
 
 __all__ = ["Context"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from . import dist, layout
 from .config import RunConfig, config_hash
 from .layout import STAGES, read_events
-from .runs import RunDir
+from .rundir import RunDir
 from .utils import CvddError, StopRequested, resolve_device, set_threads
 
 __all__ = ["run_pipeline", "STAGES"]

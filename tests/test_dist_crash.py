@@ -144,7 +144,7 @@ def test_a_crashed_two_rank_run_resumes(reference, tmp_path, how):
 def test_group_files_count_only_while_recover_pt_exists(tmp_path):
     from cvdd.config import from_preset
     from cvdd.recover.waves import checkpoint_state
-    from cvdd.runs import RunDir
+    from cvdd.rundir import RunDir
     from cvdd.stages import recover as stage
     from cvdd.utils import CvddError
 

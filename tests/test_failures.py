@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from cvdd.config import from_preset
-from cvdd.runs import RunDir, read_events, run_status
+from cvdd.layout import read_events
+from cvdd.rundir import RunDir
+from cvdd.runs import run_status
 from cvdd.utils import CvddError
 
 

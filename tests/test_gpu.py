@@ -20,7 +20,7 @@ from cvdd.models import create_model
 from cvdd.recover.committee import group_generator, make_groups, wave_votes
 from cvdd.recover.loop import recover_images
 from cvdd.recover.step import augment_wave, member_format, wave_loss
-from cvdd.runs import RunDir
+from cvdd.rundir import RunDir
 from cvdd.utils import StopRequested
 
 pytestmark = [

@@ -18,7 +18,7 @@ from cvdd.recover import step as recover_step
 from cvdd.recover import waves as recover_waves
 from cvdd.recover.committee import make_groups
 from cvdd.recover.loop import recover_images
-from cvdd.runs import RunDir
+from cvdd.rundir import RunDir
 from cvdd.utils import CvddError, StopRequested
 
 torch.set_num_threads(1)
@@ -157,19 +157,19 @@ def test_out_of_memory_names_the_memory_budget(monkeypatch):
 def _tiny_run(tmp_path, monkeypatch, stop_at=None, resume_gb=None):
     """The tiny preset in-process; optionally stopped at a recover step, then resumed under
     CVDD_MEMORY_GB=resume_gb."""
-    from cvdd import context, pipeline, runs
+    from cvdd import context, pipeline, rundir
 
     cfg = from_preset("tiny", ["recover.checkpoint_every=100", "validate.epochs=1"])
     rd = RunDir.create(tmp_path, cfg.to_dict())
     if stop_at is not None:
-        orig = runs.RunDir.progress
+        orig = rundir.RunDir.progress
 
         def progress(self, stage, step, total, metrics=None, force=False, label=""):
             orig(self, stage, step, total, metrics, force, label)
             self._stop_now = self._stop_now or (stage == "recover" and step == stop_at)
 
-        monkeypatch.setattr(runs.RunDir, "_stop_now", False, raising=False)
-        monkeypatch.setattr(runs.RunDir, "progress", progress)
+        monkeypatch.setattr(rundir.RunDir, "_stop_now", False, raising=False)
+        monkeypatch.setattr(rundir.RunDir, "progress", progress)
         monkeypatch.setattr(context.Context, "should_stop", lambda self: self.rd._stop_now)
         with pytest.raises(StopRequested):
             pipeline.run_pipeline(rd.path)
