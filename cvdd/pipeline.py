@@ -220,16 +220,10 @@ def run_pipeline(run_dir: str | Path, echo: bool = False) -> dict:
 
 def _explain(e: BaseException) -> str:
     """A fix-naming message for the failures users hit most; repr(e) otherwise."""
-    import torch
+    from .memory import is_out_of_memory, out_of_memory_message
 
-    text = str(e).lower()
-    if isinstance(e, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in text:
-        return (
-            "out of memory; resume with a smaller memory budget (CVDD_MEMORY_GB=2 python -m cvdd "
-            "resume RUN_DIR, or --set recover.memory_gb=2 for a new run), or lower "
-            "the model width, or use --set device=cpu (validate.batch_size is part of the method: "
-            "BSSL labels each batch with its own BN statistics, so lowering it changes results)"
-        )
+    if is_out_of_memory(e):
+        return out_of_memory_message("this run")
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
         return (
             "the disk is full; free space (e.g. delete old runs or the runs/_cache folder), "
