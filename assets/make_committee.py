@@ -38,7 +38,7 @@ from cvdd.config import COMMITTEE, RunConfig, config_hash, from_preset  # noqa: 
 from cvdd.context import Context  # noqa: E402
 from cvdd.data import load_dataset  # noqa: E402
 from cvdd.models import create_model  # noqa: E402
-from cvdd.runs import RunDir  # noqa: E402
+from cvdd.rundir import RunDir  # noqa: E402
 from cvdd.stages.prior import run_prior  # noqa: E402
 from cvdd.stages.squeeze import (  # noqa: E402
     SHIPPED_DIR,

@@ -33,7 +33,8 @@ from procs import TICK, cpu_sample, serve, ticks  # sibling module (run as a scr
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from cvdd import jobs  # noqa: E402 -- this checkout's cvdd, from any cwd
-from cvdd.runs import list_runs, read_events, run_status  # noqa: E402
+from cvdd.layout import read_events  # noqa: E402
+from cvdd.runs import list_runs, run_status  # noqa: E402
 from cvdd.utils import read_json  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"

@@ -3,11 +3,11 @@
 The paper's committees with random weights (N = 2 experts, groups of 100 classes, pairs in the
 `enumerate` order): CIFAR-100 (32 px, 100 classes), Tiny-ImageNet (64 px, 200 classes) and
 ImageNet-1K (224 px, torchvision architectures, 1000 classes). Per case it times the
-straightforward step (cvdd/reference.py: one group at a time, BN hooks per module, fp32, loss
-read back per member) and the engine's step (cvdd/recover.py: the whole wave in one forward pass
-per member, per-group BN statistics, no host read) in the same process, and prints both and
-their ratio. On CUDA it also times the engine's step captured as one CUDA graph
-(recover.cuda_graph, cvdd/graph_step.py; the first wave's, per image) and prints it with the
+straightforward step (cvdd/recover/reference.py: one group at a time, BN hooks per module,
+fp32, loss read back per member) and the engine's step (cvdd/recover/step.py: the whole wave in
+one forward pass per member, per-group BN statistics, no host read) in the same process, and
+prints both and their ratio. On CUDA it also times the engine's step captured as one CUDA graph
+(recover.cuda_graph, cvdd/recover/graph.py; the first wave's, per image) and prints it with the
 engine step's time over it ("vs eng"). It prints figures and asserts nothing.
 
     python benchmarks/recover_speed.py --device cpu --iters 2
@@ -33,14 +33,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cvdd.bn import BNStatsCollector
-from cvdd.committee import make_groups, wave_votes
 from cvdd.config import RecoverConfig
-from cvdd.graph_step import GraphStep
-from cvdd.memory import plan_memory
 from cvdd.models import create_model
-from cvdd.recover import augment_wave, fast_path, member_format, probe_losses, wave_loss
-from cvdd.reference import ReferenceCommittee
-from cvdd.waves import open_wave
+from cvdd.recover.committee import make_groups, wave_votes
+from cvdd.recover.graph import GraphStep
+from cvdd.recover.plan import plan_memory, probe_losses
+from cvdd.recover.reference import ReferenceCommittee
+from cvdd.recover.step import augment_wave, fast_path, member_format, wave_loss
+from cvdd.recover.waves import open_wave
 
 SMALL = ("resnet18", "resnet50", "shufflenetv2", "mobilenetv2", "densenet121")
 TV = ("tv_resnet18", "tv_resnet50", "tv_shufflenet_v2_x1_0", "tv_mobilenet_v2", "tv_densenet121")
@@ -115,7 +115,9 @@ def _reference(models, groups, voters, images, cfg, device):
 def _waves(models, groups, voters, images, cfg, device, cols):
     """The planned waves (one, unless memory says otherwise) with their votes, and the plan."""
     amp, cl = fast_path(cfg, device)
-    probes = probe_losses(models, cols, cfg, len(groups[0].classes), amp, cl)
+    probes = probe_losses(
+        models, cols, cfg=cfg, classes=len(groups[0].classes), amp=amp, channels_last=cl
+    )
     plan = plan_memory(
         [len(g.classes) for g in groups],
         [voters[g.group] for g in groups],

@@ -9,7 +9,7 @@ _LAZY = {
     "RunConfig": "cvdd.config",
     "PRESETS": "cvdd.config",
     "from_preset": "cvdd.config",
-    "RunDir": "cvdd.runs",
+    "RunDir": "cvdd.rundir",
     "create_model": "cvdd.models",
     "list_models": "cvdd.models",
     "load_dataset": "cvdd.data",

@@ -14,7 +14,7 @@ from pathlib import Path
 from . import dist
 from .config import PRESET_NOTES, PRESETS, from_preset
 from .data_layouts import BUILTIN_NAMES, layout_problem
-from .runs import RunDir
+from .rundir import RunDir
 from .utils import CvddError, StopRequested
 
 DEFAULT_RUNS_DIR = "runs"

@@ -115,7 +115,7 @@ class RecoverConfig:
     schedule: str = "auto"  # auto | fixed | enumerate | random | per_iteration
     fixed_members: tuple[str, ...] = ()  # for schedule=fixed; () = top-N by prior
     classes_per_group: int = 100  # bs: classes per optimisation batch (one image per class)
-    groups_per_step: int = 0  # groups per wave (one batch); 0 = as many as memory_gb allows
+    groups_per_wave: int = 0  # groups per wave (one batch); 0 = as many as memory_gb allows
     memory_gb: float = 0.0  # GiB recover may use on its device; 0 = the free memory (GPU or RAM)
     trace_every: int = 0  # steps between trace rows (each reads the GPU); 0 = 1 on CPU, 20 on GPU
     snapshot_every: int = 100  # steps between saved image grids
@@ -126,10 +126,14 @@ class RecoverConfig:
     cuda_graph: bool = False
 
 
+# keys renamed since runs were made, (section, old key) -> new key: an older config.json still
+# loads for `resume`, and config_hash keeps the old spelling so its checkpoints still match
+RENAMED = {("recover", "groups_per_step"): "groups_per_wave"}
+
 # keys that change how recover runs but not the images it makes beyond float rounding (left out
 # of cache keys)
 EXECUTION_KEYS = (
-    "groups_per_step",
+    "groups_per_wave",
     "memory_gb",
     "cuda_graph",
     "trace_every",
@@ -205,6 +209,12 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
+        """A config from its dict; an older config.json's renamed keys load (`RENAMED`)."""
+        d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+        for (section, old), new in RENAMED.items():
+            part = d.get(section)
+            if isinstance(part, dict) and old in part and new not in part:
+                part[new] = part.pop(old)
         return build_dataclass(cls, d, "")
 
     def replace(self, overrides: list[str] | dict) -> RunConfig:
@@ -330,6 +340,8 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 def config_hash(cfg: RunConfig, sections: tuple[str, ...] | None = None) -> str:
     """Stable short hash of the whole config (or some sections), for checkpoints and caches."""
     d = cfg.to_dict()
+    for (section, old), new in RENAMED.items():  # the old spelling: old checkpoints still match
+        d[section][old] = d[section].pop(new)
     if sections is not None:
         d = {k: d[k] for k in sections}
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

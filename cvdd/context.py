@@ -4,7 +4,6 @@ the files earlier stages wrote (stages talk to each other only through the run d
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import torch.nn as nn
 from . import layout
 from .config import RunConfig
 from .data import denormalize, normalize, to_float, to_uint8
-from .runs import RunDir
+from .rundir import RunDir
 from .utils import CvddError, read_json
 
 __all__ = ["Context"]
@@ -65,14 +64,12 @@ class Context:
 
     def save_images(self, rel: str, images: torch.Tensor, ipc: int) -> None:
         n = images.shape[0]
-        buf = io.BytesIO()
-        np.savez(
-            buf,
+        arrays = dict(
             images=images.cpu().numpy(),
             targets=np.repeat(np.arange(n // ipc), ipc),
             ipc_idx=np.tile(np.arange(ipc), n // ipc),
         )
-        self.rd.write_bytes(rel, buf.getvalue())
+        self.rd.save(rel, arrays)
 
     def load_images(self, rel: str) -> tuple[torch.Tensor, torch.Tensor]:
         p = self.rd.path / rel

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from .runs import RunDir
+from .rundir import RunDir
 from .utils import CvddError, StopRequested
 
 __all__ = [

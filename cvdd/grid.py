@@ -3,10 +3,10 @@ columns = IPC index), the form of every snapshot the app shows."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
+
+from .utils import encode
 
 __all__ = ["images_to_png_grid"]
 
@@ -35,6 +35,4 @@ def images_to_png_grid(
             y, x = pad + r * (h + pad), pad + q * (w + pad)
             grid[y : y + h, x : x + w] = arr[r * ipc + q]
     img = Image.fromarray(grid[..., 0] if c == 1 else grid, "L" if c == 1 else "RGB")
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue(), {"rows": rows, "cols": cols, "cell": h, "pad": pad}
+    return encode(img, "grid.png"), {"rows": rows, "cols": cols, "cell": h, "pad": pad}

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from . import layout, queue
 from .config import RunConfig
-from .runs import RunDir, is_alive, resolve_run, run_status
+from .rundir import RunDir
+from .runs import is_alive, resolve_run, run_status
 from .status import SPAWN_GRACE_S, spawn_pending
 from .utils import CvddError, atomic_write_json, read_json
 

@@ -42,6 +42,7 @@ __all__ = [
     "checkpoint_path",
     "recover_group_path",
     "member_weights_path",
+    "prior_cache_path",
     "export_path",
     "parse_jsonl",
     "read_jsonl",
@@ -69,7 +70,9 @@ INIT_IMAGES = "init/images.npz"
 RANDOM_REAL = "init/random_real.npz"
 COMMITTEE = "recover/committee.json"
 TRACE = "recover/trace.jsonl"
-MEMORY_PLAN = "recover/memory_plan.json"  # waves, bytes per image, budget, peak (cvdd/memory.py)
+MEMORY_PLAN = (
+    "recover/memory_plan.json"  # waves, bytes per image, budget, peak (cvdd/recover/plan.py)
+)
 RECOVER_IMAGES = "recover/images.npz"
 SOFT_LABELS = "relabel/soft_labels.npz"
 BN_STATS = "analysis/bn_stats.json"
@@ -102,6 +105,12 @@ def recover_group_path(group: int) -> str:
 def member_weights_path(dataset: str, member: str, key: str) -> str:
     """A trained committee member, relative to the committee cache folder (shared by runs)."""
     return f"squeeze/{dataset}-{member}-{key}.pt"
+
+
+def prior_cache_path(dataset: str, member: str, key: str) -> str:
+    """A member's computed prior (alpha), relative to the committee cache folder (shared by
+    runs); `key` covers every setting that changes it (cvdd/stages/prior.py)."""
+    return f"prior/{dataset}-{member}-{key}.json"
 
 
 def export_path(rel: str = "") -> str:

@@ -24,7 +24,7 @@ Cached = Callable[[str, float], "dict | None"]
 Make = Callable[..., dict]
 
 
-def committee(
+def member_records(
     ctx: Context, names: Sequence[str], *, cached: Cached, make: Make, per_member: int
 ) -> list[dict]:
     """Every member's members.json record, in `names` order (on every rank under torchrun)."""

@@ -17,19 +17,34 @@ from .augment import rrc_params
 from .data import normalize, to_float
 from .utils import CvddError
 
-__all__ = ["select_patches", "random_real", "check_ipc"]
+__all__ = ["check_ipc", "select_patches", "rded_images", "random_real"]
 
 
-def check_ipc(trainset, class_names: list[str], need: int, what: str = "IPC") -> None:
-    """Every class must have at least `need` training images."""
+def _needs(cfg) -> list[tuple[int, str]]:
+    """(real training images per class, the config key that asks for them) of a RunConfig:
+    init's (RDED stitches factor**2 patches into each image) and, when it computes the priors,
+    the prior stage's own SRe2L++ runs."""
+    f2 = cfg.init.factor**2
+    out = [(cfg.ipc * (f2 if cfg.init.method == "rded" else 1), "ipc")]
+    if cfg.prior.source == "compute":
+        out.append((cfg.prior.ipc * f2, "prior.ipc"))
+    return out
+
+
+def check_ipc(cfg, trainset, class_names: list[str]) -> None:
+    """Every class must have the training images the run's IPC needs (`_needs`); the error
+    names the smallest class and the config key to lower."""
     counts = torch.bincount(trainset.targets, minlength=len(class_names))
-    short = [(class_names[c], int(n)) for c, n in enumerate(counts) if n < need]
-    if short:
-        name, n = min(short, key=lambda t: t[1])
-        raise CvddError(
-            f"class {name!r} has only {n} training images but {what} needs {need} "
-            f"per class; lower ipc (--set ipc={max(1, n)}) or use more data"
-        )
+    for need, key in _needs(cfg):
+        short = [(class_names[c], int(n)) for c, n in enumerate(counts) if n < need]
+        if short:
+            name, n = min(short, key=lambda t: t[1])
+            what = "IPC" if key == "ipc" else key
+            raise CvddError(
+                f"class {name!r} has only {n} training images but {what} needs {need} "
+                f"per class; lower ipc (--set {key}={max(1, n)}) or use more data",
+                field=key,
+            )
 
 
 @torch.no_grad()
@@ -91,6 +106,34 @@ def select_patches(
             p = patches[cell_id * ipc + i : cell_id * ipc + i + 1]
             out[i, :, y0:y1, x0:x1] = F.interpolate(p, size=(y1 - y0, x1 - x0), mode="nearest")[0]
     return (out * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+def rded_images(
+    trainset,
+    num_classes: int,
+    observer: nn.Module,
+    *,
+    ipc: int,
+    cfg,
+    mean,
+    std,
+    gen,
+    device,
+    on_class=None,
+) -> torch.Tensor:
+    """The `ipc` initial images of each of the first `num_classes` classes, class-major uint8,
+    with `cfg` (an InitConfig); `on_class(c)` after each class (progress)."""
+    parts = []
+    for c in range(num_classes):
+        kw = dict(factor=cfg.factor, candidates=cfg.candidates, num_crops=cfg.num_crops)
+        parts.append(
+            select_patches(
+                trainset, c, observer, ipc=ipc, mean=mean, std=std, gen=gen, device=device, **kw
+            )
+        )
+        if on_class is not None:
+            on_class(c)
+    return torch.cat(parts)
 
 
 def random_real(trainset, num_classes: int, ipc: int, gen: torch.Generator) -> torch.Tensor:

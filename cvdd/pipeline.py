@@ -17,7 +17,7 @@ from . import dist, layout
 from .config import RunConfig, config_hash
 from .eta import stage_work
 from .layout import STAGES, read_events
-from .runs import RunDir
+from .rundir import RunDir
 from .utils import CvddError, StopRequested, environment, resolve_device, set_threads
 
 __all__ = ["run_pipeline", "STAGES"]
@@ -51,17 +51,6 @@ def _check_names(cfg: RunConfig) -> None:
                 f"unknown model {name!r} in {key}; choose from {', '.join(list_models())}",
                 field=key,
             )
-
-
-def _check_ipc(cfg: RunConfig, dataset) -> None:
-    """Init's check, before squeeze and prior spend minutes: IPC must fit every class."""
-    from .patches import check_ipc
-
-    rded = cfg.init.method == "rded"
-    try:
-        check_ipc(dataset.train, dataset.class_names, cfg.ipc * (cfg.init.factor**2 if rded else 1))
-    except CvddError as e:
-        raise CvddError(str(e), field="ipc") from e
 
 
 def _write_result(rd: RunDir, cfg: RunConfig, device: str) -> dict:
@@ -156,8 +145,10 @@ def _open_context(cfg: RunConfig, rd: RunDir, device: str):
             images_per_class=int(counts.min()) if len(counts) else 0,  # the smallest class
         ),
     )
-    if "init" not in rd.finished_stages():
-        _check_ipc(cfg, dataset)
+    if "init" not in rd.finished_stages():  # before squeeze and prior spend minutes
+        from .patches import check_ipc
+
+        check_ipc(cfg, dataset.train, dataset.class_names)
     cache_dir = Path(cfg.cache_dir or (rd.path.parent / "_cache"))
     return Context(cfg, rd, torch.device(device), dataset, cache_dir)
 
@@ -255,16 +246,10 @@ def run_pipeline(run_dir: str | Path, echo: bool = False) -> dict:
 
 def _explain(e: BaseException) -> str:
     """A fix-naming message for the failures users hit most; repr(e) otherwise."""
-    import torch
+    from .memory import is_out_of_memory, out_of_memory_message
 
-    text = str(e).lower()
-    if isinstance(e, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in text:
-        return (
-            "out of memory; resume with a smaller memory budget (CVDD_MEMORY_GB=2 python -m cvdd "
-            "resume RUN_DIR, or --set recover.memory_gb=2 for a new run), or lower "
-            "the model width, or use --set device=cpu (validate.batch_size is part of the method: "
-            "BSSL labels each batch with its own BN statistics, so lowering it changes results)"
-        )
+    if is_out_of_memory(e):
+        return out_of_memory_message("this run")
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
         return (
             "the disk is full; free space (e.g. delete old runs or the runs/_cache folder), "

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import jobs, layout
 from .config import RunConfig
-from .runs import RunDir
+from .rundir import RunDir
 from .utils import CvddError, read_json
 
 __all__ = ["twin_member", "twin_config", "start_twin", "twin_of", "find_twin"]

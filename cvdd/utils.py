@@ -5,6 +5,7 @@ Loads without torch; the few tensor helpers import it inside the function.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -15,6 +16,8 @@ __all__ = [
     "CvddError",
     "StopRequested",
     "atomic_write_bytes",
+    "atomic_save",
+    "encode",
     "atomic_write_json",
     "atomic_write_text",
     "read_json",
@@ -55,6 +58,30 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         # never leave a half-written temp file behind (full disk, kill)
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def encode(obj: Any, name: str | Path) -> bytes:
+    """`obj` as the content of a file called `name`, in the format its suffix names: .pt
+    (torch.save), .npy (one numpy array), .npz (a dict of arrays) or .png (a PIL image)."""
+    buf, suffix = io.BytesIO(), Path(name).suffix
+    if suffix == ".pt":
+        import torch
+
+        torch.save(obj, buf)
+    elif suffix in (".npy", ".npz"):
+        import numpy as np
+
+        np.save(buf, obj) if suffix == ".npy" else np.savez(buf, **obj)
+    elif suffix == ".png":
+        obj.save(buf, format="PNG")
+    else:
+        raise ValueError(f"no file format for {name!r}: name it .pt, .npy, .npz or .png")
+    return buf.getvalue()
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """Save `obj` to `path` (format from its suffix, see `encode`) whole or not at all."""
+    atomic_write_bytes(path, encode(obj, path))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -20,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from cvdd import jobs, runs  # noqa: E402 -- after the sys.path line
+from cvdd import jobs, layout, runs  # noqa: E402 -- after the sys.path line
 
 APP = str(ROOT / "app" / "main.py")
 PAGES = ["new_run", "runs", "live", "bn", "soft_labels", "diversity", "compare"]
@@ -263,7 +263,7 @@ def test_failed_run_shows_error_and_offers_resume(tmp_path, tiny_run_dir, monkey
     monkeypatch.setenv("CVDD_RUNS_DIR", str(tmp_path))
     d = tmp_path / "20260101-000002-builtin-ipc2-f00d"
     shutil.copytree(tiny_run_dir, d, ignore=shutil.ignore_patterns("checkpoints", "export"))
-    evs = runs.read_events(d)
+    evs = layout.read_events(d)
     cut = next(
         i for i, e in enumerate(evs) if e["kind"] == "stage_start" and e.get("stage") == "relabel"
     )
@@ -411,4 +411,4 @@ def test_job_start_stop_resume_restart(root):
     assert runs.run_status(run_dir)["status"] == "done"
     fresh.run()
     assert metrics(ok(fresh))["status"] == "done"
-    assert sum(e["kind"] == "run_start" for e in runs.read_events(run_dir)) == 2
+    assert sum(e["kind"] == "run_start" for e in layout.read_events(run_dir)) == 2

@@ -16,7 +16,7 @@ from cvdd.config import COMMITTEE, PRESETS, from_preset
 from cvdd.context import Context
 from cvdd.data import load_dataset
 from cvdd.models import create_model
-from cvdd.runs import RunDir
+from cvdd.rundir import RunDir
 from cvdd.stages import squeeze
 from cvdd.stages.prior import prior_key, run_prior
 from cvdd.utils import CvddError

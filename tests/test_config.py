@@ -105,3 +105,20 @@ def test_config_loads_without_torch():
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_config_json_with_the_old_groups_per_step_key_resumes():
+    """An older run's config.json spells recover.groups_per_wave as groups_per_step: it loads,
+    and its hash is the one that older cvdd wrote into the run's checkpoints."""
+    import hashlib
+    import json
+
+    old = RunConfig().to_dict()
+    del old["recover"]["groups_per_wave"]
+    old["recover"]["groups_per_step"] = 3
+    cfg = RunConfig.from_dict(old)
+    assert cfg.recover.groups_per_wave == 3 and "groups_per_step" in old["recover"]
+    written = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
+    assert config_hash(cfg) == written
+    with pytest.raises(CvddError, match="unknown config key"):  # new runs use the new name
+        RunConfig().replace(["recover.groups_per_step=2"])

@@ -76,7 +76,7 @@ def test_a_stopped_two_rank_run_resumes_in_one_process(tmp_path):
         "--set",
         "recover.iterations=200",
         "--set",
-        "recover.groups_per_step=1",
+        "recover.groups_per_wave=1",
     ]
     root = tmp_path / "runs"
     ref = run([sys.executable, "-m", "cvdd", *ARGS, *sets, "--runs-dir", str(root)])

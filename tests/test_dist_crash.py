@@ -34,7 +34,7 @@ ARGS = [
     *("--set", "validate.compare_eval_labels=false"),
     *("--set", f"ipc={GROUPS}"),
     *("--set", f"recover.iterations={ITERATIONS}"),
-    *("--set", "recover.groups_per_step=1"),
+    *("--set", "recover.groups_per_wave=1"),
 ]
 
 # finding torchrun's ranks to kill reads /proc
@@ -143,10 +143,10 @@ def test_a_crashed_two_rank_run_resumes(reference, tmp_path, how):
 
 def test_group_files_count_only_while_recover_pt_exists(tmp_path):
     from cvdd.config import from_preset
-    from cvdd.runs import RunDir
+    from cvdd.recover.waves import checkpoint_state
+    from cvdd.rundir import RunDir
     from cvdd.stages import recover as stage
     from cvdd.utils import CvddError
-    from cvdd.waves import checkpoint_state
 
     rd = RunDir.create(tmp_path, from_preset("tiny").to_dict())
     ctx = SimpleNamespace(rd=rd, gen=lambda *keys: torch.Generator().manual_seed(0))

@@ -18,7 +18,8 @@ from browser import ARGS, CHROMIUM, IDLE_JS, MARKS, free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from cvdd.runs import is_alive, read_events, run_status  # noqa: E402 -- after the sys.path line
+from cvdd.layout import read_events  # noqa: E402 -- after the sys.path line
+from cvdd.runs import is_alive, run_status  # noqa: E402 -- after the sys.path line
 
 pytestmark = MARKS
 _pw = pytest.importorskip("playwright.sync_api")

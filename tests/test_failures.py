@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from cvdd.config import from_preset
-from cvdd.runs import RunDir, read_events, run_status
+from cvdd.layout import read_events
+from cvdd.rundir import RunDir
+from cvdd.runs import run_status
 from cvdd.utils import CvddError
 
 
@@ -152,7 +154,8 @@ def test_out_of_memory_and_full_disk_messages(tmp_path, monkeypatch):
 def test_nan_loss_stops_with_advice(tmp_path, monkeypatch):
     import torch
 
-    from cvdd import pipeline, recover
+    from cvdd import pipeline
+    from cvdd.recover import step as recover
 
     monkeypatch.setenv("CVDD_THREADS", "1")
     rd = RunDir.create(tmp_path, from_preset("tiny").to_dict())

@@ -13,13 +13,14 @@ import pytest
 import torch
 
 from cvdd.bn import BNStatsCollector
-from cvdd.committee import group_generator, make_groups, wave_votes
 from cvdd.config import RecoverConfig, from_preset
 from cvdd.layout import MEMORY_PLAN, RECOVER_IMAGES, RESULT
 from cvdd.memory import GIB, HEADROOM
 from cvdd.models import create_model
-from cvdd.recover import augment_wave, member_format, recover_images, wave_loss
-from cvdd.runs import RunDir
+from cvdd.recover.committee import group_generator, make_groups, wave_votes
+from cvdd.recover.loop import recover_images
+from cvdd.recover.step import augment_wave, member_format, wave_loss
+from cvdd.rundir import RunDir
 from cvdd.utils import StopRequested
 
 pytestmark = [
@@ -175,7 +176,7 @@ def _uninterrupted_and_resumed(models, cfg) -> tuple[torch.Tensor, list[torch.Te
         with pytest.raises(StopRequested):
             _recover(models, cfg, hooks)
         outs = [
-            _recover(models, dataclasses.replace(cfg, groups_per_step=n), state=hooks.states[-1])
+            _recover(models, dataclasses.replace(cfg, groups_per_wave=n), state=hooks.states[-1])
             for n in (2, 1)
         ]
     finally:
@@ -196,7 +197,7 @@ def test_resume_on_cuda_equals_uninterrupted(augment):
         augment=augment,
         checkpoint_every=5,
         snapshot_every=0,
-        groups_per_step=2,
+        groups_per_wave=2,
     )
     full, outs = _uninterrupted_and_resumed(models, cfg)
     for out in outs:
@@ -219,7 +220,7 @@ def test_recover_images_file_is_uint8_on_cuda(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# recover.cuda_graph: the step captured once per wave and replayed (cvdd/graph_step.py)
+# recover.cuda_graph: the step captured once per wave and replayed (cvdd/recover/graph.py)
 
 
 class _Traced(_Hooks):
@@ -240,7 +241,7 @@ class _Traced(_Hooks):
 def _graph_cfg(**over):
     """Traced every step; one wave of the 4 groups unless `over` says otherwise."""
     base = dict(iterations=20, trace_every=1, snapshot_every=0, checkpoint_every=0)
-    base["groups_per_step"] = 4
+    base["groups_per_wave"] = 4
     return dataclasses.replace(RecoverConfig(), **{**base, **over})
 
 
@@ -299,7 +300,7 @@ def test_graph_resume_equals_uninterrupted(augment):
     does in the eager step), which the steps grow as _close_images says."""
     models = _members()
     cfg = _graph_cfg(
-        iterations=12, augment=augment, checkpoint_every=5, groups_per_step=2, cuda_graph=True
+        iterations=12, augment=augment, checkpoint_every=5, groups_per_wave=2, cuda_graph=True
     )
     full, outs = _uninterrupted_and_resumed(models, cfg)
     for out in outs:

@@ -1,4 +1,4 @@
-"""The CUDA-graph recover step (recover.cuda_graph, cvdd/graph_step.py), as far as a CPU can
+"""The CUDA-graph recover step (recover.cuda_graph, cvdd/recover/graph.py), as far as a CPU can
 check it: the static augmentation against the eager one, the streams it draws from, the Adam
 state it converts, the warm-up that must leave no trace, and the loop run with the same static
 step uncaptured (what a CPU does with it), stop and resume included. tests/test_gpu.py checks
@@ -12,12 +12,13 @@ import torch.nn.functional as F
 from test_recover import MEAN, STD, TINY, _Hooks
 from test_recover import _run as run_recover
 
-import cvdd.recover as recover_mod
+import cvdd.recover.loop as recover_mod
 from cvdd.augment import shared_crop_flip_roll
 from cvdd.bn import BNStatsCollector
-from cvdd.committee import group_generator, make_groups, wave_votes
 from cvdd.config import RecoverConfig, RunConfig, result_settings
-from cvdd.graph_step import (
+from cvdd.models import create_model
+from cvdd.recover.committee import group_generator, make_groups, wave_votes
+from cvdd.recover.graph import (
     CAPTURED,
     N_PARAMS,
     GraphStep,
@@ -27,10 +28,9 @@ from cvdd.graph_step import (
     graph_mode,
     static_augment,
 )
-from cvdd.models import create_model
-from cvdd.recover import augment_wave, wave_loss
+from cvdd.recover.step import augment_wave, wave_loss
+from cvdd.recover.waves import open_wave, pixel_bounds
 from cvdd.utils import CvddError, StopRequested
-from cvdd.waves import open_wave, pixel_bounds
 
 torch.set_num_threads(1)
 # static_augment against shared_crop_flip_roll on values in [-2, 2] (normalised pixels): at
@@ -290,21 +290,21 @@ def test_trace_names_the_mode_once(uncaptured):
 def test_resume_under_the_flag_equals_uninterrupted(uncaptured, per_wave):
     """Stop inside the second wave; resume (the same waves, or one group per wave) from the
     stop and from the periodic checkpoint before it: pixel for pixel."""
-    setup = _setup(groups_per_step=3, checkpoint_every=4, cuda_graph=True)
+    setup = _setup(groups_per_wave=3, checkpoint_every=4, cuda_graph=True)
     full = _run(setup)
     hooks = _Hooks(stop_at=9)
     with pytest.raises(StopRequested):
         _run(setup, hooks)
     assert hooks.states[-1]["current"]["step"] == 3
     for state in hooks.states[-2:]:
-        assert torch.equal(_run(setup, state=state, groups_per_step=per_wave), full)
+        assert torch.equal(_run(setup, state=state, groups_per_wave=per_wave), full)
 
 
 @pytest.mark.parametrize("first", [False, True])
 def test_resume_in_the_other_mode(uncaptured, first):
     """A checkpoint of either mode resumes in the other (the record is the same): without
     augmentation the eager run's images."""
-    setup = _setup(groups_per_step=3, checkpoint_every=4, augment=False)
+    setup = _setup(groups_per_wave=3, checkpoint_every=4, augment=False)
     full = _run(setup)
     hooks = _Hooks(stop_at=9)
     with pytest.raises(StopRequested):

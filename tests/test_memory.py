@@ -9,12 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from cvdd import memory, recover
+from cvdd import memory
 from cvdd.config import RecoverConfig, from_preset
 from cvdd.layout import MEMORY_PLAN, read_events
 from cvdd.models import create_model
-from cvdd.recover import make_groups, recover_images
-from cvdd.runs import RunDir
+from cvdd.recover import plan as recover_plan
+from cvdd.recover import step as recover_step
+from cvdd.recover import waves as recover_waves
+from cvdd.recover.committee import make_groups
+from cvdd.recover.loop import recover_images
+from cvdd.rundir import RunDir
 from cvdd.utils import CvddError, StopRequested
 
 torch.set_num_threads(1)
@@ -22,13 +26,13 @@ TINY = ("test_tiny_cnn", "test_tiny_resnet")
 
 
 def test_split_waves_keeps_sizes_apart_and_order():
-    assert memory.split_waves([2, 2, 1, 2, 2, 1], 2) == [[0, 1], [3, 4], [2, 5]]
-    assert memory.split_waves([3, 3, 3], 0) == [[0, 1, 2]]
-    per, waves, peak = memory.plan_waves([10, 10, 10, 10], [1] * 4, budget=25)
+    assert recover_waves.split_waves([2, 2, 1, 2, 2, 1], 2) == [[0, 1], [3, 4], [2, 5]]
+    assert recover_waves.split_waves([3, 3, 3], 0) == [[0, 1, 2]]
+    per, waves, peak = recover_plan.plan_waves([10, 10, 10, 10], [1] * 4, budget=25)
     assert per == 2 and waves == [[0, 1], [2, 3]] and peak == 20
-    per, waves, _ = memory.plan_waves([10] * 4, [1] * 4, budget=5)  # one group never fits: 1
+    per, waves, _ = recover_plan.plan_waves([10] * 4, [1] * 4, budget=5)  # one group never fits: 1
     assert per == 1 and len(waves) == 4
-    assert memory.plan_waves([10] * 4, [1] * 4, budget=5, forced=3)[0] == 3
+    assert recover_plan.plan_waves([10] * 4, [1] * 4, budget=5, forced=3)[0] == 3
 
 
 def test_environment_budget_wins_over_the_config(monkeypatch):
@@ -136,7 +140,7 @@ def test_out_of_memory_names_the_memory_budget(monkeypatch):
     def boom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(recover, "augment_wave", boom)
+    monkeypatch.setattr(recover_step, "augment_wave", boom)
     with pytest.raises(CvddError, match="recover.memory_gb") as e:
         recover_images(
             images,
@@ -153,19 +157,19 @@ def test_out_of_memory_names_the_memory_budget(monkeypatch):
 def _tiny_run(tmp_path, monkeypatch, stop_at=None, resume_gb=None):
     """The tiny preset in-process; optionally stopped at a recover step, then resumed under
     CVDD_MEMORY_GB=resume_gb."""
-    from cvdd import context, pipeline, runs
+    from cvdd import context, pipeline, rundir
 
     cfg = from_preset("tiny", ["recover.checkpoint_every=100", "validate.epochs=1"])
     rd = RunDir.create(tmp_path, cfg.to_dict())
     if stop_at is not None:
-        orig = runs.RunDir.progress
+        orig = rundir.RunDir.progress
 
         def progress(self, stage, step, total, metrics=None, force=False, label=""):
             orig(self, stage, step, total, metrics, force, label)
             self._stop_now = self._stop_now or (stage == "recover" and step == stop_at)
 
-        monkeypatch.setattr(runs.RunDir, "_stop_now", False, raising=False)
-        monkeypatch.setattr(runs.RunDir, "progress", progress)
+        monkeypatch.setattr(rundir.RunDir, "_stop_now", False, raising=False)
+        monkeypatch.setattr(rundir.RunDir, "progress", progress)
         monkeypatch.setattr(context.Context, "should_stop", lambda self: self.rd._stop_now)
         with pytest.raises(StopRequested):
             pipeline.run_pipeline(rd.path)

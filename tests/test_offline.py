@@ -23,7 +23,7 @@ from browser import ARGS, CHROMIUM, IDLE_JS, MARKS, free_port, wait_healthy
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from cvdd.config import from_preset  # noqa: E402 -- after the sys.path line
-from cvdd.runs import RunDir  # noqa: E402
+from cvdd.rundir import RunDir  # noqa: E402
 
 pytestmark = MARKS
 _pw = pytest.importorskip("playwright.sync_api")

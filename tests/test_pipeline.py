@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from cvdd.config import from_preset
-from cvdd.runs import RunDir, read_events, run_status
+from cvdd.layout import read_events
+from cvdd.rundir import RunDir
+from cvdd.runs import run_status
 from cvdd.utils import StopRequested
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,16 +91,16 @@ def test_recover_lowers_bn_loss_in_a_real_run(tiny_run_dir):
 
 def _stop_at_recover_step(monkeypatch, stop_at: int) -> None:
     """Make the next in-process run request a stop (as SIGTERM would) at a recover step."""
-    from cvdd import context, runs
+    from cvdd import context, rundir
 
-    orig = runs.RunDir.progress
+    orig = rundir.RunDir.progress
 
     def progress(self, stage, step, total, metrics=None, force=False, label=""):
         orig(self, stage, step, total, metrics, force, label)
         if stage == "recover" and step == stop_at:
             self._stop_now = True
 
-    monkeypatch.setattr(runs.RunDir, "progress", progress)
+    monkeypatch.setattr(rundir.RunDir, "progress", progress)
     monkeypatch.setattr(
         context.Context, "should_stop", lambda self: getattr(self.rd, "_stop_now", False)
     )
@@ -232,7 +234,7 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, monkeypatch, cli):
             'prior.values={"test_tiny_cnn": 60, "test_tiny_resnet": 70}',
             "recover.schedule=fixed",
             "recover.num_experts=1",
-            "recover.groups_per_step=1",
+            "recover.groups_per_wave=1",
             "recover.classes_per_group=4",
         ],
     ],

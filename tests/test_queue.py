@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from cvdd import jobs, layout, queue, runs  # noqa: E402 -- after the sys.path line
+from cvdd import jobs, layout, queue, rundir, runs  # noqa: E402 -- after the sys.path line
 from cvdd.config import from_preset  # noqa: E402
 
 ENV = {"CVDD_THREADS": "1"}
@@ -65,9 +65,9 @@ def _kill_workers(dirs: list[Path]) -> None:
                 os.kill(_pid(d), signal.SIGKILL)
 
 
-def _hold_slot(root: Path) -> runs.RunDir:
+def _hold_slot(root: Path) -> rundir.RunDir:
     """A run on the CPU whose worker lock this process holds: the CPU's one slot is taken."""
-    rd = runs.RunDir.create(root, {"device": "cpu", "ipc": 1})
+    rd = rundir.RunDir.create(root, {"device": "cpu", "ipc": 1})
     rd.acquire_lock()
     return rd
 

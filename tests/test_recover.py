@@ -10,18 +10,18 @@ import torch
 
 from cvdd.augment import shared_crop_flip_roll
 from cvdd.bn import BNStatsCollector
-from cvdd.committee import group_generator, wave_votes
 from cvdd.config import RecoverConfig
 from cvdd.models import create_model
-from cvdd.recover import (
-    augment_wave,
+from cvdd.recover.committee import (
+    group_generator,
     make_groups,
     plan_committee,
-    recover_images,
     voter_weights,
-    wave_loss,
+    wave_votes,
 )
-from cvdd.reference import ReferenceCommittee
+from cvdd.recover.loop import recover_images
+from cvdd.recover.reference import ReferenceCommittee
+from cvdd.recover.step import augment_wave, wave_loss
 from cvdd.utils import StopRequested
 
 torch.set_num_threads(1)
@@ -142,31 +142,31 @@ def test_recover_lowers_bn_loss(schedule):
 def test_images_do_not_depend_on_the_wave_size(over):
     """Each group's own stream and Adam rows: 1, 2 or all groups per wave give the same pixels."""
     images, groups, kw = _setup(num_classes=5, **over)  # sizes 2, 2, 1: waves of equal size
-    outs = [_run(images, groups, kw, groups_per_step=n) for n in (1, 2, 0)]
+    outs = [_run(images, groups, kw, groups_per_wave=n) for n in (1, 2, 0)]
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
 
 
 @pytest.mark.parametrize("resume_per_wave", [0, 1])
 def test_stop_mid_wave_and_resume_equals_uninterrupted(resume_per_wave):
     """Stop inside the second wave; resume with the same waves or with one group per wave."""
-    images, groups, kw = _setup(groups_per_step=3, checkpoint_every=4, snapshot_every=5)
+    images, groups, kw = _setup(groups_per_wave=3, checkpoint_every=4, snapshot_every=5)
     full = _run(images, groups, kw)
     hooks = _Hooks(stop_at=9)
     with pytest.raises(StopRequested):
         _run(images, groups, kw, hooks)
     state = hooks.states[-1]
     assert state["done"] == 9 and state["current"]["step"] == 3 and len(state["finished"]) == 3
-    resumed = _run(images, groups, kw, state=state, groups_per_step=resume_per_wave or 3)
+    resumed = _run(images, groups, kw, state=state, groups_per_wave=resume_per_wave or 3)
     assert torch.equal(full, resumed)
     # also from the periodic checkpoint taken before the stop (step 8)
-    again = _run(images, groups, kw, state=hooks.states[-2], groups_per_step=resume_per_wave or 3)
+    again = _run(images, groups, kw, state=hooks.states[-2], groups_per_wave=resume_per_wave or 3)
     assert torch.equal(full, again)
 
 
 def test_trace_every_k_steps_and_snapshots_hold_only_the_grid():
     images, groups, kw = _setup(num_classes=12, ipc=11, per_group=12, iterations=4)
     hooks = _Hooks()
-    _run(images, groups, kw, hooks, trace_every=3, snapshot_every=4, groups_per_step=4)
+    _run(images, groups, kw, hooks, trace_every=3, snapshot_every=4, groups_per_wave=4)
     steps = [r["step"] for r in hooks.rows]
     assert steps == sorted(steps) and 3 in steps and 4 in steps and 1 not in steps
     assert set(hooks.rows[0]["members"]) <= set(TINY)

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from cvdd.eta import StageClock
-from cvdd.runs import RunDir, is_alive, list_runs, read_events, resolve_run, run_status
+from cvdd.layout import read_events
+from cvdd.rundir import RunDir
+from cvdd.runs import is_alive, list_runs, resolve_run, run_status
 from cvdd.utils import CvddError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,7 +18,7 @@ import streamlit as st
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from app import shaping, state  # noqa: E402 -- after the sys.path line
-from cvdd import jobs, layout, runs  # noqa: E402
+from cvdd import jobs, layout, rundir, runs  # noqa: E402
 from cvdd.status import SPAWN_GRACE_S  # noqa: E402
 
 
@@ -112,7 +112,7 @@ def _job(d: Path, pid: int, t: float) -> None:
 
 
 def test_a_spawned_worker_is_starting_until_it_holds_the_lock(tmp_path):
-    d = runs.RunDir.create(tmp_path, {"data": {"dataset": "builtin"}, "ipc": 1}).path
+    d = rundir.RunDir.create(tmp_path, {"data": {"dataset": "builtin"}, "ipc": 1}).path
     assert runs.run_status(d)["status"] == "created"
     _job(d, os.getpid(), time.time())  # a live process that holds no lock
     assert runs.run_status(d)["status"] == "starting"
@@ -144,7 +144,7 @@ def _wait_zombie_or_gone(pid: int) -> None:
 
 
 def test_list_runs_never_raises_on_damaged_folders(tmp_path):
-    good = runs.RunDir.create(tmp_path, {"name": "tiny", "ipc": 2}).path
+    good = rundir.RunDir.create(tmp_path, {"name": "tiny", "ipc": 2}).path
     (tmp_path / "20260101-000000-x-ipc1-0001").mkdir()  # no config at all
     odd = tmp_path / "20260101-000000-x-ipc1-0002"
     (odd / layout.CONFIG).mkdir(parents=True)  # folders where files should be
@@ -175,7 +175,7 @@ def test_the_app_readers_show_the_queue_and_kick_it(tmp_path, monkeypatch):
 
     monkeypatch.setattr(jobs, "_spawn", fake_spawn)
     monkeypatch.delenv("CVDD_MAX_WORKERS", raising=False)
-    holder = runs.RunDir.create(tmp_path, {"device": "cpu", "ipc": 1})
+    holder = rundir.RunDir.create(tmp_path, {"device": "cpu", "ipc": 1})
     holder.acquire_lock()  # a worker on the CPU: its one slot is taken
     cfg = {"name": "tiny", "device": "cpu", "ipc": 2}
     a, b = (jobs.start_job(cfg, tmp_path, wait=False) for _ in range(2))

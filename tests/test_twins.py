@@ -15,7 +15,8 @@ from streamlit.testing.v1 import AppTest
 
 from cvdd import jobs, layout, twins
 from cvdd.config import from_preset
-from cvdd.runs import RunDir, run_status
+from cvdd.rundir import RunDir
+from cvdd.runs import run_status
 from cvdd.utils import CvddError
 
 # one worker runs both files, so the shared voted run (conftest) is made once

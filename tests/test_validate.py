@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from cvdd.config import ValidateConfig, from_preset
 from cvdd.layout import read_events
-from cvdd.runs import RunDir
+from cvdd.rundir import RunDir
 from cvdd.train import _hard_targets
 
 

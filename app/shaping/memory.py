@@ -17,7 +17,7 @@ def memory_rows(plan) -> list[tuple[str, str]]:
     if not isinstance(plan, dict) or not isinstance(plan.get("waves"), int):
         return []
     per_wave, per_group = plan.get("groups_per_wave", "?"), plan.get("images_per_group")
-    how = "forced by recover.groups_per_step" if plan.get("forced") else "planned from the budget"
+    how = "forced by recover.groups_per_wave" if plan.get("forced") else "planned from the budget"
     images = (
         per_wave * per_group if isinstance(per_wave, int) and isinstance(per_group, int) else "?"
     )

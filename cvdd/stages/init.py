@@ -8,7 +8,7 @@ import torch
 
 from .. import layout
 from ..context import Context
-from ..patches import check_ipc, random_real, select_patches
+from ..patches import random_real, rded_images
 
 STAGE = "init"
 
@@ -16,29 +16,21 @@ STAGE = "init"
 def run_init(ctx: Context, cfg_hash: str) -> dict:
     cfg, d = ctx.cfg, ctx.data
     ic = cfg.init
-    check_ipc(d.train, d.class_names, cfg.ipc * (ic.factor**2 if ic.method == "rded" else 1))
     gen = ctx.gen(STAGE)
-    if ic.method == "rded":
+    if ic.method == "rded":  # the pipeline checked that every class has the images it needs
         observer = ctx.load_member(ic.observer or cfg.squeeze.members[0])
-        parts = []
-        for c in range(d.num_classes):
-            parts.append(
-                select_patches(
-                    d.train,
-                    c,
-                    observer,
-                    ipc=cfg.ipc,
-                    factor=ic.factor,
-                    candidates=ic.candidates,
-                    num_crops=ic.num_crops,
-                    mean=ctx.mean,
-                    std=ctx.std,
-                    gen=gen,
-                    device=ctx.device,
-                )
-            )
-            ctx.rd.progress(STAGE, c + 1, d.num_classes, label=d.class_names[c])
-        images = torch.cat(parts)
+        images = rded_images(
+            d.train,
+            d.num_classes,
+            observer,
+            ipc=cfg.ipc,
+            cfg=ic,
+            mean=ctx.mean,
+            std=ctx.std,
+            gen=gen,
+            device=ctx.device,
+            on_class=lambda c: ctx.rd.progress(STAGE, c + 1, d.num_classes, label=d.class_names[c]),
+        )
     elif ic.method == "real":
         images = random_real(d.train, d.num_classes, cfg.ipc, gen)
     else:  # SRe2L's Gaussian start, in normalised space

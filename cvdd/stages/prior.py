@@ -20,8 +20,9 @@ import torch
 from .. import dist, layout
 from ..config import PRIOR_TABLE, result_settings
 from ..context import Context
-from ..patches import check_ipc, select_patches
-from ..recover import make_groups, recover_images
+from ..patches import rded_images
+from ..recover.committee import make_groups
+from ..recover.loop import recover_images
 from ..teacher import Teacher
 from ..train import train_student
 from ..utils import CvddError, StopRequested, atomic_write_json, read_json
@@ -124,24 +125,8 @@ def _alpha(ctx: Context, name: str, k: int, offset: int, total: int) -> float:
     test = ctx.data.test if k == ctx.data.num_classes else _Subset(ctx.data.test, k)
     model = ctx.load_member(name)
     gen = ctx.gen(STAGE, name, seed=ctx.cfg.squeeze.seed)
-    images = torch.cat(
-        [
-            select_patches(
-                train,
-                c,
-                model,
-                ipc=p.ipc,
-                factor=cfg.init.factor,
-                candidates=cfg.init.candidates,
-                num_crops=cfg.init.num_crops,
-                mean=ctx.mean,
-                std=ctx.std,
-                gen=gen,
-                device=ctx.device,
-            )
-            for c in range(k)
-        ]
-    )
+    kw = dict(mean=ctx.mean, std=ctx.std, gen=gen, device=ctx.device)
+    images = rded_images(train, k, model, ipc=p.ipc, cfg=cfg.init, **kw)  # as init makes them
     rcfg, vcfg = _sub_configs(cfg)
     groups = make_groups(k, p.ipc, rcfg.classes_per_group)
     images = recover_images(
@@ -196,23 +181,30 @@ def prior_key(cfg, member_file: str, k: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _shipped_hit(info: dict, key: str) -> dict | None:
-    """The alpha shipped with a member (members.json), if it was computed with these settings."""
+def _lookup(ctx: Context, member: str, k: int, partial: dict) -> tuple[str, dict | None]:
+    """(cache key, the alpha found or None): computed earlier in this run (`partial`), shipped
+    with the member (members.json) for these settings, or in the committee cache."""
+    info = next(x for x in ctx.members() if x["name"] == member)
+    key = prior_key(ctx.cfg, info["file"], k)
     shipped = info.get("prior")
+    if partial.get(member):
+        return key, partial[member]
     if isinstance(shipped, dict) and shipped.get("key") == key:
-        return {"student_top1": shipped["student_top1"], "shipped": True}
-    return None
+        return key, {"student_top1": shipped["student_top1"], "shipped": True}
+    return key, read_json(_cache_file(ctx, member, key))
+
+
+def _cache_file(ctx: Context, member: str, key: str):
+    return ctx.cache_dir / layout.prior_cache_path(ctx.data.name, member, key)
 
 
 def _split_alphas(ctx: Context, members: list[str], partial: dict, k: int) -> dict:
     """torchrun: the members without an alpha yet, round-robin over the ranks; every rank gets
     them all (rank 0 caches them). A stop on any rank stops all, keeping the finished ones."""
-    per, todo, files = ctx.cfg.prior.recover_iterations, [], {}
+    per, todo, keys = ctx.cfg.prior.recover_iterations, [], {}
     for i, m in enumerate(members):
-        info = next(x for x in ctx.members() if x["name"] == m)
-        key = prior_key(ctx.cfg, info["file"], k)
-        files[m] = ctx.cache_dir / "prior" / f"{ctx.data.name}-{m}-{key}.json"
-        if not (partial.get(m) or _shipped_hit(info, key) or read_json(files[m])):
+        keys[m], hit = _lookup(ctx, m, k, partial)
+        if hit is None:
             todo.append((i, m))
     share, stopped = {}, False
     try:
@@ -225,7 +217,8 @@ def _split_alphas(ctx: Context, members: list[str], partial: dict, k: int) -> di
     got = {m: hit for _, sh in parts for m, hit in sh.items()}
     if dist.is_main():
         for m, hit in got.items():
-            atomic_write_json(files[m], {"student_top1": hit["student_top1"]})  # no rank: a cache
+            # no rank: a cache
+            atomic_write_json(_cache_file(ctx, m, keys[m]), {"student_top1": hit["student_top1"]})
     if any(st for st, _ in parts):
         ctx.rd.write_json(layout.PRIOR_PARTIAL, {**partial, **got})
         raise StopRequested
@@ -242,7 +235,6 @@ def run_prior(ctx: Context, cfg_hash: str) -> dict:
         runs = {}
     else:
         k = min(p.max_classes or ctx.data.num_classes, ctx.data.num_classes)
-        check_ipc(ctx.data.train, ctx.data.class_names, p.ipc * cfg.init.factor**2, "prior.ipc")
         partial = read_json(ctx.rd.path / layout.PRIOR_PARTIAL) or {}
         if dist.is_distributed():  # torchrun: the ranks compute the missing alphas first
             partial.update(_split_alphas(ctx, members, partial, k))
@@ -251,14 +243,11 @@ def run_prior(ctx: Context, cfg_hash: str) -> dict:
         for i, m in enumerate(members):
             if ctx.should_stop():
                 raise StopRequested
-            info = next(x for x in ctx.members() if x["name"] == m)
-            key = prior_key(cfg, info["file"], k)
-            cache_file = ctx.cache_dir / "prior" / f"{ctx.data.name}-{m}-{key}.json"
-            hit = partial.get(m) or _shipped_hit(info, key) or read_json(cache_file)
+            key, hit = _lookup(ctx, m, k, partial)
             if hit is None:
                 top1 = _alpha(ctx, m, k, i * per, len(members) * per)
                 hit = {"student_top1": top1}
-                atomic_write_json(cache_file, hit)
+                atomic_write_json(_cache_file(ctx, m, key), hit)
             else:
                 how = (
                     f"computed on rank {hit['rank']}"  # by another rank, this run (torchrun)

@@ -18,7 +18,6 @@ after a stop), so a crash loses the live waves, never a finished group.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -29,30 +28,40 @@ import torch
 from .. import dist, layout
 from ..context import Context
 from ..grid import images_to_png_grid
-from ..memory import MemoryPlan
-from ..recover import (
+from ..recover.committee import (
     describe_plan,
     groups_seed,
     make_groups,
     plan_committee,
-    recover_images,
     voter_weights,
 )
-from ..utils import CvddError, StopRequested, atomic_write_bytes
-from ..waves import GRID_SIDE, checkpoint_state, grid_rows
+from ..recover.loop import recover_images
+from ..recover.plan import MemoryPlan
+from ..recover.waves import GRID_SIDE, checkpoint_state, grid_rows
+from ..utils import CvddError, StopRequested, atomic_save
 
 STAGE = "recover"
 CHECKPOINT_FORMAT = 2  # finished groups in their own files; 1 (older cvdd) kept every pixel
 GROUPS_DIR = os.path.dirname(layout.recover_group_path(0))
 
 
+def _save_checkpoint(ctx: Context, cfg_hash: str, state: dict) -> None:
+    """checkpoints/recover.pt: the state with its finished groups named (their images are in
+    their own files)."""
+    light = {**state, "finished": sorted(state["finished"])}
+    ctx.rd.save_checkpoint(STAGE, light, cfg_hash)
+
+
 class _Hooks:
+    """The loop's reports into the run directory. `split` (torchrun) is fixed for the stage:
+    then checkpoints only write group files and keep the newest state for the gather."""
+
     def __init__(self, ctx: Context, cfg_hash: str):
         self.ctx, self.cfg_hash = ctx, cfg_hash
+        self.split = dist.is_distributed()
         self.saved: set[int] = set()  # finished groups already in their files
-        self.logged = False
-        self.split = dist.is_distributed()  # torchrun: checkpoints are kept for the gather
         self.last: dict = {}  # the newest checkpoint state while split
+        self.plans = 0  # memory plans reported (the log line goes with the first)
         # open for the whole stage (closed in close()): one line per trace row, flushed each time;
         # under torchrun rank 0 traces its own share of the groups, the other ranks nothing
         trace = ctx.rd.path / layout.TRACE if dist.is_main() else os.devnull
@@ -80,9 +89,7 @@ class _Hooks:
         writes its own groups (straight to the run dir: a follower's RunDir writes nothing), so
         a crash of any rank keeps what the others finished."""
         for g in sorted(set(finished) - self.saved):
-            buf = io.BytesIO()
-            np.save(buf, finished[g].numpy())
-            atomic_write_bytes(self.ctx.rd.path / layout.recover_group_path(g), buf.getvalue())
+            atomic_save(finished[g].numpy(), self.ctx.rd.path / layout.recover_group_path(g))
             self.saved.add(g)
 
     def checkpoint(self, state: dict) -> None:
@@ -90,15 +97,14 @@ class _Hooks:
         self.save_groups(state["finished"])
         if self.split:  # recover.pt: written by rank 0 after the gather (_gather)
             self.last = state
-            return
-        light = {**state, "finished": sorted(state["finished"])}
-        self.ctx.rd.save_checkpoint(STAGE, light, self.cfg_hash)
+        else:
+            _save_checkpoint(self.ctx, self.cfg_hash, state)
 
     def plan(self, plan: MemoryPlan) -> None:
         self.ctx.rd.write_json(layout.MEMORY_PLAN, plan.to_json())
-        if not self.logged:  # the final call only adds the measured peak to the file
+        if self.plans == 0:  # the final call only adds the measured peak to the file
             self.ctx.rd.log(f"memory plan: {plan.summary}", stage=STAGE)
-            self.logged = True
+        self.plans += 1
 
     def close(self) -> None:
         self.trace_file.close()
@@ -151,23 +157,21 @@ def _load_state(ctx: Context, cfg_hash: str, hooks: _Hooks, n_groups: int) -> di
     return {**state, "finished": finished}
 
 
-def _gather(ctx: Context, groups, images, final, mine, hooks: _Hooks, stopped: bool):
+def _gather(ctx: Context, cfg_hash: str, *, groups, images, final, hooks: _Hooks, stopped: bool):
     """torchrun: every rank's groups to every rank, once each has written its group files; after
     a stop on any rank, rank 0 writes recover.pt naming the finished groups (the live waves are
-    lost) for any resume to continue from."""
+    lost) for any resume to continue from. `final`: this rank's images (its groups finished)."""
     if stopped:
         share = dict(hooks.last.get("finished", {}))  # the finished groups it last checkpointed
     else:
-        share = {g.group: final[g.indices] for g in groups if g.group in mine}
+        share = {g.group: final[g.indices] for g in dist.shard(groups)}
         hooks.save_groups(share)  # the groups finished since its last checkpoint
     parts = dist.all_gather_object((stopped, share, hooks.last.get("seed")))
     finished = {g: im for _, sh, _ in parts for g, im in sh.items()}
     if any(p[0] for p in parts):
-        if dist.is_main():
+        if dist.is_main():  # every rank wrote its own group files before
             seed = next(p[2] for p in parts if p[0])
-            hooks.split = False  # rank 0 writes recover.pt as one process
-            hooks.saved = set(finished)  # every rank wrote its own group files before
-            hooks.checkpoint(checkpoint_state(seed, 0, finished, None))
+            _save_checkpoint(ctx, cfg_hash, checkpoint_state(seed, 0, finished, None))
         raise StopRequested
     out = images.clone()  # (N, C, H, W) uint8
     for g in groups:
@@ -224,6 +228,7 @@ def run_recover(ctx: Context, cfg_hash: str) -> dict:
     finally:
         hooks.close()
     if hooks.split:
-        final = _gather(ctx, groups, images, final, mine, hooks, stopped)
+        kw = dict(groups=groups, images=images, final=final, hooks=hooks, stopped=stopped)
+        final = _gather(ctx, cfg_hash, **kw)
     ctx.save_images(layout.RECOVER_IMAGES, final, cfg.ipc)
     return {"num_images": int(final.shape[0]), "members_used": used}

@@ -8,10 +8,6 @@ them to `cvdd.analysis`, which measures BN discrepancy (Fig. 5) and intra-class 
 
 from __future__ import annotations
 
-import io
-
-import numpy as np
-
 from .. import layout
 from ..analysis import write_analysis
 from ..context import Context
@@ -37,14 +33,10 @@ def run_relabel(ctx: Context, cfg_hash: str) -> dict:
             ctx.gen(STAGE, "batches"),
         )
         ctx.rd.progress(STAGE, 1 if mode == "bssl" else 2, 4, label=f"labels ({mode})")
-    buf = io.BytesIO()
-    np.savez(
-        buf,
-        probs_bssl=probs["bssl"].numpy(),
-        probs_eval=probs["eval"].numpy(),
-        targets=targets.numpy(),
+    arrays = dict(
+        probs_bssl=probs["bssl"].numpy(), probs_eval=probs["eval"].numpy(), targets=targets.numpy()
     )
-    ctx.rd.write_bytes(layout.SOFT_LABELS, buf.getvalue())
+    ctx.rd.save(layout.SOFT_LABELS, arrays)
     return write_analysis(
         ctx, probs, targets=targets, images=images, init_images=init_images, real_images=real_images
     )

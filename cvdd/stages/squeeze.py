@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from .. import dist, layout
 from ..augment import resolve_train_augment, train_crop_flip
 from ..context import Context
-from ..member_split import committee
+from ..member_split import member_records
 from ..train import evaluate
-from ..utils import CvddError, StopRequested, atomic_write_bytes
+from ..utils import CvddError, StopRequested, atomic_save
 
 STAGE = "squeeze"
 # The shipped committee: weights + manifest.json, beside the embedded data set in assets/
@@ -276,9 +276,8 @@ def _shipped_committee(ctx: Context) -> list[dict]:
             "params": sum(p.numel() for p in model.parameters()),
             "epochs": entry["epochs"],
         }
-        buf = io.BytesIO()
-        torch.save({**rec, "width": entry["width"], "state_dict": model.state_dict()}, buf)
-        atomic_write_bytes(ctx.cache_dir / rel, buf.getvalue())
+        member = {**rec, "width": entry["width"], "state_dict": model.state_dict()}
+        atomic_save(member, ctx.cache_dir / rel)
         rec.update(file=rel, cached=True, source="shipped", sha256=sha)
         rec.update(shipped_file=f"assets/committee/{entry['file']}")
         rec.update(test_images=manifest["test_images"], train_images=manifest["train_images"])
@@ -373,16 +372,15 @@ def _trained_committee(ctx: Context, cfg_hash: str) -> list[dict]:
         top1, _ = evaluate(model, ctx.data.test, ctx.mean, ctx.std, ctx.device)
         params = sum(p.numel() for p in model.parameters())
         rec = dict(name=name, test_top1=top1, train_top1=train_top1, params=params, epochs=s.epochs)
-        buf = io.BytesIO()
-        torch.save({**rec, "width": member_width(s, name), "state_dict": model.state_dict()}, buf)
-        atomic_write_bytes(ctx.cache_dir / rel, buf.getvalue())
+        member = {**rec, "width": member_width(s, name), "state_dict": model.state_dict()}
+        atomic_save(member, ctx.cache_dir / rel)
         src = "user" if name in s.weights else ("torchvision" if name in weights else "train")
         secs = round(time.time() - t0, 2)
         ctx.rd.log(f"{name}: test top-1 {top1:.2f}% ({params / 1e6:.2f}M params)", stage=STAGE)
         return {**rec, "file": rel, "cached": False, "source": src, "seconds": secs}
 
     # in turn, or under torchrun the members not cached split over the ranks
-    return committee(ctx, s.members, cached=cached, make=make, per_member=per_member)
+    return member_records(ctx, s.members, cached=cached, make=make, per_member=per_member)
 
 
 def run_squeeze(ctx: Context, cfg_hash: str) -> dict:

@@ -10,18 +10,27 @@ import csv
 import io
 import re
 import time
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from .. import dist, layout
 from ..context import Context
-from ..memory import ENV_BUDGET, GIB, is_out_of_memory, plan_eval_batch
+from ..memory import is_out_of_memory, out_of_memory_message, plan_eval_batch
 from ..teacher import Teacher, make_teacher
 from ..train import evaluate_logits, train_student
 from ..utils import CvddError, StopRequested, read_json
 
 STAGE = "validate"
+
+
+class _Slot(NamedTuple):
+    """A student's place in the stage: its position in `student_plan` and the plan's length
+    (the progress bar counts all students as one)."""
+
+    index: int
+    of: int
 
 
 def student_plan(ctx: Context) -> list[tuple[str, str, str, str]]:
@@ -84,14 +93,11 @@ def _export(ctx: Context, images: torch.Tensor, targets: torch.Tensor) -> None:
         rel = f"images/{folder}/{k:03d}.png"
         arr = img.transpose(1, 2, 0)
         pil = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
-        buf = io.BytesIO()
-        pil.save(buf, format="PNG")
-        rd.write_bytes(layout.export_path(rel), buf.getvalue())
+        rd.save(layout.export_path(rel), pil)
         rows.append((rel, c, d.class_names[c]))
     z = np.load(rd.path / layout.SOFT_LABELS)
-    buf = io.BytesIO()
-    np.savez(buf, **{k: z[k] for k in z.files}, files=np.array([r[0] for r in rows]))
-    rd.write_bytes(layout.export_path("soft_labels.npz"), buf.getvalue())
+    arrays = {**{k: z[k] for k in z.files}, "files": np.array([r[0] for r in rows])}
+    rd.save(layout.export_path("soft_labels.npz"), arrays)
     out = io.StringIO()
     w = csv.writer(out)
     w.writerow(["file", "class_idx", "class_name", "top1_bssl", "p_top1_bssl", "top1_eval"])
@@ -190,27 +196,23 @@ def _log_eval_batch(ctx: Context, who: str, ev: dict) -> None:
 
 
 def _out_of_memory(key: str, batch_size: int, eval_plan: dict) -> str:
-    """The fix for an out-of-memory error while a student trains or is evaluated."""
-    half = max(round(eval_plan["budget_bytes"] / GIB / 2, 2), 0.01)
-    return (
-        f"out of memory in validate (student {key}); its evaluation uses batches of "
-        f"{eval_plan['batch_size']} test images planned from {eval_plan['budget_source']}: "
-        f"resume with less memory to shrink them ({ENV_BUDGET}={half} python -m cvdd resume "
-        f"<run dir>). Its training batch, validate.batch_size={batch_size}, is part of the "
-        "method (BSSL labels each batch with the teacher's BN statistics of that very batch), "
-        "so lowering it changes the results: do that only in a new run, or lower "
-        "validate.width or use --set device=cpu"
+    """The fix for an out-of-memory error while student `key` trains or is evaluated."""
+    sized = (
+        f"its evaluation uses batches of {eval_plan['batch_size']} test images planned from "
+        f"{eval_plan['budget_source']}"
     )
+    where = f"validate (student {key})"
+    in_use = eval_plan["budget_bytes"]
+    return out_of_memory_message(where, in_use_bytes=in_use, sized=sized, batch_size=batch_size)
 
 
-def _train(ctx: Context, cfg_hash: str, doc: dict, place: tuple[int, list], images) -> None:
-    """Train and rate student `plan[j]` (`place` = (j, plan)) on `images` ((uint8, targets)),
+def _train(ctx: Context, cfg_hash: str, doc: dict, student: tuple, *, slot: _Slot, images) -> None:
+    """Train and rate `student` (a `student_plan` row) on `images` ((uint8, targets)),
     evaluating in planned batches; its entry and its evaluation batch go into `doc`."""
     from ..models import create_model
 
     d, v = ctx.data, ctx.cfg.validate
-    j, plan = place
-    key, data, labels, arch = plan[j]
+    key, data, labels, arch = student
     t0 = time.time()
     ck_name = f"{STAGE}-{key}"
     torch.manual_seed(ctx.seed_for(STAGE, key, "init"))
@@ -234,7 +236,9 @@ def _train(ctx: Context, cfg_hash: str, doc: dict, place: tuple[int, list], imag
             should_stop=ctx.should_stop,
             # one stage-wide count over every student (equal sizes: ipc images per class each),
             # so the bar and the ETA do not start over with each student
-            progress=lambda s, t, m: ctx.rd.progress(STAGE, j * t + s, len(plan) * t, m, label=key),
+            progress=lambda s, t, m: ctx.rd.progress(
+                STAGE, slot.index * t + s, slot.of * t, m, label=key
+            ),
             checkpoint=lambda st: ctx.rd.save_checkpoint(ck_name, st, cfg_hash),
             state=ctx.rd.load_checkpoint(ck_name, cfg_hash),
             labels=y,
@@ -273,9 +277,11 @@ def run_validate(ctx: Context, cfg_hash: str) -> dict:
     todo = [p[0] for p in plan if p[0] not in doc["students"]]
     mine, stopped = set(dist.shard(todo)), False  # torchrun: students round-robin over ranks
     try:
-        for j, (key, data, _, _) in enumerate(plan):
+        for j, student in enumerate(plan):
+            key, data = student[:2]
             if key in mine:  # else finished before a stop/crash, or another rank's
-                _train(ctx, cfg_hash, doc, (j, plan), sets[data])
+                slot = _Slot(j, len(plan))
+                _train(ctx, cfg_hash, doc, student, slot=slot, images=sets[data])
                 ctx.rd.write_json(layout.STUDENTS, doc)
                 ctx.rd.log(f"{key}: student top-1 {doc['students'][key]['top1']:.2f}%", stage=STAGE)
     except StopRequested:

@@ -3,7 +3,7 @@
 Written the way a first implementation does it (the SRe2L-style scripts): one group at a time,
 a forward hook on every BatchNorm2d that computes that layer's loss term the plain way (mean,
 permute + contiguous + var), fp32, and every loss part read back to the host as it is made. It
-implements method.md §5.3 for one group and must agree with `cvdd.recover.wave_loss`.
+implements method.md §5.3 for one group and must agree with `cvdd.recover.step.wave_loss`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .augment import shared_crop_flip_roll
-from .config import RecoverConfig
+from ..augment import shared_crop_flip_roll
+from ..config import RecoverConfig
 
 __all__ = ["ReferenceCommittee"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .config import RecoverConfig
+from ..config import RecoverConfig
 
 __all__ = [
     "Group",

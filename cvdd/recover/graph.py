@@ -1,4 +1,5 @@
-"""The recover step as one CUDA graph (`recover.cuda_graph`, method.md §5.3).
+"""The recover step as one CUDA graph (`recover.cuda_graph`, method.md §5.3): step.py's six
+parts on static tensors, captured once per wave and replayed.
 
 At 32 px a committee of small CNNs runs hundreds of short kernels per step, and launching them
 costs more than running them. With the flag, one whole step of a wave (augment, committee
@@ -27,9 +28,9 @@ from collections.abc import Callable
 
 import torch
 
-from .augment import rrc_params
-from .config import RecoverConfig
-from .utils import CvddError
+from ..augment import rrc_params
+from ..config import RecoverConfig
+from ..utils import CvddError
 from .waves import Wave
 
 __all__ = [
@@ -38,7 +39,6 @@ __all__ = [
     "draw_params",
     "static_augment",
     "capturable_adam",
-    "descend",
     "GraphStep",
     "open_graph",
 ]
@@ -150,17 +150,6 @@ def capturable_adam(opt: torch.optim.Adam, x: torch.Tensor) -> torch.optim.Adam:
     return new
 
 
-def descend(w: Wave, loss: torch.Tensor, parts: dict, bounds, bad: torch.Tensor) -> None:
-    """The end of every step: backward, Adam, clamp to valid [0, 1] pixels, and a non-finite
-    loss noted on the device (read only where the loop reads anyway)."""
-    w.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    w.opt.step()
-    with torch.no_grad():
-        w.x.clamp_(*bounds)
-        bad |= ~torch.isfinite(parts["loss"])
-
-
 class GraphStep:
     """One wave's step on static tensors (pixels, Adam state, augmentation numbers, lr, flag):
     captured on CUDA and replayed; elsewhere run as it is. Replaces `w.opt` (capturable_adam).
@@ -188,7 +177,12 @@ class GraphStep:
         w = self.w
         xa = static_augment(w.x, self.params, len(w.gens)) if self.cfg.augment else w.x
         loss, parts = self.loss_fn(xa)
-        descend(w, loss, parts, self.bounds, self.bad)
+        w.opt.zero_grad(set_to_none=True)  # as recover_step (step.py): backward, Adam, clamp
+        loss.backward()
+        w.opt.step()
+        with torch.no_grad():
+            w.x.clamp_(*self.bounds)
+            self.bad |= ~torch.isfinite(parts["loss"])
         return parts
 
     def _warm_up(self) -> None:

@@ -1,6 +1,6 @@
 """Waves: the groups recover optimises together, their live state, snapshots and checkpoints.
 
-A wave holds equal-size groups (cvdd/committee.py), their normalised fp32 pixels, one Adam over
+A wave holds equal-size groups (committee.py), their normalised fp32 pixels, one Adam over
 them and every group's own random stream. Adam's state is elementwise, so a checkpointed wave can
 be split into smaller waves on resume (a smaller memory budget) with the same result.
 """
@@ -11,15 +11,15 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config import RecoverConfig
+from ..data import denormalize, normalize, to_float, to_uint8
 from .committee import Group, group_generator
-from .config import RecoverConfig
-from .data import denormalize, normalize, to_float, to_uint8
-from .memory import split_waves
 
 __all__ = [
     "GRID_SIDE",
     "Wave",
     "open_wave",
+    "split_waves",
     "schedule_waves",
     "pixel_bounds",
     "grid_rows",
@@ -96,6 +96,19 @@ def open_wave(
         }
         opt.load_state_dict(sd)
     return Wave(groups, rows, targets, x, opt, gens, step)
+
+
+def split_waves(sizes: list[int], per_wave: int) -> list[list[int]]:
+    """Indices of groups in waves of up to `per_wave` groups of equal size, in order of first
+    appearance of each size (the last class chunk of each IPC index may be smaller)."""
+    by_size: dict[int, list[int]] = {}
+    for i, s in enumerate(sizes):
+        by_size.setdefault(s, []).append(i)
+    out = []
+    for idx in by_size.values():
+        n = per_wave if per_wave > 0 else len(idx)
+        out += [idx[i : i + n] for i in range(0, len(idx), n)]
+    return out
 
 
 def schedule_waves(groups: list[Group], finished: set[int], cur: dict | None, per: int):
