@@ -61,7 +61,7 @@ def test_bad_values_name_the_fix(overrides, needle):
         (["recover.num_experts=9"], "recover.num_experts"),
         (["recover.voter=loud"], "recover.voter"),
         (["recover.iterations=abc"], "recover.iterations"),
-        (["recover.iterations=0"], "recover.iterations"),
+        (["recover.iterations=-1"], "recover.iterations"),
         (["recover.temperature=0"], "recover.temperature"),
         (["recover.lr=nan"], "recover.lr"),
         (["relabel.teacher=vgg"], "relabel.teacher"),
