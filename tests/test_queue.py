@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from cvdd import jobs, layout, queue, runs  # noqa: E402 -- after the sys.path line
 from cvdd.config import from_preset  # noqa: E402
+from cvdd.utils import CvddError  # noqa: E402
 
 ENV = {"CVDD_THREADS": "1"}
 # a run that goes on until stopped: the tests end it, never the clock
@@ -189,6 +190,26 @@ def test_device_keys_and_worker_limits():
     assert queue.max_workers("cpu", env) == 2 and queue.max_workers("cuda:0", env) == 1
     assert queue.max_workers("cpu", {}) == 1  # unset: one per device
     assert queue.max_workers("cpu", {queue.MAX_WORKERS_ENV: "0"}) == 0  # 0: no limit
+
+
+def test_worker_threads_share_the_cores_among_the_workers_allowed(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    cpu = {"CUDA_VISIBLE_DEVICES": ""}
+    assert queue.worker_threads("cpu", 0, cpu) == 8  # one worker: every core
+    two = {**cpu, queue.MAX_WORKERS_ENV: "2"}
+    assert queue.worker_threads("auto", 0, two) == 4  # two workers: half each
+    assert queue.worker_threads("cpu", 0, {**cpu, queue.MAX_WORKERS_ENV: "cpu=3"}) == 2
+    assert queue.worker_threads("cpu", 0, {**cpu, queue.MAX_WORKERS_ENV: "0"}) == 1  # no limit
+    assert queue.worker_threads("cpu", 0, {**two, "LOCAL_WORLD_SIZE": "2"}) == 2  # torchrun
+    assert queue.worker_threads("cpu", 3, two) == 3  # the config's threads win
+    assert queue.worker_threads("cpu", 3, {**two, queue.THREADS_ENV: "5"}) == 5  # the env most
+    assert queue.worker_threads("cpu", 3, {**two, queue.THREADS_ENV: "0"}) == 3  # 0 = unset
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert queue.worker_threads("cpu", 0, cpu) == queue.MAX_THREADS
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert queue.worker_threads("cpu", 0, two) == 1  # never below one
+    with pytest.raises(CvddError, match="CVDD_THREADS='two' is not a whole number"):
+        queue.worker_threads("cpu", 0, {queue.THREADS_ENV: "two"})
 
 
 def test_runs_and_live_pages_show_the_queue_and_remove_from_it(tmp_path, monkeypatch):
