@@ -19,6 +19,7 @@ other work on the machine takes little from them: "idle" on a machine one cannot
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -35,6 +36,21 @@ from cvdd.runs import read_events  # noqa: E402 -- after the sys.path line
 
 # the variables a variant may set; every run starts without them, then gets its own
 THREAD_VARS = ("CVDD_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+def _niceness(nice: int):
+    """preexec_fn for a child in its own session at this niceness (None for 0). Where the kernel
+    groups sessions for scheduling (autogroup), a process's nice counts only inside its group,
+    so the session's group gets the niceness too."""
+    if not nice:
+        return None
+
+    def apply() -> None:
+        with contextlib.suppress(OSError):
+            Path("/proc/self/autogroup").write_text(str(nice))
+        os.nice(nice)
+
+    return apply
 
 
 def _loadavg() -> str:
@@ -68,7 +84,7 @@ def one_run(
         stderr=subprocess.DEVNULL,
         text=True,
         start_new_session=True,
-        preexec_fn=(lambda: os.nice(nice)) if nice else None,
+        preexec_fn=_niceness(nice),
     )
     t_end = time.time() + timeout_s
     try:
@@ -79,7 +95,8 @@ def one_run(
                 break
             time.sleep(0.2)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it may have ended by itself
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     return {"recover_s": secs, "threads": threads, "run": run_dir.name}
 
@@ -113,12 +130,20 @@ def main() -> int:
     variants = [_parse_variant(v) for v in args.variant]
     runs_dir = Path(args.runs_dir or tempfile.mkdtemp(prefix="cvdd_busy_"))
     # the busy loops compete at the runs' own niceness, so --nice keeps the contention real
-    renice = (lambda: os.nice(args.nice)) if args.nice else None
-    loop = [sys.executable, "-c", "while 1: pass"]
-    busy = [subprocess.Popen(loop, preexec_fn=renice) for _ in range(args.busy)]
+    loop, renice = [sys.executable, "-c", "while 1: pass"], _niceness(args.nice)
+    busy = [
+        subprocess.Popen(loop, preexec_fn=renice, start_new_session=True) for _ in range(args.busy)
+    ]
     results: dict[str, list[float]] = {name: [] for name, _ in variants}
     try:
-        one_run(runs_dir=runs_dir, env_set={}, iterations=1, timeout_s=args.timeout)  # the cache
+        # fills the runs root's caches (committee, priors); 1 thread, at the runs' niceness
+        one_run(
+            runs_dir=runs_dir,
+            env_set={"CVDD_THREADS": "1"},
+            iterations=1,
+            timeout_s=args.timeout,
+            nice=args.nice,
+        )
         for rep in range(args.reps):
             for name, sets in variants:
                 load = _loadavg()
@@ -127,6 +152,7 @@ def main() -> int:
                     env_set=sets,
                     iterations=args.iterations,
                     timeout_s=args.timeout,
+                    nice=args.nice,
                 )
                 r.update(variant=name, rep=rep, busy=args.busy, load_before=load, t=time.time())
                 r.update(iterations=args.iterations, env=sets, nice=args.nice)

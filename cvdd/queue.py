@@ -143,10 +143,13 @@ def worker_threads(
     """Torch CPU threads for one worker of a run on `device`.
 
     `CVDD_THREADS` when set, else the config's `threads` when > 0, else the cores this process
-    may use shared out among the workers allowed at once on its device (CVDD_MAX_WORKERS; no
-    limit counts as one worker a core), and among the torchrun processes of one run: 1..8.
-    Measured on 2 cores (docs/benchmarks.md, busy machine): a thread more than the free
-    cores costs several x once anything else runs, so threads never exceed this share."""
+    may use but one (the app server, a browser, the system), shared out among the workers
+    allowed at once on the device (CVDD_MAX_WORKERS; no limit counts as one worker a core) and
+    the torchrun processes of one run: 1..8. Never more: measured on 2 cores
+    (docs/benchmarks.md, busy machine), a thread beyond the free cores made recover ~20x
+    slower once one other process ran, while a second thread on an idle machine gained ~15 %,
+    and neither passive waiting nor a short spin (OMP_WAIT_POLICY, GOMP_SPINCOUNT) kept the
+    gain without the loss."""
     env = os.environ if env is None else env
     raw = env.get(THREADS_ENV, "").strip()
     if raw:
@@ -161,4 +164,4 @@ def worker_threads(
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     workers = max_workers(device_key(device, env), env) or (cores or 1)
     ranks = int(env.get("LOCAL_WORLD_SIZE", "1") or 1)  # torchrun: processes of this run here
-    return max(1, min(MAX_THREADS, (cores or 1) // (workers * max(1, ranks))))
+    return max(1, min(MAX_THREADS, ((cores or 1) - 1) // (workers * max(1, ranks))))

@@ -193,11 +193,11 @@ def test_device_keys_and_worker_limits():
 
 
 def test_worker_threads_share_the_cores_among_the_workers_allowed(monkeypatch):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(9)), raising=False)
     cpu = {"CUDA_VISIBLE_DEVICES": ""}
-    assert queue.worker_threads("cpu", 0, cpu) == 8  # one worker: every core
+    assert queue.worker_threads("cpu", 0, cpu) == 8  # one worker: every core but one
     two = {**cpu, queue.MAX_WORKERS_ENV: "2"}
-    assert queue.worker_threads("auto", 0, two) == 4  # two workers: half each
+    assert queue.worker_threads("auto", 0, two) == 4  # two workers: half of those each
     assert queue.worker_threads("cpu", 0, {**cpu, queue.MAX_WORKERS_ENV: "cpu=3"}) == 2
     assert queue.worker_threads("cpu", 0, {**cpu, queue.MAX_WORKERS_ENV: "0"}) == 1  # no limit
     assert queue.worker_threads("cpu", 0, {**two, "LOCAL_WORLD_SIZE": "2"}) == 2  # torchrun
@@ -206,7 +206,8 @@ def test_worker_threads_share_the_cores_among_the_workers_allowed(monkeypatch):
     assert queue.worker_threads("cpu", 3, {**two, queue.THREADS_ENV: "0"}) == 3  # 0 = unset
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
     assert queue.worker_threads("cpu", 0, cpu) == queue.MAX_THREADS
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert queue.worker_threads("cpu", 0, cpu) == 1  # 2 cores: one thread, one core left free
     assert queue.worker_threads("cpu", 0, two) == 1  # never below one
     with pytest.raises(CvddError, match="CVDD_THREADS='two' is not a whole number"):
         queue.worker_threads("cpu", 0, {queue.THREADS_ENV: "two"})
