@@ -146,10 +146,10 @@ def worker_threads(
     may use but one (the app server, a browser, the system), shared out among the workers
     allowed at once on the device (CVDD_MAX_WORKERS; no limit counts as one worker a core) and
     the torchrun processes of one run: 1..8. Never more: measured on 2 cores
-    (docs/benchmarks.md, busy machine), a thread beyond the free cores made recover ~20x
-    slower once one other process ran, while a second thread on an idle machine gained ~15 %,
-    and neither passive waiting nor a short spin (OMP_WAIT_POLICY, GOMP_SPINCOUNT) kept the
-    gain without the loss."""
+    (docs/benchmarks.md, busy machine), a thread beyond the free cores made recover ~29x
+    slower once one other process ran, while a second thread on an idle machine gained ~11 %,
+    and neither passive waiting (OMP_WAIT_POLICY) nor a short spin (GOMP_SPINCOUNT) kept the
+    gain without a loss."""
     env = os.environ if env is None else env
     raw = env.get(THREADS_ENV, "").strip()
     if raw:
