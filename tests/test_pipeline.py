@@ -165,21 +165,18 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, monkeypatch, cli):
     import signal
     import time
 
-    sets = [
-        "--set",
+    overrides = [
         "recover.iterations=60",
-        "--set",
         "recover.checkpoint_every=5",
-        "--set",
         "validate.compare_eval_labels=false",
-        "--set",
         "validate.random_real=false",
     ]
+    sets = [a for o in overrides for a in ("--set", o)]
     from cvdd import pipeline
 
     # the uninterrupted reference runs in this process (same config and thread count)
     monkeypatch.setenv("CVDD_THREADS", "1")
-    ref = from_preset("tiny", [v for v in sets if v != "--set"])
+    ref = from_preset("tiny", overrides)
     a = RunDir.create(tmp_path, ref.to_dict()).path
     pipeline.run_pipeline(a)
     proc = subprocess.Popen(
