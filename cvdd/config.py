@@ -187,7 +187,7 @@ class RunConfig:
     ipc: int = 10  # images per class
     seed: int = 0  # drives every stage through explicit generators
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int = 0  # torch CPU threads in the worker; 0 = cores - 1 (1..8)
+    threads: int = 0  # torch CPU threads in the worker; 0 = (cores - 1) // workers allowed, 1..8
     cache_dir: str = ""  # committee cache; "" = <runs dir>/_cache
     data: DataConfig = DataConfig()
     squeeze: SqueezeConfig = SqueezeConfig()

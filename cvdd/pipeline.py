@@ -7,13 +7,12 @@ ends with `run_end stopped`. Errors end with `run_end failed` and a message nami
 from __future__ import annotations
 
 import errno
-import os
 import signal
 import time
 import traceback
 from pathlib import Path
 
-from . import dist, layout
+from . import dist, layout, queue
 from .config import RunConfig, config_hash
 from .eta import stage_work
 from .layout import STAGES, read_events
@@ -216,7 +215,7 @@ def run_pipeline(run_dir: str | Path, echo: bool = False) -> dict:
         device = resolve_device(cfg.device)
         if dist.is_distributed() and device.startswith("cuda"):
             device = f"cuda:{dist.local_rank()}"  # one GPU per rank on this node
-        threads = set_threads(int(os.environ.get("CVDD_THREADS", 0)) or cfg.threads)
+        threads = set_threads(queue.worker_threads(cfg.device, cfg.threads))
         world = {"world": dist.world()} if dist.is_distributed() else {}  # torchrun processes
         rd.append_event("run_start", attempt=attempt, device=device, threads=threads, **world)
         ctx = _open_context(cfg, rd, device)

@@ -30,9 +30,13 @@ __all__ = [
     "read_entries",
     "locked",
     "place",
+    "worker_threads",
+    "THREADS_ENV",
 ]
 
 MAX_WORKERS_ENV = "CVDD_MAX_WORKERS"  # "1" (default), "2", "0" = no limit, "1,cpu=2"
+THREADS_ENV = "CVDD_THREADS"  # torch CPU threads of one worker; overrides the choice below
+MAX_THREADS = 8  # more threads than this gain little on these models and cost memory
 _CUDA = re.compile(r"^cuda(?::(\d+))?$")
 
 
@@ -131,3 +135,33 @@ def place(entries: list[dict], run_id: str) -> dict | None:
             mine = [x["run_id"] for x in entries if x["device"] == e["device"]]
             return {"pos": mine.index(run_id) + 1, "of": len(mine), "device": e["device"]}
     return None
+
+
+def worker_threads(
+    device: str | None, config_threads: int = 0, env: Mapping[str, str] | None = None
+) -> int:
+    """Torch CPU threads for one worker of a run on `device`.
+
+    `CVDD_THREADS` when set, else the config's `threads` when > 0, else the cores this process
+    may use but one (the app server, a browser, the system), shared out among the workers
+    allowed at once on the device (CVDD_MAX_WORKERS; no limit counts as one worker a core) and
+    the torchrun processes of one run: 1..8. Never more: measured on 2 cores
+    (docs/benchmarks.md, busy machine), a thread beyond the free cores made recover ~29x
+    slower once one other process ran, while a second thread on an idle machine gained ~11 %,
+    and neither passive waiting (OMP_WAIT_POLICY) nor a short spin (GOMP_SPINCOUNT) kept the
+    gain without a loss."""
+    env = os.environ if env is None else env
+    raw = env.get(THREADS_ENV, "").strip()
+    if raw:
+        if not raw.isdigit():
+            from .utils import CvddError
+
+            raise CvddError(f"{THREADS_ENV}={raw!r} is not a whole number; unset it or set e.g. 1")
+        if int(raw) > 0:
+            return int(raw)
+    if config_threads > 0:
+        return config_threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = max_workers(device_key(device, env), env) or (cores or 1)
+    ranks = int(env.get("LOCAL_WORLD_SIZE", "1") or 1)  # torchrun: processes of this run here
+    return max(1, min(MAX_THREADS, ((cores or 1) - 1) // (workers * max(1, ranks))))

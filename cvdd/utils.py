@@ -131,16 +131,14 @@ def resolve_device(name: str = "auto") -> str:
     raise CvddError(f"unknown device {name!r}; choose from auto, cpu, cuda, cuda:N")
 
 
-def set_threads(n: int = 0) -> int:
-    """Set torch intra-op threads deliberately (0 = all cores but one, at least 1, at most 8).
+def set_threads(n: int) -> int:
+    """Set torch intra-op threads to `n` (>= 1) before any tensor work; returns n.
 
-    On small machines oversubscription (the UI server or a second job competing with a worker
-    whose OpenMP threads spin-wait) costs several x; measured here on 2 cores. The worker sets
-    this once, before any tensor work.
-    """
+    The worker's count comes from cvdd.queue.worker_threads (CVDD_THREADS, the config, or the
+    cores shared among the workers allowed on its device)."""
     import torch
 
-    n = n or max(1, min(8, (os.cpu_count() or 1) - 1))
+    n = max(1, int(n))
     torch.set_num_threads(n)
     return n
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
+from procs import HANG_S
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,7 +121,7 @@ def test_every_page_renders_a_damaged_run(damaged_root, monkeypatch, page, damag
     st.cache_data.clear()
     st.cache_resource.clear()
     rid = next(p.name for p in damaged_root.iterdir() if p.name.endswith(damage))
-    at = AppTest.from_file(APP, default_timeout=60)
+    at = AppTest.from_file(APP, default_timeout=HANG_S)
     at.query_params["run"] = rid
     if page != "new_run":
         at.switch_page(f"views/{page}.py")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gzip
-import time
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,12 @@ from cvdd.data import (
 from cvdd.data import images as img
 from cvdd.data.layouts import EMBEDDED_NPZ, EMBEDDED_TEST_NPZ
 
-SHARED_CIFAR10 = Path("/work/shared/data/cifar10")
+# the project's CIFAR-10 JPEG tree sits beside the checkout (shared/data/cifar10); a checkout
+# elsewhere names it with CVDD_TEST_CIFAR10 or skips the test that reads it
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_CIFAR10 = Path(
+    os.environ.get("CVDD_TEST_CIFAR10") or ROOT.parent / "shared" / "data" / "cifar10"
+)
 RNG = np.random.default_rng(0)
 
 
@@ -346,20 +351,26 @@ def test_float_normalize_round_trip():
 
 # ------------------------------------------------------------------------------------------------
 # the shared CIFAR-10 JPEG ImageFolder (60k files): a cold decode takes 10-20 s on 2 cores,
-# so it is `slow` (deselected by pyproject's addopts; run with `pytest -m slow`)
+# so it is `slow` (left out of plain pytest; tests/run.sh and CI run it)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SHARED_CIFAR10.is_dir(), reason="shared CIFAR-10 folder absent")
-def test_shared_cifar10_imagefolder_loads_and_caches(tmp_path):
-    start = time.perf_counter()
+@pytest.mark.skipif(
+    not SHARED_CIFAR10.is_dir(),
+    reason=f"no CIFAR-10 folder at {SHARED_CIFAR10} (set CVDD_TEST_CIFAR10 to one)",
+)
+def test_shared_cifar10_imagefolder_loads_and_caches(tmp_path, monkeypatch):
     ds = load_dataset(str(SHARED_CIFAR10), cache_dir=str(tmp_path))
-    cold_s = time.perf_counter() - start
     assert (ds.name, ds.num_classes, ds.image_size, ds.in_channels) == ("cifar10", 10, 32, 3)
     assert ds.class_names == list(CIFAR10_CLASSES)
     assert (len(ds.train), len(ds.test)) == (50_000, 10_000)
     assert torch.bincount(ds.test.targets).tolist() == [1000] * 10
-    start = time.perf_counter()
+    assert len(list(tmp_path.glob("*.npy"))) == 1  # the decode cache was written
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("the second load decoded images instead of reading the cache")
+
+    monkeypatch.setattr(img, "decode_all", no_decode)  # behaviour, not wall time
     again = load_dataset(str(SHARED_CIFAR10), cache_dir=str(tmp_path))
-    cached_s = time.perf_counter() - start
-    assert again.train.images.equal(ds.train.images) and cached_s < cold_s / 3
+    assert again.train.images.equal(ds.train.images)
+    assert again.test.images.equal(ds.test.images)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from procs import ROOT, TORCHRUN, env, images, run
+from procs import HANG_S, ROOT, TORCHRUN, env, images, run
 
 ARGS = ["run", "--preset", "tiny", "--seed", "3", "--set", "validate.compare_eval_labels=false"]
 
@@ -83,8 +83,9 @@ def test_a_stopped_two_rank_run_resumes_in_one_process(tmp_path):
     ref_dir = Path(ref.stdout.strip().splitlines()[-1])
     argv = [*TORCHRUN, "2", "-m", "cvdd", *ARGS, *sets, "--runs-dir", str(root)]
     p = subprocess.Popen(argv, cwd=ROOT, env=env(), stdout=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # stop once rank 0 is into its second group
+    deadline = time.time() + HANG_S
+    while True:  # stop once rank 0 is into its second group
+        assert p.poll() is None and time.time() < deadline, "rank 0 never reached step 250"
         new = _runs(root) - {ref_dir}
         evs = (
             _events(next(iter(new))) if new and (next(iter(new)) / "events.jsonl").exists() else []
@@ -95,7 +96,7 @@ def test_a_stopped_two_rank_run_resumes_in_one_process(tmp_path):
             break
         time.sleep(0.05)
     p.send_signal(signal.SIGTERM)
-    p.wait(timeout=120)
+    p.wait(timeout=HANG_S)
     (run_dir,) = _runs(root) - {ref_dir}
     assert _events(run_dir)[-1].get("status") == "stopped"
     ck = torch.load(run_dir / "checkpoints/recover.pt", weights_only=True)
@@ -112,7 +113,7 @@ def test_a_job_with_cvdd_nproc_runs_on_torchrun(tmp_path, monkeypatch):
     monkeypatch.setenv("CVDD_MAX_WORKERS", "0")
     cfg = from_preset("tiny", ["seed=3", "recover.iterations=2", "validate.epochs=1"])
     run_dir = jobs.start_job(cfg, tmp_path, {jobs.NPROC_ENV: 2, "CVDD_THREADS": 1}, wait=False)
-    deadline = time.time() + 120
+    deadline = time.time() + HANG_S
     while run_status(run_dir)["status"] not in ("done", "failed", "crashed", "stopped"):
         assert time.time() < deadline, (run_dir / "worker.log").read_text()[-3000:]
         time.sleep(0.2)
@@ -135,7 +136,7 @@ def test_new_run_offers_several_gpus_only_where_there_are(tmp_path, monkeypatch,
     monkeypatch.setenv("CVDD_RUNS_DIR", str(tmp_path))
     monkeypatch.setenv("CVDD_GPUS", gpus)
     st.cache_data.clear()  # the app caches the GPU count
-    at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=HANG_S).run()
     assert not at.exception, [e.value for e in at.exception]
     shown = [c for c in at.checkbox if c.key == "nr_all_gpus"]
     assert len(shown) == (gpus == "4")

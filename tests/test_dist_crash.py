@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from procs import ROOT, TORCHRUN, env, images, run
+from procs import HANG_S, ROOT, TORCHRUN, env, images, run
 
 from cvdd.runs import run_status
 
@@ -80,7 +80,7 @@ def _crashed_run(root: Path, log: Path) -> Path:
         p = subprocess.Popen(
             argv, cwd=ROOT, env=env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    deadline, run_dir = time.time() + 240, None
+    deadline, run_dir = time.time() + HANG_S, None
     while run_dir is None or not {0, 1} <= _kept(run_dir):  # group g is on rank g % 2
         assert p.poll() is None and time.time() < deadline, log.read_text()[-3000:]
         text = log.read_text()
@@ -88,8 +88,8 @@ def _crashed_run(root: Path, log: Path) -> Path:
             run_dir = Path(text.split("run dir:", 1)[1].splitlines()[0].strip())
         time.sleep(0.05)
     _crash(p.pid)
-    p.wait(timeout=60)
-    deadline = time.time() + 60
+    p.wait(timeout=HANG_S)
+    deadline = time.time() + HANG_S
     while run_status(run_dir)["status"] != "crashed":  # until rank 0's exit drops the lock
         assert time.time() < deadline, run_status(run_dir)
         time.sleep(0.05)

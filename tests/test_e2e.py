@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from browser import ARGS, CHROMIUM, IDLE_JS, MARKS, free_port, wait_healthy
+from browser import ARGS, CHROMIUM, IDLE_JS, MARKS, SLOW_S, free_port, stop_server, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -49,9 +49,8 @@ def server(tmp_path):
         from cvdd import jobs  # stop any worker the test left running
 
         for d in runs_dir.glob("*/"):
-            jobs.stop_job(d, wait_s=10)
-        proc.terminate()
-        proc.wait(timeout=20)
+            jobs.stop_job(d, wait_s=30)
+        stop_server(proc)
         log.close()
 
 
@@ -96,7 +95,7 @@ def _until(cond, timeout_s: float, what: str) -> None:
 
 def _settled_screenshot(page, path: Path) -> None:
     expect(page.locator('[data-testid="stImage"] img').first).to_be_visible()
-    page.wait_for_function(IDLE_JS, timeout=30_000, polling=100)
+    page.wait_for_function(IDLE_JS, timeout=SLOW_S * 1000, polling=100)
     page.screenshot(path=str(path))
 
 
@@ -131,44 +130,46 @@ def test_start_watch_stop_resume_in_a_browser(server, tmp_path):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 2000})
-        page.set_default_timeout(30_000)
-        expect.set_options(timeout=30_000)
+        page.set_default_timeout(SLOW_S * 1000)  # every wait ends when its condition holds
+        expect.set_options(timeout=SLOW_S * 1000)
         _start_a_long_tiny_run(page, url)
-        page.wait_for_url(re.compile(r"/live\?run="), timeout=30_000)
+        page.wait_for_url(re.compile(r"/live\?run="))
         rid = re.search(r"run=([^&]+)", page.url).group(1)
         run_dir = runs_dir / rid
         assert (run_dir / "config.json").is_file()
-        _until(lambda: is_alive(run_dir), 60, "the worker to take its lock")
-        expect(_status(page)).to_have_text("running", timeout=60_000)
-        first = _wait_step_above(page, 0, 90)  # recover started and a grid at step > 0 is up
-        later = _wait_step_above(page, first, 60)  # ... and it advances by itself
+        _until(lambda: is_alive(run_dir), SLOW_S, "the worker to take its lock")
+        expect(_status(page)).to_have_text("running")
+        first = _wait_step_above(
+            page, 0, 2 * SLOW_S
+        )  # recover started and a grid at step > 0 is up
+        later = _wait_step_above(page, first, SLOW_S)  # ... and it advances by itself
         assert later > first
 
         stop = _button(page, "stop")
         expect(stop).to_be_enabled()
         stop.click()
-        _until(lambda: run_status(run_dir)["status"] == "stopped", 60, "the worker to stop")
-        expect(_status(page)).to_have_text("stopped", timeout=30_000)
+        _until(lambda: run_status(run_dir)["status"] == "stopped", SLOW_S, "the worker to stop")
+        expect(_status(page)).to_have_text("stopped")
         resume = _button(page, "resume")
         expect(resume).to_be_enabled()  # after the page's own rerun on the status change
         stopped_at = _step(page)
         _settled_screenshot(page, shots / "e2e_stopped.png")
 
         resume.click()
-        _until(lambda: is_alive(run_dir), 60, "the resumed worker to take its lock")
-        expect(_status(page)).to_have_text("running", timeout=60_000)
-        resumed = _wait_step_above(page, stopped_at, 90)
+        _until(lambda: is_alive(run_dir), SLOW_S, "the resumed worker to take its lock")
+        expect(_status(page)).to_have_text("running")
+        resumed = _wait_step_above(page, stopped_at, 2 * SLOW_S)
         assert resumed > stopped_at
         _settled_screenshot(page, shots / "e2e_running.png")
 
         page.reload()  # a reload finds the same run, still running, no duplicate
         expect(page.locator("h1").filter(has_text="Live run")).to_be_visible()
-        expect(_status(page)).to_have_text("running", timeout=30_000)
+        expect(_status(page)).to_have_text("running")
         stop = _button(page, "stop")
         expect(stop).to_be_enabled()
         stop.click()
-        _until(lambda: not is_alive(run_dir), 60, "the worker to stop again")
-        expect(_status(page)).to_have_text("stopped", timeout=30_000)
+        _until(lambda: not is_alive(run_dir), SLOW_S, "the worker to stop again")
+        expect(_status(page)).to_have_text("stopped")
         browser.close()
     starts = [e for e in read_events(run_dir) if e["kind"] == "run_start"]
     assert [e["attempt"] for e in starts] == [1, 2]

@@ -13,12 +13,13 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import pytest
-from browser import ARGS, CHROMIUM, IDLE_JS, MARKS, free_port, wait_healthy
+from browser import ARGS, CHROMIUM, IDLE_JS, MARKS, SLOW_S, free_port, stop_server, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -74,8 +75,7 @@ def server(tmp_path, tiny_run_dir):
         wait_healthy(url, log_path)
         yield url, tiny_run_dir.name, port, log_path
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        stop_server(proc)
         log.close()
 
 
@@ -87,7 +87,11 @@ PROBE_LINE = "Failed to load resource: the server responded with a status of 404
 
 
 def _real_errors(errors: list[str]) -> list[str]:
-    """The console errors and failed responses other than the base-path probe's."""
+    """The console errors and failed responses other than the base-path probe's. A probe's
+    console line may come before or after its response (and after the page's checks on a
+    loaded machine), so errors are kept for the whole test and counted together, never
+    cleared per page: one line more than the probes seen so far is a real error only if it
+    stays unmatched at the end (see test_every_page_stays_on_localhost)."""
     probes = sum(1 for e in errors if PROBE.match(e))
     lines = sum(1 for e in errors if e == PROBE_LINE)
     other = [e for e in errors if not PROBE.match(e) and e != PROBE_LINE]
@@ -118,7 +122,7 @@ def _type_bad_ipc(page, shots: Path) -> None:
     expect(page.get_by_text("larger than the 500 images per class")).to_be_visible()
     expect(page.locator(".st-key-start").get_by_role("button")).to_be_disabled()
     assert ipc.input_value() == "600"
-    page.wait_for_function(IDLE_JS, timeout=30_000, polling=100)
+    page.wait_for_function(IDLE_JS, polling=100)
     page.screenshot(path=str(shots / "offline_new_run_bad_ipc.png"))
 
 
@@ -134,7 +138,8 @@ def test_every_page_stays_on_localhost(server, tmp_path):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1600})
-        page.set_default_timeout(30_000)
+        page.set_default_timeout(SLOW_S * 1000)  # every wait ends when its condition holds
+        expect.set_options(timeout=SLOW_S * 1000)
 
         def route(r):
             host = urllib.parse.urlsplit(r.request.url).hostname
@@ -154,12 +159,13 @@ def test_every_page_stays_on_localhost(server, tmp_path):
         for path, name in PAGES.items():
             page.goto(f"{url}/{path.format(run=rid)}")
             expect(page.locator("h1").first).to_be_visible()
-            page.wait_for_function(IDLE_JS, timeout=30_000, polling=100)
-            page.wait_for_timeout(300)  # late requests (favicon, fonts) of this page
+            page.wait_for_function(IDLE_JS, polling=100)
             page.screenshot(path=str(shots / f"offline_{name}.png"), full_page=True)
+            # a late request or error of the page before may show here: the checks hold for
+            # every request of the test, whichever page is on screen when it arrives
             assert not outside, f"{name}: requests leaving 127.0.0.1: {outside}"
-            assert not _real_errors(errors), f"{name}: console errors: {errors}"
-            errors.clear()
+            real = [e for e in _real_errors(errors) if "404 console" not in e]
+            assert not real, f"{name}: console errors: {errors}"
             if name == "new_run":
                 _type_bad_ipc(page, shots)
             if name == "live_failed_config":
@@ -168,6 +174,12 @@ def test_every_page_stays_on_localhost(server, tmp_path):
                 expect(page.get_by_text("Clone this run with IPC ≤ 500")).to_be_visible()
                 assert "--set" not in page.locator("body").inner_text()  # no CLI advice shown
         icon = page.evaluate("() => document.querySelector('link[rel~=icon]')?.href || ''")
+        # every probe's console line has its response by now, or comes within the limit
+        t_end = time.time() + SLOW_S
+        while any("404 console" in e for e in _real_errors(errors)) and time.time() < t_end:
+            page.wait_for_timeout(100)  # lets Playwright deliver the events still in flight
+        assert not outside, f"requests leaving 127.0.0.1: {outside}"
+        assert not _real_errors(errors), f"console errors: {errors}"
         browser.close()
     assert icon.startswith(url), icon  # the page icon is served by the app itself
     assert any("MaterialSymbols" in u for u in local), "Material icons not from the app"

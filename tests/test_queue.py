@@ -15,11 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
+from procs import HANG_S
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from cvdd import jobs, layout, queue, rundir, runs  # noqa: E402 -- after the sys.path line
 from cvdd.config import from_preset  # noqa: E402
+from cvdd.utils import CvddError  # noqa: E402
 
 ENV = {"CVDD_THREADS": "1"}
 # a run that goes on until stopped: the tests end it, never the clock
@@ -92,16 +94,16 @@ def test_queue_runs_in_order_hands_on_slots_and_survives(tmp_path):
         assert seen[b.name] == ["queued", {"pos": 1, "of": 2, "device": "cpu"}]
         assert seen[c.name][1]["pos"] == 2 and seen[a.name][0] in ("starting", "running")
 
-        _wait(lambda: _working(a), 90, "the first worker to start working")
+        _wait(lambda: _working(a), HANG_S, "the first worker to start working")
         assert jobs.stop_job(a, wait_s=30)  # it ends ...
-        _wait(lambda: _working(b), 90, "the second run to start by itself")  # ... b starts
+        _wait(lambda: _working(b), HANG_S, "the second run to start by itself")  # ... b starts
         assert _status(a)[0] == "stopped" and _status(c) == ("queued", (1, 1))
 
         os.kill(_pid(b), signal.SIGKILL)  # a worker that cannot hand its slot on
-        _wait(lambda: not runs.is_alive(b), 30, "the killed worker's lock to drop")
+        _wait(lambda: not runs.is_alive(b), HANG_S, "the killed worker's lock to drop")
         assert _status(c)[0] == "queued"
         assert jobs.kick_queue(tmp_path) == [c]  # what the app's renders and Start do
-        _wait(lambda: _working(c), 90, "the third run to start after the kick")
+        _wait(lambda: _working(c), HANG_S, "the third run to start after the kick")
         assert queue.read_entries(tmp_path) == []
         assert jobs.stop_job(c, wait_s=30) and _status(c)[0] == "stopped"
     finally:
@@ -136,7 +138,7 @@ def test_concurrent_start_clicks_from_two_processes_lose_nothing(tmp_path):
     t0 = str(time.time() + 1.5)  # both processes are imported by then: they click together
     argv = [sys.executable, "-c", code, str(tmp_path), t0, json.dumps(CFG), json.dumps(ENV)]
     procs = [subprocess.Popen(argv, cwd=ROOT) for _ in range(2)]
-    assert [p.wait(timeout=30) for p in procs] == [0, 0]
+    assert [p.wait(timeout=HANG_S) for p in procs] == [0, 0]
     dirs = sorted(p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("_"))
     try:
         assert len(dirs) == 12
@@ -191,6 +193,27 @@ def test_device_keys_and_worker_limits():
     assert queue.max_workers("cpu", {queue.MAX_WORKERS_ENV: "0"}) == 0  # 0: no limit
 
 
+def test_worker_threads_share_the_cores_among_the_workers_allowed(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(9)), raising=False)
+    cpu = {"CUDA_VISIBLE_DEVICES": ""}
+    assert queue.worker_threads("cpu", 0, cpu) == 8  # one worker: every core but one
+    two = {**cpu, queue.MAX_WORKERS_ENV: "2"}
+    assert queue.worker_threads("auto", 0, two) == 4  # two workers: half of those each
+    assert queue.worker_threads("cpu", 0, {**cpu, queue.MAX_WORKERS_ENV: "cpu=3"}) == 2
+    assert queue.worker_threads("cpu", 0, {**cpu, queue.MAX_WORKERS_ENV: "0"}) == 1  # no limit
+    assert queue.worker_threads("cpu", 0, {**two, "LOCAL_WORLD_SIZE": "2"}) == 2  # torchrun
+    assert queue.worker_threads("cpu", 3, two) == 3  # the config's threads win
+    assert queue.worker_threads("cpu", 3, {**two, queue.THREADS_ENV: "5"}) == 5  # the env most
+    assert queue.worker_threads("cpu", 3, {**two, queue.THREADS_ENV: "0"}) == 3  # 0 = unset
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert queue.worker_threads("cpu", 0, cpu) == queue.MAX_THREADS
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert queue.worker_threads("cpu", 0, cpu) == 1  # 2 cores: one thread, one core left free
+    assert queue.worker_threads("cpu", 0, two) == 1  # never below one
+    with pytest.raises(CvddError, match="CVDD_THREADS='two' is not a whole number"):
+        queue.worker_threads("cpu", 0, {queue.THREADS_ENV: "two"})
+
+
 def test_runs_and_live_pages_show_the_queue_and_remove_from_it(tmp_path, monkeypatch):
     st = pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest
@@ -201,14 +224,14 @@ def test_runs_and_live_pages_show_the_queue_and_remove_from_it(tmp_path, monkeyp
     holder = _hold_slot(tmp_path)  # the CPU's slot is taken: every Start waits
     try:
         a, b = (jobs.start_job(CFG, tmp_path, env=ENV, wait=False) for _ in range(2))
-        at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=60)
+        at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=HANG_S)
         at.switch_page("views/runs.py")
         at.run()
         assert not at.exception, [e.value for e in at.exception]
         caps = "\n".join(c.value for c in at.caption)
         assert f"1. `{a.name}` · 2. `{b.name}`" in caps and "Queued for cpu" in caps
 
-        at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=60)
+        at = AppTest.from_file(str(ROOT / "app" / "main.py"), default_timeout=HANG_S)
         at.query_params["run"] = b.name
         at.switch_page("views/live.py")
         at.run()

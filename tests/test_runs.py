@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from procs import HANG_S
 
 from cvdd.eta import StageClock
 from cvdd.layout import read_events
@@ -126,7 +127,7 @@ def test_ipc_larger_than_a_class_fails_before_any_stage_naming_the_field(tmp_pat
     env = dict(os.environ, PYTHONPATH=str(ROOT), CVDD_THREADS="1")
     cmd = [sys.executable, "-m", "cvdd", "run", "--preset", "tiny", "--set", "ipc=501"]
     out = subprocess.run(
-        [*cmd, "--runs-dir", str(tmp_path)], env=env, capture_output=True, text=True, timeout=120
+        [*cmd, "--runs-dir", str(tmp_path)], env=env, capture_output=True, text=True, timeout=HANG_S
     )
     assert out.returncode != 0 and "only 500 training images" in out.stdout + out.stderr
     (run_dir,) = tmp_path.iterdir()

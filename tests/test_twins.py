@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
+from procs import HANG_S
 from streamlit.testing.v1 import AppTest
 
 from cvdd import jobs, layout, twins
@@ -132,7 +133,7 @@ def _config(p: Path) -> dict:
 def _render(page: str, rid: str) -> AppTest:
     st.cache_data.clear()
     st.cache_resource.clear()
-    at = AppTest.from_file(APP, default_timeout=60)
+    at = AppTest.from_file(APP, default_timeout=HANG_S)
     at.query_params["run"] = rid
     at.switch_page(f"views/{page}.py")
     at.run()
