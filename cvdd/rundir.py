@@ -27,6 +27,7 @@ from .utils import CvddError, atomic_write_bytes, atomic_write_json, encode, rea
 __all__ = ["RunDir", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 1
+LOCK_WAIT_S = 5.0  # a starting worker waits out status probes that hold the lock an instant
 PROGRESS_EVERY_S = 1.0  # throttle for progress events (the UI polls every 1-2 s)
 
 
@@ -107,11 +108,19 @@ class RunDir:
 
     # -- lock -------------------------------------------------------------------------------
     def acquire_lock(self) -> None:
-        """Hold worker.lock for the life of this process; a second worker is refused."""
+        """Hold worker.lock for the life of this process; a second worker is refused. A status
+        probe (runs.is_alive) holds the lock shared for an instant, so a busy lock is retried
+        for LOCK_WAIT_S before the run counts as taken."""
         fd = os.open(self.path / layout.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        give_up = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < give_up:
+                    time.sleep(0.05)
+                    continue
             os.close(fd)
             raise CvddError(
                 f"run {self.run_id} is already running in another process; "

@@ -40,7 +40,9 @@ _ROW_KEYS = (
 
 
 def is_alive(run_dir: str | Path) -> bool:
-    """True while a worker holds the run's lock (works across server restarts and kill -9)."""
+    """True while a worker holds the run's lock (works across server restarts and kill -9).
+    The probe takes a shared lock: probes never see each other as a worker, and a worker that
+    starts during a probe waits it out (RunDir.acquire_lock retries)."""
     p = Path(run_dir) / layout.LOCK
     if not p.exists():
         return False
@@ -49,7 +51,7 @@ def is_alive(run_dir: str | Path) -> bool:
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     else:

@@ -47,6 +47,26 @@ def test_status_follows_lock_and_run_end(tmp_path):
     assert not is_alive(rd.path) and run_status(rd.path)["status"] == "stopped"
 
 
+def test_a_status_probe_neither_blocks_a_starting_worker_nor_looks_like_one(tmp_path):
+    """A probe holds the lock shared for an instant: a second probe during it sees no worker,
+    and a worker that starts during it waits the probe out instead of failing."""
+    import fcntl
+    import threading
+
+    rd = RunDir.create(tmp_path, {"ipc": 1})
+    (rd.path / "worker.lock").touch()
+    fd = os.open(rd.path / "worker.lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # a probe caught mid-way
+    try:
+        assert not is_alive(rd.path)  # an overlapping probe does not count as a worker
+        threading.Timer(0.5, fcntl.flock, (fd, fcntl.LOCK_UN)).start()
+        rd.acquire_lock()  # retried until the probe let go
+        assert is_alive(rd.path)
+    finally:
+        rd.release_lock()
+        os.close(fd)
+
+
 def test_runs_never_overwrite_each_other(tmp_path):
     paths = {RunDir.create(tmp_path, {"ipc": 1}).path for _ in range(5)}
     assert len(paths) == 5
