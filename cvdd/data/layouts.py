@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .. import layout
 from . import images as img
+from .archive import choose_format, prepare_archive
 from .base import DATASET_STATS, DataError, Dataset, ImageSet, data_error
 from .cifar import detect_cifar, load_cifar
 from .folders import detect_imagefolder, detect_tiny_imagenet, load_imagefolder, load_tiny_imagenet
@@ -24,11 +27,16 @@ LAYOUTS: dict[str, str] = {
     "cifar_tar": "cifar-10-python.tar.gz / cifar-100-python.tar.gz, read without extracting",
     "tiny_imagenet": "train/<wnid>/images/*.JPEG, val/images/ + val/val_annotations.txt, wnids.txt",
     "imagefolder": "train/<class>/* plus val/<class>/* or test/<class>/*; optional classes.txt",
+    "imagefolder_zip": (
+        "<name>.zip of <class>/* folders, or of train/<class>/* plus test/ (or val/), "
+        "optionally inside one top folder; extracted once into <runs>/_data"
+    ),
     "idx": "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-* (MNIST family)",
 }
 BUILTIN_NAMES = ("builtin", "fashion_mnist_subset")
 EMBEDDED_NPZ = Path(__file__).resolve().parents[2] / "assets" / "fashion_mnist_subset.npz"
 DEFAULT_CACHE_DIR = Path("~/.cache/cvdd/data")
+DEFAULT_DATA_DIR = Path("runs") / layout.DATA_AREA  # the CLI's default runs folder
 
 
 def _menu() -> str:
@@ -67,6 +75,8 @@ def load_embedded() -> Dataset:
 
 
 def _detect(path: Path) -> str | None:
+    if path.is_file() and zipfile.is_zipfile(path):
+        return "imagefolder_zip"
     if path.is_file() and tarfile.is_tarfile(path):
         return "cifar_tar"
     if not path.is_dir():
@@ -86,7 +96,11 @@ def _descend(path: Path) -> Path:
     # accept its parent too when that folder is all it holds.
     if path.is_dir() and _detect(path) is None:
         children = [p for p in path.iterdir() if not p.name.startswith(".")]
-        if len(children) == 1 and _detect(children[0]) not in (None, "cifar_tar"):
+        if len(children) == 1 and _detect(children[0]) not in (
+            None,
+            "cifar_tar",
+            "imagefolder_zip",
+        ):
             return children[0]
     return path
 
@@ -108,8 +122,27 @@ def detect_layout(path: str | Path) -> str:
     return layout
 
 
+def load_archive(
+    path: Path, source: str, image_size: int | None, data_dir: str | Path | None
+) -> Dataset:
+    """A zipped ImageFolder: extracted (once) under `data_dir`, then loaded as a tree at the
+    one size and channel count `choose_format` states; the manifest goes to `Dataset.archive`.
+    """
+    folder, doc = prepare_archive(path, Path(data_dir or DEFAULT_DATA_DIR).expanduser())
+    size, _, why = choose_format(doc, image_size)
+    # the decode cache lives beside the extracted tree, inside the runs folder's data area
+    ds = load_imagefolder(folder, source, size, folder / "decoded")
+    ds.layout = "imagefolder_zip"
+    keep = ("sha256", "archive", "top_folder", "test_split", "skipped", "sizes", "modes")
+    ds.archive = {**{k: doc.get(k) for k in keep}, "folder": str(folder), "size_rule": why}
+    return ds
+
+
 def load_dataset(
-    spec: str | Path = "builtin", image_size: int | None = None, cache_dir: str | None = None
+    spec: str | Path = "builtin",
+    image_size: int | None = None,
+    cache_dir: str | None = None,
+    data_dir: str | Path | None = None,
 ) -> Dataset:
     """Load a data set without downloading anything.
 
@@ -119,6 +152,8 @@ def load_dataset(
         image_size: output size in px (H == W); None or 0 = the data set's native size (for
             image files: the common size if all are square and <= 64 px, else 224).
         cache_dir: where decoded ImageFolder arrays are cached (default ~/.cache/cvdd/data).
+        data_dir: where a zipped ImageFolder is extracted (the runs folder's data area; default
+            ./runs/_data).
 
     Raises:
         DataError: the path is missing, matches no layout, or has missing / corrupt pieces.
@@ -137,6 +172,8 @@ def load_dataset(
     else:
         path = _descend(Path(spec).expanduser())
         layout = detect_layout(path)
+        if layout == "imagefolder_zip":
+            return load_archive(path, str(spec), image_size, data_dir)
         if layout in ("tiny_imagenet", "imagefolder"):
             load = load_tiny_imagenet if layout == "tiny_imagenet" else load_imagefolder
             return load(path, str(spec), image_size, cache)  # resizes while decoding
