@@ -18,7 +18,6 @@ from cvdd.config import from_preset
 from cvdd.data import DataError, load_dataset
 from cvdd.data.archive import MANIFEST, Limits, prepare_archive
 from cvdd.datacheck import check_data, format_summary
-from cvdd.utils import CvddError
 
 
 def _png(seed: int, size=(32, 32), mode="RGB") -> bytes:
@@ -108,7 +107,8 @@ def test_mixed_sizes_and_modes_get_one_size_and_channel_count(tmp_path):
     assert "commonest size" in s["size_rule"]
     text = "\n".join(format_summary(s))
     assert "32 x 32 px, 3 channel(s)" in text and "held out" in text
-    gray = _zip(tmp_path / "gray.zip", {f"{c}/{i}.png": _png(i, (28, 28), "L") for c in "ab" for i in range(3)})  # fmt: skip
+    gray_files = {f"{c}/{i}.png": _png(i, (28, 28), "L") for c in "ab" for i in range(3)}
+    gray = _zip(tmp_path / "gray.zip", gray_files)
     g = load_dataset(gray, data_dir=tmp_path / "runs" / "_data")
     assert (g.image_size, g.in_channels) == (28, 1)
 
