@@ -26,28 +26,32 @@ def _width(cfg: RunConfig, name: str) -> float:
     return float(cfg.squeeze.widths.get(name, cfg.squeeze.width))
 
 
-def _seconds_per_image(name: str, width: float, shape: tuple, num_classes: int) -> float:
-    """One training pass (forward + backward) of `name` per image, on the CPU, measured."""
+def _seconds_per_image(name: str, width: float, shape: tuple, num_classes: int, device) -> float:
+    """One training pass (forward + backward) of `name` per image on `device`, measured."""
     from .models import create_model
 
     c, size = shape[0], shape[1]
-    batch = 32 if size <= 64 else 8
-    model = create_model(name, num_classes, c, width=width).train()
-    x, y = torch.randn(batch, c, size, size), torch.randint(0, num_classes, (batch,))
+    batch = 32 if size <= 64 or device.type == "cuda" else 8
+    model = create_model(name, num_classes, c, width=width).to(device).train()
+    x = torch.randn(batch, c, size, size, device=device)
+    y = torch.randint(0, num_classes, (batch,), device=device)
     best = math.inf
     for _ in range(3):  # the first pass warms up allocators and kernels
         t0 = time.perf_counter()
         F.cross_entropy(model(x), y).backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         best = min(best, time.perf_counter() - t0)
     return best / batch
 
 
-def _costs(cfg: RunConfig, shape: tuple, num_classes: int) -> dict[str, float]:
+def _costs(cfg: RunConfig, shape: tuple, num_classes: int, device) -> dict[str, float]:
     names = {m: _width(cfg, m) for m in cfg.squeeze.members}
     students = dict.fromkeys([cfg.validate.student, *cfg.validate.students], cfg.validate.width)
     out = {}
     for name, width in {**names, **{f"student:{k}": v for k, v in students.items()}}.items():
-        out[name] = _seconds_per_image(name.removeprefix("student:"), width, shape, num_classes)
+        arch = name.removeprefix("student:")
+        out[name] = _seconds_per_image(arch, width, shape, num_classes, device)
     return out
 
 
@@ -88,17 +92,20 @@ def stage_seconds(cfg: RunConfig, *, num_classes: int, train: int, test: int, co
 
 def estimate_run(cfg: RunConfig, *, num_classes: int, train: int, test: int, shape: tuple) -> dict:
     """{"total_s", "stages": {stage: s}, "basis"} for `cfg` on a data set of this shape
-    ((channels, size)) on the CPU of this machine, measured now."""
-    from .utils import set_threads
+    ((channels, size)) on the run's device of this machine, measured now."""
+    from .utils import resolve_device, set_threads
 
     threads = set_threads(cfg.threads)
-    cost = _costs(cfg, shape, num_classes)
+    device = torch.device(resolve_device(cfg.device))
+    cost = _costs(cfg, shape, num_classes, device)
     stages = stage_seconds(cfg, num_classes=num_classes, train=train, test=test, cost=cost)
+    where = str(device) if device.type == "cuda" else f"{threads} CPU thread(s)"
     return {
         "total_s": round(sum(stages.values()), 1),
         "stages": stages,
+        "device": str(device),
         "basis": (
-            f"each model timed now on {threads} CPU thread(s) at {shape[1]} px, "
-            f"{shape[0]} channel(s); a committee already in the cache skips squeeze"
+            f"each model timed now on {where} at {shape[1]} px, {shape[0]} channel(s), "
+            "so other jobs running now count; a committee already in the cache skips squeeze"
         ),
     }
