@@ -1,4 +1,5 @@
-"""Command line: `python -m cvdd run|resume|presets|list-models` (the only place argparse is).
+"""Command line: `python -m cvdd run|resume|check-data|presets|list-models` (the only place
+argparse is).
 
 Progress goes to stdout as fixed-column rows; on success the last line is the run directory.
 Errors print one message that names the fix and exit with code 2 (--debug shows tracebacks).
@@ -7,8 +8,10 @@ Errors print one message that names the fix and exit with code 2 (--debug shows 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import zipfile
 from pathlib import Path
 
 from . import dist
@@ -53,6 +56,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECTION.KEY=VALUE",
         help="override any config value, e.g. --set recover.iterations=200 (repeatable)",
     )
+    c = sub.add_parser(
+        "check-data",
+        parents=[common],
+        help="check a data set (a zipped image folder too) and estimate a run's time on it",
+    )
+    c.add_argument("path", help="'builtin', a data set folder, or a zipped image folder")
+    c.add_argument("--preset", default="quick", help="the run's preset (default: quick)")
+    c.add_argument("--ipc", type=int, help="images per class to check for (default: preset's)")
+    c.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="its data area: <runs>/_data")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    c.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    c.add_argument("--no-estimate", action="store_true", help="skip the time estimate")
     s = sub.add_parser("resume", parents=[common], help="continue a stopped or crashed run")
     s.add_argument("run_dir")
     sub.add_parser("presets", parents=[common], help="list presets")
@@ -69,7 +84,7 @@ def _create_run(args: argparse.Namespace) -> Path:
         overrides.insert(0, f"seed={args.seed}")
     if args.device is not None:
         overrides.insert(0, f"device={args.device}")
-    cfg = from_preset(args.preset, overrides)
+    cfg = from_preset(args.preset, _committee_for(args.preset, args.data, overrides))
     if not cfg.data.dataset:
         raise CvddError(
             f"preset {args.preset!r} needs a data set: pass --data PATH "
@@ -80,7 +95,49 @@ def _create_run(args: argparse.Namespace) -> Path:
         raise CvddError(
             f"{bad}\nOr pass --data builtin for the embedded set.", field="data.dataset"
         )
+    if zipfile.is_zipfile(cfg.data.dataset):  # checked and extracted before the run exists
+        from .datacheck import check_data, format_summary
+
+        summary = check_data(cfg, args.runs_dir)
+        print("\n".join(format_summary(summary)), flush=True)
+        if summary["ipc_problem"]:
+            raise CvddError(summary["ipc_problem"], field="ipc")
     return RunDir.create(args.runs_dir, cfg.to_dict(), meta={"launched_by": "cli"}).path
+
+
+def _committee_for(
+    preset: str, data: str | None, overrides: list[str], echo: bool = True
+) -> list[str]:
+    """A preset that loads the shipped Fashion-MNIST committee trains one instead on other
+    data (`squeeze.source=train`), unless the overrides choose the source themselves."""
+    shipped = (
+        PRESETS[preset].get("squeeze", {}).get("source") == "shipped"
+        if preset in PRESETS
+        else False
+    )
+    chosen = any(o.split("=", 1)[0].strip() == "squeeze.source" for o in overrides)
+    if not shipped or chosen or data in (None, *BUILTIN_NAMES):
+        return overrides
+    if echo:
+        print(
+            "squeeze: the shipped committee fits only the built-in data; training one on this "
+            "data (squeeze.source=train)",
+            file=sys.stderr,
+        )
+    return ["squeeze.source=train", *overrides]
+
+
+def _check_data(args: argparse.Namespace) -> int:
+    """`check-data`: the summary of a data set as lines, or as JSON (the New run page's)."""
+    from .datacheck import check_data, format_summary
+
+    overrides = [f"data.dataset={args.path}", *args.overrides]
+    if args.ipc is not None:
+        overrides.append(f"ipc={args.ipc}")
+    cfg = from_preset(args.preset, _committee_for(args.preset, args.path, overrides, False))
+    summary = check_data(cfg, args.runs_dir, estimate=not args.no_estimate)
+    print(json.dumps(summary) if args.json else "\n".join(format_summary(summary)))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print("\n".join(list_models()))
             return 0
+        if args.cmd == "check-data":
+            return _check_data(args)
         dist.init()  # under torchrun: rank 0 creates the run dir, every rank runs it
         main_rank = dist.is_main()
         if args.cmd == "run":

@@ -8,6 +8,7 @@ message the loader would give minutes later.
 from __future__ import annotations
 
 import tarfile
+import zipfile
 from pathlib import Path
 
 __all__ = [
@@ -36,6 +37,10 @@ LAYOUTS: dict[str, str] = {
     "cifar_tar": "cifar-10-python.tar.gz / cifar-100-python.tar.gz, read without extracting",
     "tiny_imagenet": "train/<wnid>/images/*.JPEG, val/images/ + val/val_annotations.txt, wnids.txt",
     "imagefolder": "train/<class>/* plus val/<class>/* or test/<class>/*; optional classes.txt",
+    "imagefolder_zip": (
+        "<name>.zip of <class>/* folders, or of train/<class>/* plus test/ (or val/), "
+        "optionally inside one top folder; extracted once into <runs>/_data"
+    ),
     "idx": "train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-* (MNIST family)",
 }
 BUILTIN_NAMES = ("builtin", "fashion_mnist_subset")
@@ -90,6 +95,8 @@ def detect_idx(path: Path) -> bool:
 
 def detect(path: Path) -> str | None:
     """The LAYOUTS key `path` matches, or None."""
+    if path.is_file() and zipfile.is_zipfile(path):
+        return "imagefolder_zip"
     if path.is_file() and tarfile.is_tarfile(path):
         return "cifar_tar"
     if not path.is_dir():
@@ -109,7 +116,7 @@ def descend(path: Path) -> Path:
     # accept its parent too when that folder is all it holds.
     if path.is_dir() and detect(path) is None:
         children = [p for p in path.iterdir() if not p.name.startswith(".")]
-        if len(children) == 1 and detect(children[0]) not in (None, "cifar_tar"):
+        if len(children) == 1 and detect(children[0]) not in (None, "cifar_tar", "imagefolder_zip"):
             return children[0]
     return path
 

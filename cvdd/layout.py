@@ -85,6 +85,8 @@ EXPORT = "export"
 # -- files of the runs root, beside the run folders (a leading "_" keeps them out of the list) --
 QUEUE = "_queue.json"  # runs waiting for a worker slot, oldest first (cvdd/queue.py)
 QUEUE_LOCK = "_queue.lock"  # flock held while the queue changes or its head is started
+DATA_AREA = "_data"  # zipped data sets, extracted once per archive: _data/<sha256[:16]>/
+UPLOADS = "_uploads"  # archives dropped on the New run page: _uploads/<sha256[:16]>.zip
 
 
 def snapshot_path(stage: str, step: int) -> str:

@@ -120,7 +120,9 @@ def _open_context(cfg: RunConfig, rd: RunDir, device: str):
 
     _check_names(cfg)
     try:
-        dataset = load_dataset(cfg.data.dataset or "", cfg.data.image_size or None)
+        # a zipped image folder is extracted into the runs folder's data area
+        data_dir = rd.path.parent / layout.DATA_AREA
+        dataset = load_dataset(cfg.data.dataset or "", cfg.data.image_size or None, None, data_dir)
     except DataError as e:
         raise CvddError(str(e), field="data.dataset") from e
     counts = torch.bincount(dataset.train.targets, minlength=dataset.num_classes)
@@ -142,6 +144,8 @@ def _open_context(cfg: RunConfig, rd: RunDir, device: str):
             train_size=len(dataset.train),
             test_size=len(dataset.test),
             images_per_class=int(counts.min()) if len(counts) else 0,  # the smallest class
+            # a zip: its hash, test split (the zip's or held out), skipped files, sizes, modes
+            **({"archive": dataset.archive} if dataset.archive else {}),
         ),
     )
     if "init" not in rd.finished_stages():  # before squeeze and prior spend minutes

@@ -158,6 +158,7 @@ class Dataset:
     train: ImageSet
     test: ImageSet
     class_ids: list[str] = field(default_factory=list)  # folder names / WNIDs; = class_names
+    archive: dict | None = None  # a zipped ImageFolder: its manifest's summary (data/archive.py)
 
     def __post_init__(self) -> None:
         self.class_ids = list(self.class_ids) or list(self.class_names)

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import layout
 from ..data_layouts import BUILTIN_NAMES, descend, detect, layout_problem, menu
 from . import images as img
+from .archive import choose_format, prepare_archive
 from .base import DATASET_STATS, DataError, Dataset, ImageSet, data_error
 from .cifar import load_cifar
 from .folders import load_imagefolder, load_tiny_imagenet
@@ -19,6 +21,7 @@ EMBEDDED_NPZ = Path(__file__).resolve().parents[2] / "assets" / "fashion_mnist_s
 # the whole official test split (10,000 images), so students are scored without sampling noise
 EMBEDDED_TEST_NPZ = EMBEDDED_NPZ.with_name("fashion_mnist_test.npz")
 DEFAULT_CACHE_DIR = Path("~/.cache/cvdd/data")
+DEFAULT_DATA_DIR = Path("runs") / layout.DATA_AREA  # the CLI's default runs folder
 
 
 def load_embedded() -> Dataset:
@@ -63,8 +66,27 @@ def detect_layout(path: str | Path) -> str:
     return detect(Path(path).expanduser())
 
 
+def load_archive(
+    path: Path, source: str, image_size: int | None, data_dir: str | Path | None
+) -> Dataset:
+    """A zipped ImageFolder: extracted (once) under `data_dir`, then loaded as a tree at the
+    one size and channel count `choose_format` states; the manifest goes to `Dataset.archive`.
+    """
+    folder, doc = prepare_archive(path, Path(data_dir or DEFAULT_DATA_DIR).expanduser())
+    size, _, why = choose_format(doc, image_size)
+    # the decode cache lives beside the extracted tree, inside the runs folder's data area
+    ds = load_imagefolder(folder, source, size, folder / "decoded")
+    ds.layout = "imagefolder_zip"
+    keep = ("sha256", "archive", "top_folder", "test_split", "skipped", "sizes", "modes")
+    ds.archive = {**{k: doc.get(k) for k in keep}, "folder": str(folder), "size_rule": why}
+    return ds
+
+
 def load_dataset(
-    spec: str | Path = "builtin", image_size: int | None = None, cache_dir: str | None = None
+    spec: str | Path = "builtin",
+    image_size: int | None = None,
+    cache_dir: str | None = None,
+    data_dir: str | Path | None = None,
 ) -> Dataset:
     """Load a data set without downloading anything.
 
@@ -74,6 +96,8 @@ def load_dataset(
         image_size: output size in px (H == W); None or 0 = the data set's native size (for
             image files: the common size if all are square and <= 64 px, else 224).
         cache_dir: where decoded ImageFolder arrays are cached (default ~/.cache/cvdd/data).
+        data_dir: where a zipped ImageFolder is extracted (the runs folder's data area; default
+            ./runs/_data).
 
     Raises:
         DataError: the path is missing, matches no layout, or has missing / corrupt pieces.
@@ -92,6 +116,8 @@ def load_dataset(
     else:
         path = descend(Path(spec).expanduser())
         layout = detect_layout(path)
+        if layout == "imagefolder_zip":
+            return load_archive(path, str(spec), image_size, data_dir)
         if layout in ("tiny_imagenet", "imagefolder"):
             load = load_tiny_imagenet if layout == "tiny_imagenet" else load_imagefolder
             return load(path, str(spec), image_size, cache)  # resizes while decoding

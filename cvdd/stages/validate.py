@@ -1,22 +1,20 @@
 """Stage 5, validate: students trained from scratch on the distilled set (method.md §7), the
 random-real baseline with the same labelling, optionally the eval-mode (non-BSSL) labelling and
 hard-label students (one-hot, no teacher); the teacher's own top-1; then the export of the
-distilled set as a lossless PNG ImageFolder with its soft labels.
+distilled set (`cvdd.export`: an ImageFolder, its logits and a self-contained teacher).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import time
 from typing import NamedTuple
 
-import numpy as np
 import torch
 
 from .. import dist, layout
 from ..context import Context
+from ..export import write_export
 from ..memory import is_out_of_memory, out_of_memory_message, plan_eval_batch
 from ..teacher import Teacher, make_teacher
 from ..train import evaluate_logits, train_student
@@ -79,83 +77,6 @@ def teacher_top1(ctx: Context, teacher: Teacher, eval_batch: int) -> dict:
         "members_top1": {
             m["name"]: m.get("test_top1") for m in members if isinstance(m, dict) and "name" in m
         },
-    }
-
-
-def _export(ctx: Context, images: torch.Tensor, targets: torch.Tensor) -> None:
-    from PIL import Image
-
-    rd, d = ctx.rd, ctx.data
-    rows = []
-    for i, (img, c) in enumerate(zip(images.numpy(), targets.tolist())):
-        k = i % ctx.cfg.ipc
-        folder = f"{c:03d}_{re.sub(r'[^A-Za-z0-9_-]+', '_', d.class_names[c])}"
-        rel = f"images/{folder}/{k:03d}.png"
-        arr = img.transpose(1, 2, 0)
-        pil = Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
-        rd.save(layout.export_path(rel), pil)
-        rows.append((rel, c, d.class_names[c]))
-    z = np.load(rd.path / layout.SOFT_LABELS)
-    arrays = {**{k: z[k] for k in z.files}, "files": np.array([r[0] for r in rows])}
-    rd.save(layout.export_path("soft_labels.npz"), arrays)
-    out = io.StringIO()
-    w = csv.writer(out)
-    w.writerow(["file", "class_idx", "class_name", "top1_bssl", "p_top1_bssl", "top1_eval"])
-    for (rel, c, name), pb, pe in zip(rows, z["probs_bssl"], z["probs_eval"]):
-        w.writerow(
-            [
-                rel,
-                c,
-                name,
-                d.class_names[int(pb.argmax())],
-                f"{pb.max():.4f}",
-                d.class_names[int(pe.argmax())],
-            ]
-        )
-    rd.write_bytes(layout.export_path("labels.csv"), out.getvalue().encode())
-    meta = _export_meta(ctx, len(rows))
-    rd.write_json(
-        layout.export_path("config.json"),
-        {"dataset": meta, "config": ctx.cfg.to_dict(), "class_names": d.class_names},
-    )
-    rd.write_bytes(layout.export_path("README.txt"), _readme(meta).encode())
-
-
-def _readme(meta: dict) -> str:
-    """README.txt: the same metadata as config.json's `dataset`, for a person."""
-    names = ", ".join(f"{i}: {n}" for i, n in enumerate(meta["class_names"]))
-    return (
-        f"{'SRe2L++' if meta['method'] == 'sre2l++' else 'CV-DD'} distilled set: "
-        f"{meta['num_images']} images, IPC {meta['ipc']}, {meta['num_classes']} classes.\n"
-        "images/ is an ImageFolder (folder order = class index). soft_labels.npz holds the\n"
-        "teacher's probabilities for each image with BSSL (probs_bssl) and with eval-mode BN\n"
-        "(probs_eval); `files` gives the image of each row. labels.csv summarises them.\n"
-        "config.json: `dataset` (below, for tools that read the set without the run\n"
-        "directory), `config` (the full configuration that produced the set), `class_names`.\n\n"
-        f"dataset      {meta['name']}\n"
-        f"image size   {meta['image_size']} x {meta['image_size']} px, "
-        f"{meta['channels']} channel(s), uint8 PNG\n"
-        f"normalise    (x / 255 - mean) / std per channel, mean {meta['mean']}, "
-        f"std {meta['std']}\n"
-        f"classes      {names}\n"
-    )
-
-
-def _export_meta(ctx: Context, num_images: int) -> dict:
-    """What another tool needs to read the export without the run directory."""
-    d = ctx.data
-    return {
-        "name": d.name,
-        "num_classes": d.num_classes,
-        "class_names": list(d.class_names),
-        "channels": d.in_channels,
-        "image_size": d.image_size,
-        "mean": [float(m) for m in d.mean],
-        "std": [float(s) for s in d.std],
-        "ipc": ctx.cfg.ipc,
-        "num_images": num_images,
-        "method": ctx.cfg.method,
-        "soft_label_teacher": ctx.cfg.relabel.teacher,
     }
 
 
@@ -294,5 +215,5 @@ def run_validate(ctx: Context, cfg_hash: str) -> dict:
             return {}  # rank 0 alone rates the teacher and exports
     if "teacher" not in doc:
         _rate_teacher(ctx, doc)
-    _export(ctx, *sets["distilled"])
+    write_export(ctx, *sets["distilled"])
     return {k: s["top1"] for k, s in doc["students"].items()}
