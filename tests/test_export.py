@@ -82,7 +82,7 @@ def _doc_script() -> str:
 
 def test_the_documented_evaluation_runs_on_an_export_without_cvdd(tiny_run_dir, tmp_path):
     names = json.loads((tiny_run_dir / "export" / "config.json").read_text())["class_names"]
-    with np.load(ROOT / "assets" / "fashion_mnist_subset.npz") as z:
+    with np.load(ROOT / "assets" / "fashion_mnist_test.npz") as z:
         images, labels = z["test_images"], z["test_labels"]
     for c, name in enumerate(names):  # a test ImageFolder in the run's class order
         folder = tmp_path / "test" / f"{c:03d}_{re.sub(r'[^A-Za-z0-9]+', '_', name)}"
