@@ -128,7 +128,7 @@ def method_of(doc: object) -> str | None:
     """'cvdd' or 'sre2l++' from a config.json document (None when unreadable)."""
     cfg = doc.get("config") if isinstance(doc, dict) else None
     members = (cfg.get("squeeze") or {}).get("members") if isinstance(cfg, dict) else None
-    if not isinstance(members, list) or not members:
+    if not isinstance(members, (list, tuple)) or not members:
         return None
     return "sre2l++" if len(members) == 1 else "cvdd"
 
