@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,8 @@ from cvdd.runs import RunDir
 from cvdd.utils import CvddError
 
 pytestmark = pytest.mark.xdist_group("repeat_runs")
-APP = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app" / "main.py")
 
 
 def _cfg(*sets: str) -> dict:
@@ -167,11 +171,16 @@ def test_reference_spread_is_read_tolerantly(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def repeat(cli, tmp_path_factory):
-    """`python -m cvdd run --preset tiny --seeds 0-1 --twin`: two seeds, each with its twin."""
+def repeat(tmp_path_factory):
+    """`python -m cvdd run --preset tiny --seeds 0-1 --twin` (one student epoch, no eval-mode
+    student: four runs in about a minute on an idle machine)."""
     root = tmp_path_factory.mktemp("repeat")
-    args = ["run", "--preset", "tiny", "--seeds", "0-1", "--twin", "--runs-dir", str(root)]
-    out = cli(*args, "--set", "validate.compare_eval_labels=false")
+    argv = [sys.executable, "-m", "cvdd", "run", "--preset", "tiny", "--seeds", "0-1", "--twin"]
+    argv += ["--runs-dir", str(root), "--set", "validate.compare_eval_labels=false"]
+    argv += ["--set", "validate.epochs=1"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), CVDD_THREADS="1")
+    # four runs in one process: a longer limit than conftest's one-run `cli` on a loaded machine
+    out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return root, out.stdout
 
