@@ -15,7 +15,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from app.shaping import spread
+from app.shaping import compare, spread
 from cvdd import jobs, layout, repeats, stats, twins
 from cvdd.config import from_preset
 from cvdd.runs import RunDir
@@ -258,3 +258,20 @@ def test_compare_page_shows_methods_and_queues_a_repeat(repeat, monkeypatch):
     new = repeats.config_docs(root)
     assert [repeats.seed_of(new[p.name]) for p in started] == [2, 2]
     assert new[started[1].name]["meta"]["twin_of"] == started[0].name
+
+
+def test_compare_table_puts_key_columns_first_and_shows_no_none():
+    rows = [
+        {"run": "a", "method": "cvdd", "dataset": "builtin", "student_top1": 70.04,
+         "hard_top1": None, "eval_top1": None, "teacher_top1": 91.2, "seed": 0, "twin": "b"},
+        {"run": "b", "method": "sre2l++", "dataset": "builtin", "student_top1": None,
+         "hard_top1": None, "eval_top1": 66.0, "teacher_top1": 91.2, "seed": 0, "twin": None},
+    ]  # fmt: skip
+    df = compare.display_table(rows)
+    assert list(df.columns) == ["run", "method", "seed", "student_top1", "teacher_top1", "twin"] + [
+        "dataset",
+        "eval_top1",
+    ]  # hard_top1: no run has it
+    assert list(df["method"]) == ["CV-DD", "SRe2L++"]
+    assert list(df["student_top1"]) == ["70.0", "—"] and list(df["twin"]) == ["b", "—"]
+    assert "None" not in df.to_string() and "nan" not in df.to_string()

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from app import repeat_panel, shaping, state, twins
 from app import spread as run_spread
-from app.shaping import spread
+from app.shaping import compare, spread
 from cvdd import jobs, layout, repeats
 from cvdd import twins as engine_twins
 from cvdd.utils import CvddError
@@ -92,25 +91,15 @@ TOP1_COLUMNS = {
     "hard_top1": ("hard %", 56, "distilled set, one-hot labels alone (no teacher)"),
     "random_real_hard_top1": ("real hard %", 86, "random real images, one-hot labels alone"),
 }
-KEY_FIRST = ["run", "method", "seed", "student_top1", "random_real_top1", "teacher_top1", "twin"]
-NARROW = {"method": 68, "seed": 44, "dataset": 72, "ipc": 44, "members": 68, "voter": 56}
-NARROW["relabel"] = 60
-
-
-def display_table(rows: list[dict]) -> pd.DataFrame:
-    """Comparison rows for the page: key columns first, method names, numbers as text with one
-    decimal, '—' where a run has no value, and columns no run has left out."""
-    df = pd.DataFrame(rows)
-    df = df[[c for c in KEY_FIRST if c in df] + [c for c in df if c not in KEY_FIRST]]
-    df = df.dropna(axis=1, how="all")
-    if "method" in df:
-        df["method"] = df["method"].map(lambda m: spread.NAMES.get(m, m))
-    for c in df:
-        if c in TOP1_COLUMNS:
-            df[c] = df[c].map(lambda v: "—" if pd.isna(v) else f"{v:.1f}")
-        else:
-            df[c] = df[c].map(lambda v: "—" if v is None or v != v else str(v))
-    return df
+NARROW = {
+    "method": 68,
+    "seed": 44,
+    "dataset": 72,
+    "ipc": 44,
+    "members": 68,
+    "voter": 56,
+    "relabel": 60,
+}
 
 
 def _benchmark() -> None:
@@ -170,7 +159,7 @@ for rid in shown:
 if not table:
     st.info("Choose runs above (finished runs have a student accuracy).")
 else:
-    df = display_table(table)
+    df = compare.display_table(table)
     st.dataframe(
         df,
         hide_index=True,
