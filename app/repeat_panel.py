@@ -31,8 +31,7 @@ def bars(values: dict) -> go.Figure:
             name=name,
             marker_color=COLORS.get(name),
             error_y=dict(type="data", array=up, arrayminus=down, visible=up is not None),
-            text=[f"{iv.mean:.1f}"],
-            textposition="inside",
+            hovertext=[iv.text(1)],
         )
         seeds = sorted(values[a])
         fig.add_scatter(
@@ -47,7 +46,7 @@ def bars(values: dict) -> go.Figure:
         iv.lo for iv in arms.values() if iv.lo is not None
     ]
     fig.update_layout(
-        title="student top-1 per method: mean, 95 % interval (t), each seed a dot",
+        title="top-1 %: mean, 95 % interval, seeds as dots",
         yaxis_title="top-1 %",
         yaxis_range=[max(0.0, min(lows, default=0) - 5), None],
         height=360,

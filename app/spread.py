@@ -54,10 +54,12 @@ def note(run_id: str, docs: dict | None = None) -> str:
     """One sentence for a single run's top-1: its group's spread, else the reference's."""
     docs = twins.config_docs() if docs is None else docs
     doc = docs.get(run_id)
-    _, values = experiment(run_id, docs)
+    exp, values = experiment(run_id, docs)
     own = spread.group_text(values, repeats.method_of(doc))
     if own:
-        return own
+        flags = repeats.env_flags({r: docs[r] for rs in exp.values() for r in rs if docs.get(r)})
+        mixed = " Its runs differ in environment (see Compare): alike, not bit-equal."
+        return own + (mixed if flags else "")
     return "One seed is not a result. " + reference_for((doc or {}).get("config"))
 
 

@@ -13,8 +13,7 @@ import pandas as pd
 from cvdd import repeats, stats
 
 NAMES = {**repeats.METHOD_NAMES, "sre2l": "SRe2L++", "init": "initial images (no recover)"}
-# the reference's keys for the run's method, and for the arms shown beside it
-REF_OWN = {"cvdd": "cvdd", "sre2l++": "sre2l"}
+# the reference's arms shown beside a run, and its paired differences worth a word
 REF_ARMS = ("cvdd", "sre2l", "real", "init")
 REF_DIFFS = {"cvdd-sre2l": ("CV-DD", "SRe2L++"), "cvdd-real": ("CV-DD", "random real")}
 NO_REFERENCE = "no reference spread shipped (assets/reference_spread.json)"
