@@ -13,7 +13,7 @@ from app.shaping import spread
 from cvdd import jobs, repeats
 from cvdd.utils import CvddError
 
-COLORS = {"CV-DD": "#e4572e", "SRe2L++": "#76b041", "random real": "#2e86ab"}
+COLORS = {"CV-DD": "#e4572e", "SRe²L++": "#76b041", "random real": "#2e86ab"}
 LIVE = "views/live.py"
 
 
@@ -145,7 +145,7 @@ def _repeat_control(rid: str, exp: dict) -> None:
         done = False
     if not done:
         return
-    twin = " and its SRe2L++ twin" if exp.get("sre2l++") else ""
+    twin = " and its SRe²L++ twin" if exp.get("sre2l++") else ""
     c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
     n = c1.number_input("Seeds", 2, repeats.MAX_SEEDS, 8, key="rep_n")
     if c2.button(f"Repeat over {n} seeds", key="rep_start", icon=":material/repeat:"):

@@ -157,14 +157,14 @@ def test_reference_spread_is_read_tolerantly(tmp_path):
     path.write_text(json.dumps(ref))
     doc = json.loads(path.read_text())
     text = spread.reference_text(doc, preset="quick", budget=120, student="resnet18")
-    assert "over 8 seeds: CV-DD 72.1 ± 1.3, SRe2L++ 71.0 ± 1.2" in text
-    assert "CV-DD − SRe2L++ +1.1 [-0.4, +2.6], not resolved" in text
+    assert "over 8 seeds: CV-DD 72.1 ± 1.3, SRe²L++ 71.0 ± 1.2" in text
+    assert "CV-DD − SRe²L++ +1.1 [-0.4, +2.6], not resolved" in text
     assert "shipped: 120" in spread.reference_text(doc, preset="quick", budget=360, student="r")
     assert "tiny" in spread.reference_text(doc, preset="tiny", budget=120, student="resnet18")
     for broken in (None, {}, {"budgets": 3}, []):
         out = spread.reference_text(broken, preset="quick", budget=120, student="resnet18")
         assert out.startswith("No reference spread shipped")
-    assert "CV-DD − SRe2L++" in spread.reference_df(doc).index
+    assert "CV-DD − SRe²L++" in spread.reference_df(doc).index
 
 
 # -- real tiny runs: the CLI's --seeds, then the Compare page on them ---------------------------
@@ -217,15 +217,15 @@ def test_compare_shaping_on_real_runs_gives_names_intervals_and_pairs(repeat):
     by = {a: {repeats.seed_of(docs[r]): results[r]["student_top1"] for r in exp[a]} for a in exp}
     assert values["cvdd"] == by["cvdd"] and values["sre2l++"] == by["sre2l++"]
     arms = spread.arms_df(values)
-    assert list(arms["method"]) == ["CV-DD", "SRe2L++", "random real"]
+    assert list(arms["method"]) == ["CV-DD", "SRe²L++", "random real"]
     assert math.isclose(arms["mean %"][0], round(sum(by["cvdd"].values()) / 2, 2))
     d = stats.paired(by["cvdd"], by["sre2l++"])
     row = spread.diffs_df(values).iloc[0]
-    assert row["difference"] == "CV-DD − SRe2L++" and row["paired seeds"] == 2
+    assert row["difference"] == "CV-DD − SRe²L++" and row["paired seeds"] == 2
     assert row["mean (points)"] == f"{d.mean:+.1f}" and row["95 % interval"] == (
         f"[{d.lo:+.1f}, {d.hi:+.1f}]"
     )
-    assert spread.verdicts(values)[0] == stats.verdict(d, "CV-DD", "SRe2L++")
+    assert spread.verdicts(values)[0] == stats.verdict(d, "CV-DD", "SRe²L++")
     assert spread.group_text(values, "cvdd").startswith("Over 2 seeds of this setting: CV-DD ")
 
 
@@ -246,10 +246,13 @@ def test_compare_page_shows_methods_and_queues_a_repeat(repeat, monkeypatch):
     frames = [f.value for f in at.dataframe]
     runs = next(f for f in frames if "twin" in f.columns)
     assert list(runs.columns[:4]) == ["run", "method", "seed", "student_top1"]
-    assert set(runs["method"]) == {"CV-DD", "SRe2L++"} and "None" not in runs.to_string()
+    assert set(runs["method"]) == {"CV-DD", "SRe²L++"} and "None" not in runs.to_string()
     assert any("difference" in f.columns for f in frames)
-    chart = json.dumps(at.get("plotly_chart")[0].proto.spec if at.get("plotly_chart") else "")
-    assert "CV-DD" in chart and "SRe2L++" in chart and first not in chart
+    chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+    names = [t["x"][0] for t in chart["data"] if t["type"] == "bar"]
+    assert names == ["CV-DD", "SRe²L++", "random real"]  # bars by method, never by run id
+    bars = [t for t in chart["data"] if t["type"] == "bar"]
+    assert all(t["error_y"]["visible"] for t in bars)
     assert any(str(m.value).startswith("- CV-DD") for m in at.markdown)
     at.number_input(key="rep_n").set_value(3).run()
     at.button(key="rep_start").click().run()
@@ -272,6 +275,6 @@ def test_compare_table_puts_key_columns_first_and_shows_no_none():
         "dataset",
         "eval_top1",
     ]  # hard_top1: no run has it
-    assert list(df["method"]) == ["CV-DD", "SRe2L++"]
+    assert list(df["method"]) == ["CV-DD", "SRe²L++"]
     assert list(df["student_top1"]) == ["70.0", "—"] and list(df["twin"]) == ["b", "—"]
     assert "None" not in df.to_string() and "nan" not in df.to_string()

@@ -4,6 +4,8 @@ random real, teacher, twin), method names instead of codes, numbers as text with
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pandas as pd
 
 from .spread import NAMES
@@ -21,15 +23,17 @@ NUMBERS = (
 )
 
 
-def display_table(rows: list[dict]) -> pd.DataFrame:
-    """compare_row dicts (plus seed and twin) -> the table the page shows."""
+def display_table(rows: list[dict], numbers: Iterable[str] = NUMBERS) -> pd.DataFrame:
+    """compare_row dicts (plus seed and twin) -> the table the page shows; `numbers` are the
+    columns shown with one decimal."""
+    numbers = set(numbers)
     df = pd.DataFrame(rows)
     df = df[[c for c in KEY_FIRST if c in df] + [c for c in df if c not in KEY_FIRST]]
     df = df.dropna(axis=1, how="all")
     if "method" in df:
         df["method"] = df["method"].map(lambda m: NAMES.get(m, m))
     for c in df:
-        if c in NUMBERS:
+        if c in numbers:
             df[c] = df[c].map(lambda v: "—" if pd.isna(v) else f"{v:.1f}")
         else:
             df[c] = df[c].map(lambda v: "—" if v is None or v != v else str(v))

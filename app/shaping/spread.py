@@ -10,12 +10,15 @@ from typing import Any
 
 import pandas as pd
 
-from cvdd import repeats, stats
+import cvdd.repeats as repeats  # torch-free (tests/test_layering.py)
+import cvdd.stats as stats
 
-NAMES = {**repeats.METHOD_NAMES, "sre2l": "SRe2L++", "init": "initial images (no recover)"}
+# the app writes SRe²L++ as its other pages do (the CLI: SRe2L++)
+NAMES = {**repeats.METHOD_NAMES, "sre2l++": "SRe²L++", "sre2l": "SRe²L++"}
+NAMES["init"] = "initial images (no recover)"
 # the reference's arms shown beside a run, and its paired differences worth a word
 REF_ARMS = ("cvdd", "sre2l", "real", "init")
-REF_DIFFS = {"cvdd-sre2l": ("CV-DD", "SRe2L++"), "cvdd-real": ("CV-DD", "random real")}
+REF_DIFFS = {"cvdd-sre2l": ("CV-DD", "SRe²L++"), "cvdd-real": ("CV-DD", "random real")}
 NO_REFERENCE = "no reference spread shipped (assets/reference_spread.json)"
 
 
@@ -68,7 +71,7 @@ def seeds_df(values: Mapping[str, Mapping[int, float]]) -> pd.DataFrame:
     cols = [a for a in ("cvdd", "sre2l++", "real") if values.get(a)]
     rows = [
         {"seed": s, **{NAMES[a]: _num(values[a].get(s)) for a in cols}}
-        | ({"CV-DD − SRe2L++": _diff(values, s, "cvdd", "sre2l++")} if "sre2l++" in cols else {})
+        | ({"CV-DD − SRe²L++": _diff(values, s, "cvdd", "sre2l++")} if "sre2l++" in cols else {})
         for s in seeds
     ]
     return pd.DataFrame(rows)

@@ -49,11 +49,7 @@ def _students(results: dict, headline: dict) -> None:
         st.info("No finished run here has a student result yet (result.json).")
         return
     archs = [c for c in tab.columns if c not in ("run", "method")]
-    st.dataframe(
-        tab,
-        hide_index=True,
-        column_config={c: st.column_config.NumberColumn(c, format="%.1f") for c in archs},
-    )
+    st.dataframe(compare.display_table(tab.to_dict("records"), numbers=archs), hide_index=True)
     st.caption(
         "Top-1 % on the real test split of each architecture trained from scratch on the run's "
         "distilled images with the run's labels (`validate.students`; `convnet3` is the field's "
