@@ -42,13 +42,9 @@ def bars(values: dict) -> go.Figure:
             hovertext=[f"seed {s}" for s in seeds],
             showlegend=False,
         )
-    lows = [v for vs in values.values() for v in vs.values()] + [
-        iv.lo for iv in arms.values() if iv.lo is not None
-    ]
     fig.update_layout(
         title="top-1 %: mean, 95 % interval, seeds as dots",
         yaxis_title="top-1 %",
-        yaxis_range=[max(0.0, min(lows, default=0) - 5), None],
         height=360,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
         showlegend=False,
