@@ -1,5 +1,5 @@
 """The SRe2L++ twin of a run, for the analysis pages: find it (config meta `twin_of`, either
-direction), say where it stands, and offer one button that starts it (cvdd.twins)."""
+direction), say where it stands, and offer one button that starts it (cvdd.twins, cvdd.jobs)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from app import shaping, state
-from cvdd import layout, twins
+from cvdd import jobs, layout, twins
 from cvdd.utils import CvddError
 
 LIVE = "views/live.py"
@@ -67,7 +67,8 @@ def same_weights(run_dir: Path, twin: Path, model: str) -> bool | None:
 
 def _start(run_dir: Path, key: str) -> None:
     try:
-        new = twins.start_twin(run_dir, state.runs_root())
+        new = twins.create_twin(run_dir, state.runs_root(), launched_by="app")
+        jobs.resume_job(new, wait=False)  # a created run starts like a resumed one
     except CvddError as e:
         st.session_state[key] = ("error", str(e))
         return

@@ -2,6 +2,8 @@
 argparse is).
 
 Progress goes to stdout as fixed-column rows; on success the last line is the run directory.
+`run --seeds 0-7 [--twin]` repeats the settings over seeds (each run's folder is the last line of
+its own block), then prints each method's mean with its 95 % interval and the paired differences.
 Errors print one message that names the fix and exit with code 2 (--debug shows tracebacks).
 """
 
@@ -15,9 +17,11 @@ import zipfile
 from pathlib import Path
 
 from . import dist
-from .config import PRESET_NOTES, PRESETS, from_preset
+from .config import PRESET_NOTES, PRESETS, RunConfig, from_preset
 from .data_layouts import BUILTIN_NAMES, layout_problem
+from .repeats import parse_seeds, seed_values, summary_lines
 from .rundir import RunDir
+from .twins import create_twin
 from .utils import CvddError, StopRequested
 
 DEFAULT_RUNS_DIR = "runs"
@@ -46,7 +50,20 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--runs-dir", default=DEFAULT_RUNS_DIR, help="where run folders go (default: runs)"
     )
-    r.add_argument("--seed", type=int, help="random seed (default: the preset's, 0)")
+    seeds = r.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, help="random seed (default: the preset's, 0)")
+    seeds.add_argument(
+        "--seeds",
+        metavar="LIST",
+        help="repeat over seeds, e.g. 0-7 or 0,3,5: one run per seed, in turn, each its own run "
+        "dir (printed as it finishes), then each method's mean with its 95 %% interval and the "
+        "paired differences",
+    )
+    r.add_argument(
+        "--twin",
+        action="store_true",
+        help="after each CV-DD run, its SRe2L++ twin (same seed and budgets, a committee of one)",
+    )
     r.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     r.add_argument(
         "--set",
@@ -75,13 +92,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _create_run(args: argparse.Namespace) -> Path:
-    """`run`: the preset plus the flags and --set overrides -> a new run directory."""
+def _config(args: argparse.Namespace, seed: int | None) -> RunConfig:
+    """The preset plus the flags and --set overrides, checked before anything runs."""
     overrides = list(args.overrides)
     if args.data is not None:
         overrides.insert(0, f"data.dataset={args.data}")
-    if args.seed is not None:
-        overrides.insert(0, f"seed={args.seed}")
+    if seed is not None:
+        overrides.insert(0, f"seed={seed}")
     if args.device is not None:
         overrides.insert(0, f"device={args.device}")
     cfg = from_preset(args.preset, _committee_for(args.preset, args.data, overrides))
@@ -95,14 +112,63 @@ def _create_run(args: argparse.Namespace) -> Path:
         raise CvddError(
             f"{bad}\nOr pass --data builtin for the embedded set.", field="data.dataset"
         )
-    if zipfile.is_zipfile(cfg.data.dataset):  # checked and extracted before the run exists
-        from .datacheck import check_data, format_summary
+    if args.twin and cfg.method != "cvdd":
+        raise CvddError(
+            "--twin needs a committee of two or more (this config is already SRe2L++); "
+            "drop --twin or name more squeeze.members",
+            field="squeeze.members",
+        )
+    return cfg
 
-        summary = check_data(cfg, args.runs_dir)
-        print("\n".join(format_summary(summary)), flush=True)
-        if summary["ipc_problem"]:
-            raise CvddError(summary["ipc_problem"], field="ipc")
-    return RunDir.create(args.runs_dir, cfg.to_dict(), meta={"launched_by": "cli"}).path
+
+def _run_one(args: argparse.Namespace, run_dir: Path) -> dict:
+    """Run (or resume) one run dir to the end, printing its progress, results and folder."""
+    args.current = run_dir
+    print(f"run dir: {run_dir.resolve()}", flush=True)
+    from .pipeline import run_pipeline
+
+    res = run_pipeline(run_dir, echo=True)
+    top1 = res.get("student_top1")
+    base = res.get("baselines", {}).get("random_real", {}).get("student_top1")
+    if top1 is not None:
+        print(f"student top-1: {top1:.2f}%")
+    if base is not None:
+        print(f"random-real baseline top-1: {base:.2f}%")
+    print(run_dir.resolve(), flush=True)
+    return res
+
+
+def _run_seeds(args: argparse.Namespace) -> None:
+    """`run`: one seed (--seed) or each of --seeds in turn, each with its twin under --twin;
+    after two or more runs, each method's mean and the paired differences (cvdd.repeats)."""
+    seeds = parse_seeds(args.seeds) if args.seeds else [args.seed]
+    cfgs = [_config(args, s) for s in seeds]  # every seed's settings checked before any runs
+    if zipfile.is_zipfile(cfgs[0].data.dataset):  # checked and extracted before a run exists
+        dist.run_on_main(lambda: _check_zip(cfgs[0], args.runs_dir))
+    done: list[tuple[str, int, dict]] = []
+    for cfg in cfgs:
+        meta = {"launched_by": "cli"}
+        run_dir = dist.run_on_main(
+            lambda c=cfg, m=meta: RunDir.create(args.runs_dir, c.to_dict(), meta=m).path
+        )
+        done.append((cfg.method, cfg.seed, _run_one(args, run_dir)))
+        if args.twin:
+            twin_dir = dist.run_on_main(lambda d=run_dir: create_twin(d, args.runs_dir, "cli"))
+            done.append(("sre2l++", cfg.seed, _run_one(args, twin_dir)))
+    if len(done) > 1:
+        print(f"over {len(seeds)} seeds, student top-1 % (mean ± 95 % t half-width):")
+        for line in summary_lines(seed_values(done)):
+            print(f"  {line}", flush=True)
+
+
+def _check_zip(cfg: RunConfig, runs_dir: str) -> None:
+    """A zipped image folder: the check's summary printed (it extracts the archive once)."""
+    from .datacheck import check_data, format_summary
+
+    summary = check_data(cfg, runs_dir)
+    print("\n".join(format_summary(summary)), flush=True)
+    if summary["ipc_problem"]:
+        raise CvddError(summary["ipc_problem"], field="ipc")
 
 
 def _committee_for(
@@ -143,6 +209,7 @@ def _check_data(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     args.debug = getattr(args, "debug", False)
+    args.current = None  # the run dir being run, for the resume hint after a stop
     try:
         if args.cmd == "presets":
             for name in PRESETS:
@@ -155,28 +222,16 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cmd == "check-data":
             return _check_data(args)
-        dist.init()  # under torchrun: rank 0 creates the run dir, every rank runs it
-        main_rank = dist.is_main()
-        if args.cmd == "run":
-            run_dir = dist.run_on_main(lambda: _create_run(args))
-        else:
-            run_dir = RunDir.open(args.run_dir).path
-        if not main_rank:  # rank 0 prints for all
+        dist.init()  # under torchrun: rank 0 creates the run dirs, every rank runs them
+        if not dist.is_main():  # rank 0 prints for all
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-        print(f"run dir: {run_dir.resolve()}", flush=True)
-        from .pipeline import run_pipeline
-
-        res = run_pipeline(run_dir, echo=True)
-        top1 = res.get("student_top1")
-        base = res.get("baselines", {}).get("random_real", {}).get("student_top1")
-        if top1 is not None:
-            print(f"student top-1: {top1:.2f}%")
-        if base is not None:
-            print(f"random-real baseline top-1: {base:.2f}%")
-        print(run_dir.resolve(), flush=True)
+        if args.cmd == "run":
+            _run_seeds(args)
+        else:
+            _run_one(args, RunDir.open(args.run_dir).path)
         return dist.leave(0, clean=True)
     except StopRequested:
-        print(f"stopped; continue with: python -m cvdd resume {run_dir}", file=sys.stderr)
+        print(f"stopped; continue with: python -m cvdd resume {args.current}", file=sys.stderr)
         return dist.leave(130, clean=True)  # every rank stops at the same stage
     except CvddError as e:
         if args.debug:

@@ -3,7 +3,7 @@ paired (same-seed) differences. Pure Python: the app, the CLI and the benchmarks
 
 A seed changes the initial patches, recover's augmentation, the student's initialisation and its
 batches; runs that differ only in seed are repeats of one experiment, and comparisons between
-methods pair runs of the same seed (docs/method.md §9).
+methods pair runs of the same seed (docs/method.md §11).
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 pipeline with a committee of one. A run's twin has its seed, IPC, data and budgets, one member,
 and `twin_of` (the CV-DD run's id) in its config.json meta, so either run finds the other.
 
-Torch-free, like cvdd.jobs: the UI imports it.
+Torch-free, like cvdd.jobs: the UI imports it. It creates run folders only; starting one is
+cvdd.jobs' part (`jobs.resume_job(path, wait=False)`), so the CLI can make twins without the
+worker machinery.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from . import jobs, layout
+from . import layout
 from .config import RunConfig
 from .rundir import RunDir
 from .utils import CvddError, read_json
 
-__all__ = ["twin_member", "twin_config", "start_twin", "twin_of", "find_twin"]
+__all__ = ["twin_member", "twin_config", "create_twin", "twin_of", "find_twin"]
 
 
 def twin_member(cfg: RunConfig, priors: Mapping[str, float] | None = None) -> str:
@@ -50,11 +52,11 @@ def twin_config(cfg: RunConfig, priors: Mapping[str, float] | None = None) -> Ru
     return cfg.replace(over)
 
 
-def start_twin(run_dir: str | Path, runs_root: str | Path | None = None) -> Path:
-    """Create the twin of a finished or running CV-DD run and start its worker (no wait).
-
-    Returns the twin's run dir; its config.json meta holds `twin_of` = the run's id.
-    """
+def create_twin(
+    run_dir: str | Path, runs_root: str | Path | None = None, launched_by: str = "twins"
+) -> Path:
+    """Create (not start) the twin of a finished or running CV-DD run; its config.json meta
+    holds `twin_of` = the run's id. The run's priors, when it has them, name the one member."""
     src = RunDir.open(run_dir)
     cfg = RunConfig.from_dict(src.read_config()["config"])
     priors = (read_json(src.path / layout.PRIORS) or {}).get("values")
@@ -62,9 +64,8 @@ def start_twin(run_dir: str | Path, runs_root: str | Path | None = None) -> Path
     rd = RunDir.create(
         runs_root or src.path.parent,
         twin.to_dict(),
-        meta={"launched_by": "twins.start_twin", "twin_of": src.run_id},
+        meta={"launched_by": launched_by, "twin_of": src.run_id},
     )
-    jobs.resume_job(rd.path, wait=False)  # a created run starts like a resumed one
     return rd.path
 
 

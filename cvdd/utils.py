@@ -145,7 +145,7 @@ def set_threads(n: int) -> int:
 
 def environment(device: str) -> dict:
     """What a result depends on besides the config: the same seed gives the same images and
-    top-1 only on the same device kind, thread count and library versions (docs/method.md §9)."""
+    top-1 only on the same device kind, thread count and library versions (docs/method.md §11)."""
     import platform
 
     import numpy

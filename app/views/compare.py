@@ -1,14 +1,16 @@
-"""Compare runs (student top-1 vs settings) and export a run's distilled set as a zip."""
+"""Compare runs (student top-1 vs settings), their repeats over seeds (means with intervals,
+paired differences), and export a run's distilled set as a zip."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
-from app import figures, shaping, state, twins
-from cvdd import layout
+from app import repeat_panel, shaping, state, twins
+from app import spread as run_spread
+from app.shaping import compare, spread
+from cvdd import jobs, layout, repeats
 from cvdd import twins as engine_twins
 from cvdd.utils import CvddError
 
@@ -30,7 +32,8 @@ def _twin_button(shown: list[str], rows: list[dict], docs: dict) -> None:
     pick = c1.selectbox("Finished CV-DD run without a twin", cands, key="cmp_twin_pick")
     if c2.button("Start SRe²L++ twin", key="cmp_twin_start", icon=":material/call_split:"):
         try:
-            new = engine_twins.start_twin(state.resolve(pick), state.runs_root())
+            new = engine_twins.create_twin(state.resolve(pick), state.runs_root(), "app")
+            jobs.resume_job(new, wait=False)
         except CvddError as e:
             st.error(f"Could not start the twin: {e}")
         else:
@@ -46,11 +49,7 @@ def _students(results: dict, headline: dict) -> None:
         st.info("No finished run here has a student result yet (result.json).")
         return
     archs = [c for c in tab.columns if c not in ("run", "method")]
-    st.dataframe(
-        tab,
-        hide_index=True,
-        column_config={c: st.column_config.NumberColumn(c, format="%.1f") for c in archs},
-    )
+    st.dataframe(compare.display_table(tab.to_dict("records"), numbers=archs), hide_index=True)
     st.caption(
         "Top-1 % on the real test split of each architecture trained from scratch on the run's "
         "distilled images with the run's labels (`validate.students`; `convnet3` is the field's "
@@ -78,23 +77,43 @@ BENCH_SUMMARY = (
     "steps (2 seeds) lifted CV-DD by 2.7 points and put it above random real and SRe²L++."
 )
 
-# result columns: (header, width in px, what it is)
+# result columns, key ones first: (header, width in px, what it is)
 TOP1_COLUMNS = {
-    "student_top1": ("top-1 %", 62, "student top-1 % with the run's labels"),
+    "student_top1": ("top-1 %", 62, "student top-1 % with the run's labels (one seed)"),
     "random_real_top1": ("random real %", 96, "the same number of random real images"),
+    "teacher_top1": ("teacher %", 70, "the relabel teacher's own top-1 (result.json `teacher`)"),
     "bssl_top1": ("BSSL %", 60, "distilled set, BSSL soft labels"),
     "eval_top1": ("eval %", 56, "distilled set, eval-mode soft labels"),
     "hard_top1": ("hard %", 56, "distilled set, one-hot labels alone (no teacher)"),
     "random_real_hard_top1": ("real hard %", 86, "random real images, one-hot labels alone"),
-    "teacher_top1": ("teacher %", 70, "the relabel teacher's own top-1 (result.json `teacher`)"),
 }
-NARROW = {"method": 68, "dataset": 72, "ipc": 44, "members": 68, "voter": 56, "relabel": 60}
+NARROW = {
+    "method": 68,
+    "seed": 44,
+    "dataset": 72,
+    "ipc": 44,
+    "members": 68,
+    "voter": 56,
+    "relabel": 60,
+}
 
 
 def _benchmark() -> None:
     """The benchmark's findings (benchmarks/compare.py over seeds), not any run's."""
     md = ROOT / "benchmarks" / "out" / "quick.md"
-    with st.expander("What the benchmark shows (benchmarks/compare.py, not these runs)"):
+    with st.expander("What the benchmarks show (benchmarks/, not these runs)"):
+        ref = run_spread.reference()
+        ref_df = spread.reference_df(ref)
+        if ref_df.empty:
+            st.caption(spread.NO_REFERENCE[:1].upper() + spread.NO_REFERENCE[1:] + ".")
+        else:
+            st.markdown(
+                f"**Seed spread** ({ref.get('what', 'benchmarks/sweep.py')}; preset "
+                f"{ref.get('preset')}, {ref.get('n_seeds')} seeds, commit {ref.get('commit')}): "
+                "mean ± 95 % half-width, student top-1 % with BSSL labels; differences are "
+                "paired by seed, with their 95 % interval."
+            )
+            st.dataframe(ref_df)
         st.markdown(BENCH_SUMMARY)
         if md.is_file():
             st.caption(f"The table as `{md.relative_to(ROOT)}` has it:")
@@ -131,34 +150,36 @@ for rid in shown:
     cfg_doc = state.run_config(d)
     headline[rid] = shaping.dig(cfg_doc, "config", "validate", "student")
     row = shaping.compare_row(rid, cfg_doc, results[rid])
-    table.append({**row, "twin": pairs.get(rid) or engine_twins.find_twin(rid, docs)})
-df = pd.DataFrame(table)
-if df.empty:
+    twin = pairs.get(rid) or engine_twins.find_twin(rid, docs)
+    table.append({**row, "seed": repeats.seed_of(cfg_doc), "twin": twin})
+if not table:
     st.info("Choose runs above (finished runs have a student accuracy).")
 else:
+    df = compare.display_table(table)
     st.dataframe(
         df,
         hide_index=True,
-        # widths that fit the page together (auto widths ran past its right edge); the run
-        # column stays in view when the table scrolls on a narrow screen
+        # widths that fit the page together (auto widths ran past its right edge); the key
+        # columns come first and the run column stays in view when the table scrolls
         column_config={
             "run": st.column_config.TextColumn("run", width=235, pinned=True),
+            "twin": st.column_config.TextColumn(
+                "twin", width=235, help="the SRe²L++ twin (or the CV-DD run it twins)"
+            ),
             **{c: st.column_config.Column(c, width=w) for c, w in NARROW.items()},
             **{
-                c: st.column_config.NumberColumn(label, format="%.1f", width=w, help=why)
+                c: st.column_config.TextColumn(label, width=w, help=why)
                 for c, (label, w, why) in TOP1_COLUMNS.items()
             },
         },
     )
-    if df["student_top1"].notna().any():
-        st.plotly_chart(figures.compare_bars(df), key="cmp_bars")
-    else:
-        st.info("None of these runs has finished validation yet (result.json).")
     st.caption(
-        "A run with an SRe²L++ twin (same seed, IPC, data and budgets, a committee of one) "
-        "brings it into the table; column **twin** names the pair."
+        "Each top-1 is one seed's; **Repeats over seeds** below gives each method's mean over "
+        "seeds with its interval. A run with an SRe²L++ twin (same seed, IPC, data and budgets, "
+        "a committee of one) brings it into the table; column **twin** names the pair."
     )
     _twin_button(shown, rows, docs)
+    repeat_panel.section(shown, docs)
     _students(results, headline)
 
 st.subheader("Export a distilled set")

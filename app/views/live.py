@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import checks, shaping, state
+from app import checks, shaping, spread, state
 from app import components as C
 from cvdd import jobs, layout
 from cvdd.utils import CvddError
@@ -150,6 +150,7 @@ def progress_panel() -> None:
                 if isinstance(res, dict) and res.get("student_top1") is not None
                 else "—",
             )
+            spread.show(run_dir)  # the typical seed spread beside one seed's number
             if stat["status"] == "running" and stat.get("run_eta_s") is not None:
                 m = st.columns(2)
                 m[0].metric(

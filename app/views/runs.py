@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import components as C
-from app import shaping, state
+from app import shaping, spread, state
 
 st.title("Runs")
 root = state.runs_root()
@@ -59,6 +59,7 @@ def table() -> None:
         + " · ".join(f"{k} {v}" for k, v in counts.items())
         + " · click a row to open it"
     )
+    spread.runs_note(now_rows)  # each top-1 is one seed's: the typical spread
 
 
 def _queue_line(rows: list[dict]) -> None:
