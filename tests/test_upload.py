@@ -1,4 +1,4 @@
-"""The New run page's drop zone (app/views/upload.py): the archive is saved once, checked by
+"""The New run page's drop zone (app/upload.py): the archive is saved once, checked by
 the engine in its own process, and its summary or its one-line refusal is shown."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from app.views import upload
+from app import upload
 
 
 def _zip_bytes(files: dict[str, bytes]) -> bytes:
@@ -43,7 +43,7 @@ def test_save_and_check_a_dropped_zip(tmp_path):
 
 
 def _page(summary):
-    from app.views.upload import show_summary
+    from app.upload import show_summary
 
     show_summary(summary)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import checks, shaping, state
+from app import checks, shaping, state, upload
 from app import components as C
 from cvdd import jobs
 from cvdd.config import COMMITTEE, PRESET_NOTES, PRESETS, RunConfig, from_preset
@@ -29,6 +29,7 @@ DATA_KINDS = {
     "builtin": "Built-in (Fashion-MNIST subset, offline)",
     "cifar": "CIFAR folder (or .tar.gz)",
     "folder": "ImageFolder path (also Tiny-ImageNet, IDX)",
+    "zip": "Zipped image folder (upload)",
 }
 VOTERS = {
     "prior": "prior: softmax(α/T) — CV-DD",
@@ -126,7 +127,15 @@ with form:
 
     c1, c2 = st.columns([2, 3])
     c1.radio("Data set", list(DATA_KINDS), format_func=DATA_KINDS.get, key="nr_kind", **P)
-    if ss["nr_kind"] != "builtin":
+    if ss["nr_kind"] == "zip":  # checked (and extracted once) before anything can queue
+        with c2:
+            ipc = str(ss.get("nr_ipc") or "")
+            ss["nr_zip_path"] = upload.zip_drop_zone(
+                state.runs_root(),
+                preset=ss["nr_preset"],
+                ipc=int(ipc) if ipc.isdigit() else int(PRESETS[ss["nr_preset"]].get("ipc", 10)),
+            )
+    elif ss["nr_kind"] != "builtin":
         c2.text_input(
             "Path on the server",
             key="nr_path",
@@ -137,8 +146,8 @@ with form:
         )
     else:
         c2.caption(
-            "5 000 training and 1 000 test images of Fashion-MNIST (10 classes, 28×28, "
-            "grey) ship with cvdd: nothing to download."
+            "5 000 training images of Fashion-MNIST and its whole test split of 10 000 "
+            "(10 classes, 28×28, grey) ship with cvdd: nothing to download."
         )
     slots["dataset"] = c2.empty()
 
@@ -236,6 +245,10 @@ errors: dict[str, str] = {}
 kind, path = ss["nr_kind"], str(ss.get("nr_path") or "").strip()
 if kind == "builtin":
     dataset = "builtin"
+elif kind == "zip":
+    dataset = ss.get("nr_zip_path") or ""
+    if not dataset:
+        errors["dataset"] = "Drop a zipped image folder above; its check must pass first."
 elif not path:
     dataset, errors["dataset"] = "", "Enter the path of the data set folder on the server."
 else:
@@ -265,6 +278,8 @@ errors.update(checks.check_numbers(vals))
 vals.update(dict.fromkeys(set(errors) & set(checks.NUMBERS)))  # a bad number is not applied
 extra = [ln.strip() for ln in str(ss.get("nr_extra") or "").splitlines() if ln.strip()]
 overrides = shaping.form_overrides(vals) + extra
+if kind == "zip" and PRESETS[ss["nr_preset"]].get("squeeze", {}).get("source") == "shipped":
+    overrides.insert(0, "squeeze.source=train")  # the shipped committee fits the built-in data
 
 
 def _build(ovs: list[str]) -> RunConfig:
