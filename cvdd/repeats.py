@@ -24,7 +24,7 @@ from pathlib import Path
 
 from . import layout, stats, twins
 from .config import EXECUTION_KEYS
-from .runs import RunDir
+from .rundir import RunDir
 from .utils import CvddError, read_json
 
 __all__ = [

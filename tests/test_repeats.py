@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 from app.shaping import compare, spread
 from cvdd import jobs, layout, repeats, stats, twins
 from cvdd.config import from_preset
-from cvdd.runs import RunDir
+from cvdd.rundir import RunDir
 from cvdd.utils import CvddError
 
 pytestmark = pytest.mark.xdist_group("repeat_runs")
