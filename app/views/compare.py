@@ -64,19 +64,6 @@ def _students(results: dict, headline: dict) -> None:
 
 
 ROOT = Path(__file__).resolve().parents[2]
-# the benchmark's findings in words (numbers: benchmarks/out/quick.md, shown below it)
-BENCH_SUMMARY = (
-    "**The benchmark's numbers, not these runs'** (quick preset, shipped committee, seeds 0-4, "
-    "2026-11-26; every row labelled by the same ResNet-18 teacher, 92.3 % top-1). "
-    "BSSL beats eval-mode labels (+3.3 points); CV-DD beats SRe²L++ only within noise (+0.9); "
-    "the prior voter does not beat the equal one (−0.4 ± 3.5). Against random real images with "
-    "the same soft labels the distilled set wins for a ConvNet-3 student (+5.3) and loses for "
-    "the ResNet-18 student, the teacher's architecture (−2.2). With hard labels alone (no "
-    "teacher) random real images beat the distilled ones for both students (−4.4, −4.6): at "
-    "120 recover steps the images' value lies in the teacher's labels. Doubling recover to 240 "
-    "steps (2 seeds) lifted CV-DD by 2.7 points and put it above random real and SRe²L++."
-)
-
 # result columns, key ones first: (header, width in px, what it is)
 TOP1_COLUMNS = {
     "student_top1": ("top-1 %", 62, "student top-1 % with the run's labels (one seed)"),
@@ -100,7 +87,7 @@ NARROW = {
 
 def _benchmark() -> None:
     """The benchmark's findings (benchmarks/compare.py over seeds), not any run's."""
-    md = ROOT / "benchmarks" / "out" / "quick.md"
+    md = ROOT / "benchmarks" / "out" / "sweep.md"
     with st.expander("What the benchmarks show (benchmarks/, not these runs)"):
         ref = run_spread.reference()
         ref_df = spread.reference_df(ref)
@@ -114,12 +101,11 @@ def _benchmark() -> None:
                 "paired by seed, with their 95 % interval."
             )
             st.dataframe(ref_df)
-        st.markdown(BENCH_SUMMARY)
         if md.is_file():
-            st.caption(f"The table as `{md.relative_to(ROOT)}` has it:")
+            st.caption(f"The whole sweep, as `{md.relative_to(ROOT)}` has it:")
             st.markdown(md.read_text())
         else:
-            st.caption("Run `python benchmarks/compare.py` for the full table.")
+            st.caption("Run `python benchmarks/sweep.py` for the whole table.")
 
 
 st.title("Compare & export")
