@@ -219,6 +219,10 @@ def run_pipeline(run_dir: str | Path, echo: bool = False) -> dict:
         device = resolve_device(cfg.device)
         if dist.is_distributed() and device.startswith("cuda"):
             device = f"cuda:{dist.local_rank()}"  # one GPU per rank on this node
+        if device.startswith("cuda"):  # the current device: streams, graphs and pools go there
+            import torch
+
+            torch.cuda.set_device(torch.device(device))
         threads = set_threads(queue.worker_threads(cfg.device, cfg.threads))
         world = {"world": dist.world()} if dist.is_distributed() else {}  # torchrun processes
         rd.append_event("run_start", attempt=attempt, device=device, threads=threads, **world)
