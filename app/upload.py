@@ -22,7 +22,7 @@ import streamlit as st
 
 from cvdd import layout
 
-_PKG_ROOT = Path(__file__).resolve().parents[2]
+_PKG_ROOT = Path(__file__).resolve().parents[1]
 CHECK_TIMEOUT_S = 600
 
 

@@ -43,7 +43,7 @@ def test_folders_are_counted_cheaply(tmp_path):
 def test_every_bad_field_is_reported_in_the_pages_words():
     build = lambda ovs: from_preset("quick", ovs)  # noqa: E731
     cfg, errors = checks.check_config(
-        build, ["ipc=0", "recover.iterations=0", "recover.temperature=0", "seed=3"]
+        build, ["ipc=0", "recover.iterations=-1", "recover.temperature=0", "seed=3"]
     )
     assert cfg is not None and cfg.seed == 3  # the good override still applies
     assert set(errors) == {"ipc", "iterations", "temperature"}
