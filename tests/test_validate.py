@@ -73,3 +73,38 @@ def test_out_of_memory_in_validate_names_both_batches():
     msg = validate._out_of_memory("distilled_bssl", 100, plan)
     assert "batches of 120" in msg and "CVDD_MEMORY_GB=0.5 python -m cvdd resume" in msg
     assert "validate.batch_size=100" in msg and "changes the results" in msg
+
+
+def test_curve_points_score_a_subset_and_the_last_the_whole_test_split(monkeypatch):
+    """Evaluation stays cheap with a 10,000-image test split: the curve's intermediate points
+    score a strided subset of at most CURVE_IMAGES images, the final top-1 every image."""
+    from cvdd import train
+    from cvdd.data import load_dataset
+    from cvdd.models import create_model
+
+    data = load_dataset("builtin")
+    sizes = []
+    real = train.evaluate_logits
+    monkeypatch.setattr(
+        train,
+        "evaluate_logits",
+        lambda fn, k, ts, *a: (sizes.append(len(ts)), real(fn, k, ts, *a))[1],
+    )
+    cfg = ValidateConfig(epochs=3, eval_every=1, batch_size=10)
+    imgs = data.train.load(torch.arange(20))
+    res = train.train_student(
+        create_model("test_tiny_cnn", num_classes=10, in_channels=1),
+        imgs,
+        None,
+        labels=data.train.targets[:20],
+        testset=data.test,
+        cfg=cfg,
+        mean=data.mean,
+        std=data.std,
+        gen=torch.Generator().manual_seed(0),
+        should_stop=lambda: False,
+        progress=lambda *a: None,
+        checkpoint=lambda s: None,
+    )
+    assert sizes == [train.CURVE_IMAGES, train.CURVE_IMAGES, len(data.test)] == [1000, 1000, 10000]
+    assert [c[0] for c in res["curve"]] == [1, 2, 3]
