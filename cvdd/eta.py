@@ -101,8 +101,10 @@ def stage_work(
     voters = min(cfg.recover.num_experts, members)
     work["recover"] = COST_S["recover"] * px * cfg.recover.iterations * n_img * voters
     work["relabel"] = COST_S["relabel"] * px * n_img * members
-    evals = _evals(v.epochs, v.eval_every)
-    per_student = COST_S["train"] * v.epochs * n_img + COST_S["eval"] * test_size * evals
+    # the last evaluation scores the whole split, the curve's points a strided subset
+    curve_images = min(test_size, 1000)  # cvdd.train.CURVE_IMAGES (train.py imports torch)
+    evals = test_size + curve_images * (_evals(v.epochs, v.eval_every) - 1)
+    per_student = COST_S["train"] * v.epochs * n_img + COST_S["eval"] * evals
     work["validate"] = px * (students * per_student + COST_S["eval"] * test_size)
     return {s: w + STAGE_FIXED_S for s, w in work.items()}
 

@@ -5,6 +5,7 @@ evaluation batches planned from the memory budget."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -108,3 +109,10 @@ def test_curve_points_score_a_subset_and_the_last_the_whole_test_split(monkeypat
     )
     assert sizes == [train.CURVE_IMAGES, train.CURVE_IMAGES, len(data.test)] == [1000, 1000, 10000]
     assert [c[0] for c in res["curve"]] == [1, 2, 3]
+
+
+def test_the_run_forecast_counts_the_curve_subset_like_train_does():
+    from cvdd import eta, train
+
+    src = Path(eta.__file__).read_text()
+    assert f"min(test_size, {train.CURVE_IMAGES})" in src
