@@ -356,27 +356,3 @@ def similarity_heatmap(mat: np.ndarray, title: str, zmin: float | None = None) -
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(title=title)
     return _tidy(fig, 320)
-
-
-def compare_bars(df: pd.DataFrame) -> go.Figure:
-    d = df.melt(
-        id_vars=["run"],
-        value_vars=[c for c in ("student_top1", "random_real_top1") if c in df],
-        var_name="what",
-        value_name="top1",
-    )
-    d = d.dropna(subset=["top1"])
-    fig = px.bar(
-        d,
-        x="run",
-        y="top1",
-        color="what",
-        barmode="group",
-        color_discrete_map={"student_top1": "#e4572e", "random_real_top1": "#2e86ab"},
-    )
-    fig.update_layout(
-        title="student top-1 (distilled vs the same number of random real images)",
-        yaxis_title="top-1 %",
-        xaxis_title="",
-    )
-    return _legend(_tidy(fig, 380), "student trained on")

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app import figures, shaping
@@ -52,5 +51,3 @@ def test_figures_build_from_the_shaped_frames():
     div = {"sources": {"synthetic": {"per_class": [0.3]}, "random_real": {"per_class": [0.4]}}}
     assert len(figures.diversity_bars(shaping.diversity_df(div), "t").data) == 2
     assert figures.similarity_heatmap(np.eye(3), "t").data[0].zmin == 0.0
-    rows = [shaping.compare_row("r", None, {"student_top1": 50.0})]
-    assert len(figures.compare_bars(pd.DataFrame(rows)).data) == 1
