@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _config(args: argparse.Namespace, seed: int | None) -> RunConfig:
+def _config(args: argparse.Namespace, seed: int | None, echo: bool = True) -> RunConfig:
     """The preset plus the flags and --set overrides, checked before anything runs."""
     overrides = list(args.overrides)
     if args.data is not None:
@@ -101,7 +101,7 @@ def _config(args: argparse.Namespace, seed: int | None) -> RunConfig:
         overrides.insert(0, f"seed={seed}")
     if args.device is not None:
         overrides.insert(0, f"device={args.device}")
-    cfg = from_preset(args.preset, _committee_for(args.preset, args.data, overrides))
+    cfg = from_preset(args.preset, _committee_for(args.preset, args.data, overrides, echo))
     if not cfg.data.dataset:
         raise CvddError(
             f"preset {args.preset!r} needs a data set: pass --data PATH "
@@ -142,7 +142,8 @@ def _run_seeds(args: argparse.Namespace) -> None:
     """`run`: one seed (--seed) or each of --seeds in turn, each with its twin under --twin;
     after two or more runs, each method's mean and the paired differences (cvdd.repeats)."""
     seeds = parse_seeds(args.seeds) if args.seeds else [args.seed]
-    cfgs = [_config(args, s) for s in seeds]  # every seed's settings checked before any runs
+    # every seed's settings checked before any runs; the committee note printed once
+    cfgs = [_config(args, s, echo=i == 0) for i, s in enumerate(seeds)]
     if zipfile.is_zipfile(cfgs[0].data.dataset):  # checked and extracted before a run exists
         dist.run_on_main(lambda: _check_zip(cfgs[0], args.runs_dir))
     done: list[tuple[str, int, dict]] = []
