@@ -1,9 +1,10 @@
 """The New run page's drop zone for a zipped image folder (not a page of its own).
 
 `zip_drop_zone(...)` shows a file uploader; a dropped zip is saved once into the runs folder
-(`_uploads/<sha256[:16]>.zip`), checked by the engine in a separate process (`python -m cvdd
-check-data --json`: the archive is extracted into the runs folder's data area there, so the run
-reuses it, and a hostile archive never touches the server process), and the summary is shown:
+(`_uploads/<sha256[:16]>/<its name>.zip`), checked by the engine in a separate process
+(`python -m cvdd check-data --json`: the archive is extracted into the runs folder's data area
+there, so the run reuses it, and a hostile archive never touches the server process), and the
+summary is shown:
 classes, images per class, sizes and channels, what was skipped, the test split, the time the
 run will take. It returns the saved zip's path for `data.dataset`, or None (nothing dropped, or
 the archive was refused; the one-line reason is shown).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,10 +28,12 @@ _PKG_ROOT = Path(__file__).resolve().parents[1]
 CHECK_TIMEOUT_S = 600
 
 
-def save_upload(data: bytes, runs_root: Path) -> Path:
-    """The archive at `<runs>/_uploads/<sha256[:16]>.zip`, written once (temp file + rename)."""
-    folder = Path(runs_root).resolve() / layout.UPLOADS
-    path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}.zip"
+def save_upload(data: bytes, runs_root: Path, name: str = "upload.zip") -> Path:
+    """The archive at `<runs>/_uploads/<sha256[:16]>/<name>`, written once (temp file +
+    rename): the file's own name (made safe) names the runs, the hash keeps uploads apart."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).name).removesuffix(".zip").strip("._")
+    folder = Path(runs_root).resolve() / layout.UPLOADS / hashlib.sha256(data).hexdigest()[:16]
+    path = folder / f"{stem[:40] or 'upload'}.zip"
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{path.name}.{os.getpid()}.tmp"
@@ -67,12 +71,15 @@ def _minutes(s: float) -> str:
 def show_summary(s: dict) -> None:
     """The check's findings, in the order a user asks about them."""
     est = s.get("estimate") or {}
-    cols = st.columns(4)
-    cols[0].metric("Classes", len(s["classes"]))
-    cols[1].metric("Training images", sum(s["train_per_class"]))
-    cols[2].metric("Test images", sum(s["test_per_class"]))
+    # one line, not four metrics: the drop zone sits in a narrow column, where metric labels
+    # and values were cut to "Training ..." and "3..."
+    line = (
+        f"**{len(s['classes'])}** classes · **{sum(s['train_per_class']):,}** training images · "
+        f"**{sum(s['test_per_class']):,}** test images"
+    )
     if est:
-        cols[3].metric("Run time here", _minutes(est["total_s"]), help=est["basis"])
+        line += f" · the run: about **{_minutes(est['total_s'])}** here"
+    st.markdown(line, help=est.get("basis"))
     rows = [
         {"class": n, "train": a, "test": b}
         for n, a, b in zip(s["classes"], s["train_per_class"], s["test_per_class"])
@@ -93,9 +100,16 @@ def show_summary(s: dict) -> None:
     if s.get("skipped"):
         st.caption("Skipped: " + "; ".join(f"{n} {why}" for why, n in s["skipped"].items()) + ".")
     if est:
+        cached = est.get("cached") or []
         st.caption(
             "Time by stage: "
             + ", ".join(f"{k} {_minutes(v)}" for k, v in est["stages"].items() if v >= 0.5)
+            + (
+                f" ({' and '.join(cached)}: the committee trained on this zip before, from the "
+                "cache)"
+                if cached
+                else ""
+            )
         )
     if s.get("ipc_problem"):
         st.error(s["ipc_problem"])
@@ -108,7 +122,7 @@ def zip_drop_zone(runs_root: Path, *, preset: str, ipc: int, key: str = "nr_zip"
     )
     if up is None:
         return None
-    path = save_upload(up.getvalue(), runs_root)
+    path = save_upload(up.getvalue(), runs_root, up.name)
     memo = st.session_state.setdefault(f"{key}_checks", {})
     if (str(path), preset, ipc) not in memo:
         with st.spinner("Checking the archive and timing the models on this machine..."):

@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--data",
-        help="data set: 'builtin' or a local path (CIFAR, ImageFolder, Tiny-ImageNet, IDX)",
+        help="data set: 'builtin' or a local path (CIFAR, ImageFolder, Tiny-ImageNet, IDX, or a "
+        "zipped ImageFolder: photos.zip)",
     )
     r.add_argument(
         "--runs-dir", default=DEFAULT_RUNS_DIR, help="where run folders go (default: runs)"

@@ -30,6 +30,30 @@ def _ipc_problem(cfg: RunConfig, summary: dict) -> str | None:
     )
 
 
+def cached_stages(cfg: RunConfig, ds, runs_dir: str | Path) -> list[str]:
+    """The committee stages a run of `cfg` on `ds` will take whole from the runs folder's cache
+    (the keys squeeze and prior look up): squeeze when every member is there, prior too when
+    every member's alpha is. A shipped committee is not counted here (the forecast already
+    counts it as no work)."""
+    from types import SimpleNamespace
+
+    from .stages.prior import prior_key
+    from .stages.squeeze import member_key
+
+    s, p = cfg.squeeze, cfg.prior
+    if s.source != "train" or s.weights:
+        return []
+    cache, ctx = Path(cfg.cache_dir or Path(runs_dir) / "_cache"), SimpleNamespace(cfg=cfg, data=ds)
+    files = {m: layout.member_weights_path(ds.name, m, member_key(ctx, m)) for m in s.members}
+    if not all((cache / f).is_file() for f in files.values()):
+        return []
+    if p.source != "compute" or len(s.members) < 2:
+        return ["squeeze"]
+    k = min(p.max_classes or ds.num_classes, ds.num_classes)
+    alphas = [layout.prior_cache_path(ds.name, m, prior_key(cfg, f, k)) for m, f in files.items()]
+    return ["squeeze", "prior"] if all((cache / a).is_file() for a in alphas) else ["squeeze"]
+
+
 def check_data(cfg: RunConfig, runs_dir: str | Path, estimate: bool = True) -> dict:
     """The summary of `cfg.data.dataset`; CvddError (field data.dataset or ipc) when the data
     cannot be used. The summary's `ipc_problem` is set instead of raising for a too-high IPC,
@@ -80,6 +104,7 @@ def check_data(cfg: RunConfig, runs_dir: str | Path, estimate: bool = True) -> d
             train=sum(train),
             test=sum(test),
             shape=(ds.in_channels, ds.image_size),
+            cached=cached_stages(cfg, ds, runs_dir),
         )
     return summary
 

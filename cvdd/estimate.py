@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import RunConfig
+from .train import CURVE_IMAGES
 
 FORWARD_SHARE = 1 / 3  # a forward pass's share of a forward + backward pass
 OVERHEAD = 1.3  # augmentation, data movement, evaluation bookkeeping, checkpoints (measured)
@@ -84,28 +85,46 @@ def stage_seconds(cfg: RunConfig, *, num_classes: int, train: int, test: int, co
     out["init"] = cfg.init.candidates * num_classes * cfg.init.num_crops * mean_member * fwd
     out["recover"] = r.iterations * images * max(1, min(r.num_experts, len(members))) * mean_member
     out["relabel"] = 4 * images * teacher * fwd
+    # the curve's evaluations score a strided subset, the last one the whole split (train.py)
     evals = max(1, v.epochs // max(v.eval_every, 1))
-    per_student = v.epochs * images * (student + teacher * fwd) + evals * test * student * fwd
+    scored = test + (evals - 1) * min(test, CURVE_IMAGES)
+    per_student = v.epochs * images * (student + teacher * fwd) + scored * student * fwd
     out["validate"] = _students(cfg) * per_student + test * teacher * fwd
     return {k: round(val * OVERHEAD, 1) for k, val in out.items()}
 
 
-def estimate_run(cfg: RunConfig, *, num_classes: int, train: int, test: int, shape: tuple) -> dict:
-    """{"total_s", "stages": {stage: s}, "basis"} for `cfg` on a data set of this shape
-    ((channels, size)) on the run's device of this machine, measured now."""
+def estimate_run(
+    cfg: RunConfig,
+    *,
+    num_classes: int,
+    train: int,
+    test: int,
+    shape: tuple,
+    cached: list[str] | tuple = (),
+) -> dict:
+    """{"total_s", "stages": {stage: s}, "basis", "cached"} for `cfg` on a data set of this
+    shape ((channels, size)) on the run's device of this machine, measured now; the stages in
+    `cached` (squeeze, prior: found whole in the committee cache) count as no time."""
     from .utils import resolve_device, set_threads
 
     threads = set_threads(cfg.threads)
     device = torch.device(resolve_device(cfg.device))
     cost = _costs(cfg, shape, num_classes, device)
     stages = stage_seconds(cfg, num_classes=num_classes, train=train, test=test, cost=cost)
+    stages.update(dict.fromkeys(cached, 0.0))
     where = str(device) if device.type == "cuda" else f"{threads} CPU thread(s)"
+    found = (
+        f"; the committee's {' and '.join(cached)} found in the cache: no time"
+        if cached
+        else "; a committee already in the cache skips squeeze"
+    )
     return {
         "total_s": round(sum(stages.values()), 1),
         "stages": stages,
         "device": str(device),
         "basis": (
             f"each model timed now on {where} at {shape[1]} px, {shape[0]} channel(s), "
-            "so other jobs running now count; a committee already in the cache skips squeeze"
+            f"so other jobs running now count{found}"
         ),
+        "cached": list(cached),
     }

@@ -86,7 +86,7 @@ EXPORT = "export"
 QUEUE = "_queue.json"  # runs waiting for a worker slot, oldest first (cvdd/queue.py)
 QUEUE_LOCK = "_queue.lock"  # flock held while the queue changes or its head is started
 DATA_AREA = "_data"  # zipped data sets, extracted once per archive: _data/<sha256[:16]>/
-UPLOADS = "_uploads"  # archives dropped on the New run page: _uploads/<sha256[:16]>.zip
+UPLOADS = "_uploads"  # zips dropped on the New run page: _uploads/<sha256[:16]>/<name>.zip
 
 
 def snapshot_path(stage: str, step: int) -> str:

@@ -141,9 +141,8 @@ PRESETS: dict[str, dict] = {
         init=dict(candidates=40, num_crops=3),
         # 120 steps instead of 4000: lr 0.05 (not 0.25) so the few steps refine the real patches
         # instead of leaving them half-way in noise (measured: 0.25 gave noisy images, -12 points).
-        # With the shipped committee (no squeeze/prior minutes) the 2-minute budget pays for 120
-        # steps (was 80) and 60 student epochs (was 40): ~50 s + ~35 s on 2 threads (32 s and
-        # 22 s measured at 80 / 40), a whole run ~90 s
+        # With the shipped committee (no squeeze/prior minutes) the budget pays for 120 steps
+        # and 60 student epochs; docs/benchmarks.md has the measured time of a whole run
         recover=dict(
             iterations=120,
             lr=0.05,

@@ -40,9 +40,9 @@ def _zip(path: Path, files: dict[str, bytes], links: tuple[str, ...] = ()) -> Pa
     return path
 
 
-def _classes(n_per_class=6, classes=("cat", "dog", "fox"), prefix="") -> dict[str, bytes]:
+def _classes(n_per_class=6, classes=("cat", "dog", "fox"), prefix="", seed=0) -> dict[str, bytes]:
     return {
-        f"{prefix}{c}/{i:03d}.png": _png(100 * k + i)
+        f"{prefix}{c}/{i:03d}.png": _png(1000 * seed + 100 * k + i)
         for k, c in enumerate(classes)
         for i in range(n_per_class)
     }
@@ -226,3 +226,12 @@ def test_cli_runs_a_zip_end_to_end(tmp_path, cli):
     assert meta["layout"] == "imagefolder_zip" and meta["num_classes"] == 3
     assert meta["archive"]["test_split"]["source"] == "held_out"
     assert (run_dir / "export" / "teacher.pt2").is_file()
+    # the same bytes under another name (an upload) find the committee and its priors cached;
+    # other images at the run's zip's own path (same classes and counts) do not
+    (tmp_path / "copy.zip").write_bytes(archive.read_bytes())
+    _zip(archive, _classes(8, prefix="photos/", seed=7))
+    for path, cached in ((tmp_path / "copy.zip", ["squeeze", "prior"]), (archive, [])):
+        js = cli("check-data", str(path), "--preset", "tiny", "--runs-dir", str(tmp_path), "--json")
+        estimate = json.loads(js.stdout.strip().splitlines()[-1])["estimate"]
+        assert estimate["cached"] == cached, (path, estimate)
+        assert all(estimate["stages"][s] == 0 for s in cached)

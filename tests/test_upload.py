@@ -30,10 +30,13 @@ def _png(seed: int) -> bytes:
 
 def test_save_and_check_a_dropped_zip(tmp_path):
     data = _zip_bytes({f"{c}/{i}.png": _png(i) for c in ("a", "b") for i in range(6)})
-    path = upload.save_upload(data, tmp_path)
-    assert path.parent.name == "_uploads" and path.read_bytes() == data
+    path = upload.save_upload(data, tmp_path, "my photos (1).zip")
+    assert path.parent.parent.name == "_uploads" and path.read_bytes() == data
+    assert path.name == "my_photos_1.zip"  # the file's own name (made safe) names its runs
     mtime = path.stat().st_mtime_ns
-    assert upload.save_upload(data, tmp_path) == path and path.stat().st_mtime_ns == mtime
+    again = upload.save_upload(data, tmp_path, "my photos (1).zip")
+    assert again == path and path.stat().st_mtime_ns == mtime
+    assert upload.save_upload(data, tmp_path, "../../x.zip").parent == path.parent
     summary, error = upload.run_check(path, tmp_path, preset="tiny", ipc=2, estimate=False)
     assert error is None and summary["classes"] == ["a", "b"] and summary["held_out"]
     assert summary["extracted_to"].startswith(str(tmp_path.resolve() / "_data"))
@@ -65,7 +68,9 @@ def test_the_summary_renders():
     }
     at = AppTest.from_function(_page, args=(summary,), default_timeout=60).run()
     assert not at.exception
-    assert [m.value for m in at.metric] == ["2", "11", "3", "10.0 min"]
+    line = at.markdown[0].value
+    assert "**2** classes" in line and "**11** training images" in line
+    assert "**3** test images" in line and "about **10.0 min** here" in line
     text = " ".join(c.value for c in at.caption)
     assert "held out 20%" in text and "not an image (.txt)" in text and "`40x30` (4)" in text
     assert "fewer than IPC 5" in at.error[0].value

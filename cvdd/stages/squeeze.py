@@ -43,9 +43,12 @@ _LOOP_VERSION = "cos-per-step"
 
 
 def data_fingerprint(ctx: Context) -> str:
+    """What the cached members were trained on: a zip by its content's hash (the same archive
+    from the page and the CLI shares a committee; another zip at the same path does not)."""
     d = ctx.data
     classes = ",".join(d.class_names)
-    return f"{d.name}|{d.source}|{len(d.train)}|{d.image_size}|{d.in_channels}|{classes}"
+    where = f"zip:{d.archive['sha256']}" if d.archive and d.archive.get("sha256") else d.source
+    return f"{d.name}|{where}|{len(d.train)}|{d.image_size}|{d.in_channels}|{classes}"
 
 
 def member_key(ctx: Context, name: str) -> str:
