@@ -188,3 +188,16 @@ def test_opens_offline_without_requests_or_errors_and_prints_on_a4(tiny_run_dir,
             browser.close()
     assert requests == [path.as_uri()] and errors == []
     assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page[^s]", pdf)) >= 1
+
+
+def test_the_twin_is_drawn_beside_the_run(tiny_run_dir, tmp_path):
+    a = _copy(tiny_run_dir, tmp_path)
+    twin = tmp_path / (tiny_run_dir.name[:-4] + "7e11")
+    shutil.copytree(a, twin)
+    doc = json.loads((twin / layout.CONFIG).read_text())
+    doc["config"]["squeeze"]["members"] = doc["config"]["squeeze"]["members"][:1]
+    doc["meta"]["twin_of"] = a.name
+    (twin / layout.CONFIG).write_text(json.dumps(doc))
+    html = report.build_html(a)
+    assert "SRe²L++ twin" in html and f"Twin: {twin.name}" in html
+    assert "CV-DD twin" in report.build_html(twin)

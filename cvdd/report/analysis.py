@@ -130,6 +130,14 @@ def _examples(data: RunData, z: dict, n: int = 6) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+def _mode(mode: object) -> str:
+    return {"bssl": "BSSL", "eval": "eval-mode"}.get(str(mode), str(mode))
+
+
+def _relabel(data: RunData) -> dict:
+    return data.cfg.get("relabel") or {}
+
+
 def _mean(v: object) -> float | None:
     vals = [x for x in v if isinstance(x, (int, float))] if isinstance(v, list) else []
     return sum(vals) / len(vals) if vals else (v if isinstance(v, (int, float)) else None)
@@ -201,7 +209,7 @@ def soft_labels(data: RunData) -> str:
         "probability per class. In <b>eval mode</b> its BatchNorm layers use the running "
         "statistics of the real data; with <b>BSSL</b> they use the statistics of the synthetic "
         f"batch itself (batches of {esc(an.get('batch_size', '?'))}). This run trains its "
-        f"students on the {esc(an.get('mode_used', (data.cfg.get('relabel') or {}).get('mode')))} "
+        f"students on the {esc(_mode(an.get('mode_used') or _relabel(data).get('mode')))} "
         "labels.</p>"
     )
     body += _soft_summary(data, an, len(z["probs_bssl"]))

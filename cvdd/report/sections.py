@@ -70,7 +70,7 @@ def settings(data: RunData) -> str:
         ("recover steps", rec.get("iterations")),
         (
             "soft labels",
-            f"{(cfg.get('relabel') or {}).get('mode')} "
+            f"{str((cfg.get('relabel') or {}).get('mode')).upper()} "
             f"(teacher {(cfg.get('relabel') or {}).get('teacher')})",
         ),
         (
