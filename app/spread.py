@@ -12,10 +12,11 @@ import streamlit as st
 from app import shaping, state, twins
 from app.shaping import spread
 from cvdd import layout, repeats
+from cvdd import spread as cvdd_spread
 from cvdd.config import from_preset
 from cvdd.utils import CvddError
 
-REFERENCE = Path(__file__).resolve().parent.parent / "assets" / "reference_spread.json"
+REFERENCE = cvdd_spread.REFERENCE  # the shipped reference (cvdd/spread.py reads it too)
 
 
 def reference() -> dict | None:

@@ -1,5 +1,5 @@
-"""Command line: `python -m cvdd run|resume|check-data|presets|list-models` (the only place
-argparse is).
+"""Command line: `python -m cvdd run|resume|check-data|report|presets|list-models` (the only
+place argparse is).
 
 Progress goes to stdout as fixed-column rows; on success the last line is the run directory.
 `run --seeds 0-7 [--twin]` repeats the settings over seeds (each run's folder is the last line of
@@ -88,6 +88,18 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--no-estimate", action="store_true", help="skip the time estimate")
     s = sub.add_parser("resume", parents=[common], help="continue a stopped or crashed run")
     s.add_argument("run_dir")
+    rp = sub.add_parser(
+        "report",
+        parents=[common],
+        help="write a run as one self-contained HTML page (offline, prints on A4)",
+    )
+    rp.add_argument("run_dir", help="the run folder (runs/<run id>)")
+    rp.add_argument("--out", help="the HTML file to write (default: <run_dir>/report.html)")
+    rp.add_argument(
+        "--partial",
+        action="store_true",
+        help="report an unfinished run too: what it has so far, the missing parts named",
+    )
     sub.add_parser("presets", parents=[common], help="list presets")
     sub.add_parser("list-models", parents=[common], help="list registered model names")
     return p
@@ -224,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cmd == "check-data":
             return _check_data(args)
+        if args.cmd == "report":
+            from .report import write_report
+
+            print(write_report(args.run_dir, args.out, partial=args.partial))
+            return 0
         dist.init()  # under torchrun: rank 0 creates the run dirs, every rank runs them
         if not dist.is_main():  # rank 0 prints for all
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115

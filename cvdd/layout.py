@@ -20,6 +20,7 @@ __all__ = [
     "LOCK",
     "WORKER_LOG",
     "RESULT",
+    "REPORT",
     "MEMBERS",
     "PRIORS",
     "PRIOR_PARTIAL",
@@ -61,6 +62,7 @@ JOB = "job.json"  # pid / argv of the current worker attempt
 LOCK = "worker.lock"  # flock held by the live worker (the kernel drops it on kill -9)
 WORKER_LOG = "worker.log"  # stdout / stderr of a background worker
 RESULT = "result.json"  # final metrics, written last
+REPORT = "report.html"  # `python -m cvdd report`: the run as one page (written on request)
 
 # -- stage outputs ----------------------------------------------------------------------------
 MEMBERS = "squeeze/members.json"

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["Interval", "t975", "interval", "paired", "verdict"]
+__all__ = ["Interval", "t975", "interval", "paired", "verdict", "softmax_weights"]
 
 # two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom (standard tables)
 _T975 = (
@@ -84,3 +85,15 @@ def verdict(diff: Interval | None, a: str, b: str, unit: str = "points") -> str:
     if diff.hi < 0:
         return f"{b} beats {a}: {span} (resolved)"
     return f"{a} vs {b}: {span}; the interval includes 0, so not resolved at this n"
+
+
+def softmax_weights(priors: Mapping, members: Iterable[str], temperature: float) -> dict:
+    """softmax(alpha / T) over the given members that have a prior (paper Eq. 5): the voting
+    weights recover gives them when they vote together (docs/method.md §5.4)."""
+    ms = [m for m in members if m in priors]
+    if not ms:
+        return {}
+    a = [float(priors[m]) / max(float(temperature), 1e-9) for m in ms]
+    top = max(a)
+    e = [math.exp(x - top) for x in a]
+    return {m: x / sum(e) for m, x in zip(ms, e)}

@@ -34,6 +34,8 @@ def test_app_never_imports_torch_or_engine_internals():
         "cvdd.jobs",
         "cvdd.twins",
         "cvdd.repeats",
+        "cvdd.report",
+        "cvdd.spread",
         "cvdd.stats",
         "cvdd.utils",
     }
@@ -47,7 +49,7 @@ def test_app_never_imports_torch_or_engine_internals():
 def test_ui_facing_modules_load_without_torch():
     code = (
         "import sys, cvdd, cvdd.config, cvdd.runs, cvdd.layout, cvdd.jobs, cvdd.twins, cvdd.utils, "
-        "cvdd.data_layouts, cvdd.repeats, cvdd.stats; "
+        "cvdd.data_layouts, cvdd.repeats, cvdd.stats, cvdd.spread, cvdd.report; "
         "assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -16,10 +16,13 @@ from app import shaping
 
 
 def test_shaping_does_not_import_streamlit_or_torch():
-    # cvdd.layout (names of the run-dir files and stages), cvdd.stats and cvdd.repeats (seed
-    # groups and intervals) are torch- and streamlit-free (tests/test_layering.py)
+    # cvdd.layout (names of the run-dir files and stages), cvdd.stats, cvdd.repeats and
+    # cvdd.spread (seed groups, intervals and their sentences) are torch- and streamlit-free
+    # (tests/test_layering.py)
     for f in Path(shaping.__file__).parent.glob("*.py"):
-        pat = r"^\s*(?:import|from)\s+(streamlit|torch|cvdd(?!\.(?:layout|stats|repeats)\b))\b"
+        pat = (
+            r"^\s*(?:import|from)\s+(streamlit|torch|cvdd(?!\.(?:layout|stats|repeats|spread)\b))\b"
+        )
         bad = re.findall(pat, f.read_text(), re.MULTILINE)
         assert not bad, f"{f.name} imports {bad}"
 

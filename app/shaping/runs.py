@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from cvdd.layout import STAGES
+from cvdd.stats import softmax_weights  # noqa: F401 -- re-exported: shared with the report
 
 STATUS_ICONS = {
     "running": ":material/play_circle:",
@@ -204,17 +204,6 @@ def downsample(df: pd.DataFrame, max_points: int = 1500) -> pd.DataFrame:
         return df
     idx = np.unique(np.linspace(0, len(df) - 1, max_points).round().astype(int))
     return df.iloc[idx]
-
-
-def softmax_weights(priors: dict, members: Iterable[str], temperature: float) -> dict:
-    """softmax(alpha / T) over the given members (paper Eq. 5)."""
-    ms = [m for m in members if m in priors]
-    if not ms:
-        return {}
-    a = np.array([float(priors[m]) for m in ms]) / max(float(temperature), 1e-9)
-    w = np.exp(a - a.max())
-    w /= w.sum()
-    return {m: float(x) for m, x in zip(ms, w)}
 
 
 def committee_matrix(committee: dict) -> pd.DataFrame:

@@ -1,38 +1,28 @@
-"""Seed spread for the pages: a repeat group's means, intervals and paired differences as tables,
-and the sentence a single run's number carries (from its group, else from the shipped reference
-assets/reference_spread.json). Pure: no streamlit, no torch (tests/test_repeats.py).
+"""Seed spread for the pages: a repeat group's means, intervals and paired differences as tables;
+the sentence a single run's number carries (from its group, else from the shipped reference
+assets/reference_spread.json) comes from cvdd.spread. Pure: no streamlit, no torch
+(tests/test_repeats.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import pandas as pd
 
 import cvdd.repeats as repeats  # torch-free (tests/test_layering.py)
+import cvdd.spread as spread
 import cvdd.stats as stats
 
-# the app writes SRe²L++ as its other pages do (the CLI: SRe2L++)
-NAMES = {**repeats.METHOD_NAMES, "sre2l++": "SRe²L++", "sre2l": "SRe²L++"}
-NAMES["init"] = "initial images (no recover)"
-# the reference's arms shown beside a run, and its paired differences worth a word
-REF_ARMS = ("cvdd", "sre2l", "real", "init")
-REF_DIFFS = {"cvdd-sre2l": ("CV-DD", "SRe²L++"), "cvdd-real": ("CV-DD", "random real")}
-NO_REFERENCE = "no reference spread shipped (assets/reference_spread.json)"
-
-
-def experiment_values(
-    exp: Mapping[str, list[str]], docs: Mapping[str, Any], results: Mapping[str, Any]
-) -> dict[str, dict[int, float]]:
-    """{arm: {seed: top-1}} over an experiment's runs (cvdd.repeats.experiment_runs); runs
-    without a result yet are skipped."""
-    entries = [
-        (m, repeats.seed_of(docs.get(rid)), results.get(rid))
-        for m, rids in exp.items()
-        for rid in rids
-    ]
-    return repeats.seed_values(entries)
+# the names, the reference and the sentences live in cvdd.spread (the HTML report shares them)
+NAMES = spread.NAMES
+NO_REFERENCE = spread.NO_REFERENCE
+experiment_values = spread.experiment_values
+group_text = spread.group_text
+reference_block = spread.reference_block
+reference_text = spread.reference_text
+_pm = spread.pm
+_isnum = spread.is_number
 
 
 def n_seeds(values: Mapping[str, Mapping[int, float]]) -> int:
@@ -108,83 +98,6 @@ def verdicts(values: Mapping[str, Mapping[int, float]]) -> list[str]:
     """stats.verdict's sentence for each paired difference."""
     _, diffs = repeats.summarise(values)
     return [stats.verdict(iv, NAMES[a], NAMES[b]) for (a, b), iv in diffs.items() if iv is not None]
-
-
-def group_text(values: Mapping[str, Mapping[int, float]], method: str | None) -> str | None:
-    """'over 3 seeds of this setting: CV-DD 72.1 ± 1.3, ...' when the run's own method has two
-    or more finished seeds; else None (the caller falls back on the reference)."""
-    arms, _ = repeats.summarise(values)
-    if method not in arms or arms[method].n < 2:
-        return None
-    parts = [f"{NAMES[a]} {_pm(iv)}" for a, iv in arms.items() if iv.n >= 2]
-    return (
-        f"Over {arms[method].n} seeds of this setting: "
-        + ", ".join(parts)
-        + f" (95 % interval); seeds differ by about ± {arms[method].sd:.1f} points (sd)."
-    )
-
-
-def _pm(iv: Any) -> str:
-    """'72.1 ± 1.3' from an Interval or a reference IV dict."""
-    if isinstance(iv, dict):
-        mean, lo, hi = iv.get("mean"), iv.get("lo"), iv.get("hi")
-    else:
-        mean, lo, hi = iv.mean, iv.lo, iv.hi
-    if not _isnum(mean):
-        return "?"
-    return f"{mean:.1f}" if not (_isnum(lo) and _isnum(hi)) else f"{mean:.1f} ± {(hi - lo) / 2:.1f}"
-
-
-def _isnum(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def reference_block(
-    ref: object, *, preset: str | None, budget: object, student: str | None
-) -> tuple[dict | None, str]:
-    """The reference's block for this preset, recover budget and student, or None with the
-    reason in words."""
-    if not isinstance(ref, dict) or not isinstance(ref.get("budgets"), dict):
-        return None, NO_REFERENCE
-    if ref.get("preset") != preset:
-        return None, (
-            f"the shipped reference spread is for the {ref.get('preset')!s} preset, not "
-            f"{preset!s}; repeat this run over seeds to see its spread"
-        )
-    shipped = ", ".join(str(k) for k in ref["budgets"])
-    block = ref["budgets"].get(str(budget))
-    block = block.get(str(student)) if isinstance(block, dict) else None
-    if not isinstance(block, dict):
-        return None, (
-            f"no reference spread for {budget} recover steps and a {student} student "
-            f"(shipped: {shipped} steps); repeat this run over seeds to see its spread"
-        )
-    return block, ""
-
-
-def reference_text(ref: object, *, preset: str | None, budget: object, student: str | None) -> str:
-    """'At this budget (120 recover steps, resnet18 student), over 8 seeds: CV-DD 72.1 ± 1.3,
-    ...; CV-DD − SRe2L++ +1.2 [−0.3, +2.7], not resolved.' or why there is none."""
-    block, why = reference_block(ref, preset=preset, budget=budget, student=student)
-    if block is None:
-        return why[:1].upper() + why[1:] + "."
-    n = ref.get("n_seeds", "?")
-    arms = [f"{NAMES[k]} {_pm(block[k])}" for k in REF_ARMS if isinstance(block.get(k), dict)]
-    text = (
-        f"At this budget ({budget} recover steps, {student} student), over {n} seeds: "
-        + ", ".join(arms)
-        + " (95 % interval)"
-    )
-    sd = (block.get("cvdd") or {}).get("sd")
-    if _isnum(sd):
-        text += f"; one seed lands within about ± {2 * sd:.1f} points of the mean"
-    diffs = []
-    for key, (a, b) in REF_DIFFS.items():
-        d = block.get(key)
-        if isinstance(d, dict) and all(_isnum(d.get(k)) for k in ("mean", "lo", "hi")):
-            word = "resolved" if d["lo"] > 0 or d["hi"] < 0 else "not resolved"
-            diffs.append(f"{a} − {b} {d['mean']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}], {word}")
-    return text + (". Paired: " + "; ".join(diffs) if diffs else "") + "."
 
 
 def reference_df(ref: object) -> pd.DataFrame:

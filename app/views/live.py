@@ -11,7 +11,7 @@ import streamlit as st
 
 from app import checks, shaping, spread, state
 from app import components as C
-from cvdd import jobs, layout
+from cvdd import jobs, layout, report
 from cvdd.utils import CvddError
 
 run_dir = C.run_header("live", "Live run", show_status=False)
@@ -105,6 +105,18 @@ if bar.button(
     help="New run with this run's settings (you can edit them first).",
 ):
     st.switch_page(C.NEW_RUN, query_params={"clone": rid})
+if stat0["status"] == "done":  # built when clicked (in a thread): the page never waits for it
+    bar.download_button(
+        "Download report",
+        data=lambda: report.build_html(run_dir).encode("utf-8"),
+        file_name=report.report_file_name(run_dir),
+        mime="text/html",
+        on_click="ignore",
+        key="report_dl",
+        icon=":material/description:",
+        help="This run as one HTML page: settings, committee, images, BN figure, soft labels, "
+        "diversity and the students' top-1. Opens offline and prints on A4 as a handout.",
+    )
 bar.page_link("views/diversity.py", label="SRe²L++ twin, Fig. 4", icon=":material/call_split:")
 paused = bar.toggle(
     "Pause live updates",
