@@ -9,6 +9,7 @@ sees (method.md §7.1).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from functools import partial
 
@@ -223,7 +224,7 @@ def train_student(
     one_epoch = partial(
         train_one_epoch, student, teacher, images, opt, cfg=cfg, mean=mean, std=std, gen=gen
     )
-    loss_v = float("nan")
+    loss_v, eval_s = float("nan"), 0.0  # seconds spent evaluating, this attempt
     for epoch in range(epoch0, cfg.epochs):
         if should_stop():
             checkpoint(_resume_state(student, opt, gen, epoch, curve))
@@ -232,11 +233,21 @@ def train_student(
             pg["lr"] = _cosine_lr(cfg, epoch)
         loss_v = one_epoch(epoch=epoch, progress=progress, labels=labels)
         if _evaluates_after(cfg, epoch):
+            t0 = time.perf_counter()
             curve.append([epoch + 1, *(test() if epoch + 1 == cfg.epochs else curve_test())])
+            eval_s += time.perf_counter() - t0
             metrics = {"loss": loss_v, "top1": curve[-1][1]}
             progress((epoch + 1) * steps, cfg.epochs * steps, metrics)
             checkpoint(_resume_state(student, opt, gen, epoch + 1, curve))
     if not curve or curve[-1][0] != cfg.epochs:  # resumed after the last evaluation
+        t0 = time.perf_counter()
         curve.append([cfg.epochs, *test()])
+        eval_s += time.perf_counter() - t0
     _, top1, top5 = curve[-1]
-    return {"top1": top1, "top5": top5, "curve": [c[:2] for c in curve], "final_loss": loss_v}
+    return {
+        "top1": top1,
+        "top5": top5,
+        "curve": [c[:2] for c in curve],
+        "final_loss": loss_v,
+        "eval_seconds": round(eval_s, 2),
+    }

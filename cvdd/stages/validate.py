@@ -61,9 +61,11 @@ def teacher_top1(ctx: Context, teacher: Teacher, eval_batch: int) -> dict:
     `eval_batch`): one member, or the prior-weighted committee; with each member's own figure
     from squeeze/members.json."""
     d, rc = ctx.data, ctx.cfg.relabel
+    t0 = time.perf_counter()
     top1, top5 = evaluate_logits(
         teacher.logits, d.num_classes, d.test, ctx.mean, ctx.std, ctx.device, eval_batch
     )
+    eval_s = time.perf_counter() - t0
     members = (read_json(ctx.rd.path / layout.MEMBERS) or {}).get("members", [])
     return {
         "teacher": rc.teacher,
@@ -74,6 +76,7 @@ def teacher_top1(ctx: Context, teacher: Teacher, eval_batch: int) -> dict:
         "top1": top1,
         "top5": top5,
         "test_images": len(d.test),
+        "eval_seconds": round(eval_s, 2),
         "members_top1": {
             m["name"]: m.get("test_top1") for m in members if isinstance(m, dict) and "name" in m
         },
