@@ -48,6 +48,7 @@ def reference_for(cfg: dict | None) -> str:
         preset=cfg.get("name"),
         budget=shaping.dig(cfg, "recover", "iterations"),
         student=shaping.dig(cfg, "validate", "student"),
+        dataset=shaping.dig(cfg, "data", "dataset"),
     )
 
 

@@ -161,6 +161,10 @@ def test_reference_spread_is_read_tolerantly(tmp_path):
     assert "CV-DD − SRe²L++ +1.1 [-0.4, +2.6], not resolved" in text
     assert "shipped: 120" in spread.reference_text(doc, preset="quick", budget=360, student="r")
     assert "tiny" in spread.reference_text(doc, preset="tiny", budget=120, student="resnet18")
+    own = spread.reference_text(
+        doc, preset="quick", budget=120, student="resnet18", dataset="/data/photos.zip"
+    )
+    assert "not this data set" in own and "72.1" not in own
     for broken in (None, {}, {"budgets": 3}, []):
         out = spread.reference_text(broken, preset="quick", budget=120, student="resnet18")
         assert out.startswith("No reference spread shipped")

@@ -123,7 +123,12 @@ with form:
         disabled=bool(ss.get("nr_base")),
         **P,
     )
-    c2.caption(PRESET_NOTES.get(ss["nr_preset"], ""))
+    preset_data = PRESETS[ss["nr_preset"]].get("data", {}).get("dataset")
+    own_data = ss.get("nr_kind", "builtin") != "builtin" and preset_data == "builtin"
+    c2.caption(
+        PRESET_NOTES.get(ss["nr_preset"], "")
+        + ("; its settings on the data chosen below, with a committee trained on it" * own_data)
+    )
 
     c1, c2 = st.columns([2, 3])
     c1.radio("Data set", list(DATA_KINDS), format_func=DATA_KINDS.get, key="nr_kind", **P)

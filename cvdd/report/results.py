@@ -119,6 +119,7 @@ def _spread(data: RunData, docs: dict) -> str:
             preset=data.cfg.get("name"),
             budget=(data.cfg.get("recover") or {}).get("iterations"),
             student=student,
+            dataset=(data.cfg.get("data") or {}).get("dataset"),
         )
         return (
             "<h3>One seed is not a result</h3><p>These numbers come from one seed; seeds of one "
