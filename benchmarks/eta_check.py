@@ -21,27 +21,44 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cvdd.config import RunConfig  # noqa: E402
-from cvdd.eta import replay, stage_work  # noqa: E402
+from cvdd.eta import STUDENT_COST, replay, stage_work, student_units  # noqa: E402
 from cvdd.layout import read_events  # noqa: E402
 
 FRACTIONS = (0.1, 0.3, 0.45, 0.6, 0.8)
 BOUND = 0.35
 
 
-def _students(run: Path) -> int:
-    """The validate stage's student count, from what the run wrote."""
-    result = json.loads((run / "result.json").read_text())
-    return max(1, len(result.get("all_students") or result.get("students") or {}))
+def _students(run: Path) -> float:
+    """The validate stage's students in ResNet-18 units, from what the run wrote."""
+    doc = json.loads((run / "validate" / "students.json").read_text())
+    return student_units([s["student"] for s in doc["students"].values()])
 
 
-def check(run: Path) -> dict:
+def reweight_validate(run: Path, events: list[dict]) -> list[dict]:
+    """Validate's progress events of a run recorded before students were weighted by cost
+    (each student then counted alike: step = j * t + s of total n * t), rewritten as today's
+    count (cvdd/stages/validate.py `_Slot`), so today's clock can replay them."""
+    doc = json.loads((run / "validate" / "students.json").read_text())
+    w = [round(100 * STUDENT_COST.get(s["student"], 1.0)) for s in doc["students"].values()]
+    out = []
+    for e in events:
+        if e["kind"] == "progress" and e["stage"] == "validate" and e["total"] % len(w) == 0:
+            t = e["total"] // len(w)
+            j = min((e["step"] - 1) // t, len(w) - 1) if e["step"] > 0 else 0
+            s = e["step"] - j * t
+            e = {**e, "step": sum(w[:j]) * t + w[j] * s, "total": sum(w) * t}
+        out.append(e)
+    return out
+
+
+def check(run: Path, reweight: bool = False) -> dict:
     """{run, seconds, errors: {fraction: error}} for one finished run."""
     doc = json.loads((run / "config.json").read_text())
     cfg, d = RunConfig.from_dict(doc["config"]), doc["meta"]["dataset"]
     events = read_events(run)
     start = max(i for i, e in enumerate(events) if e["kind"] == "run_start")
     done = {e["stage"] for e in events[:start] if e["kind"] == "stage_end"}
-    events = events[start:]
+    events = reweight_validate(run, events[start:]) if reweight else events[start:]
     end = next(e["t"] for e in events if e["kind"] == "run_end")
     t0 = events[0]["t"]
     work = stage_work(
@@ -49,7 +66,7 @@ def check(run: Path) -> dict:
         classes=d["num_classes"],
         train_size=d["train_size"],
         test_size=d["test_size"],
-        pixels=d["image_size"] ** 2 * d["in_channels"],
+        pixels=d["image_size"] ** 2,
         students=_students(run),
     )
     todo = {s: w for s, w in work.items() if s not in done}
@@ -67,8 +84,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--json", type=Path, help="also write the rows here")
+    ap.add_argument(
+        "--reweight",
+        action="store_true",
+        help="runs recorded before validate weighted its students by cost: rewrite their "
+        "validate progress as today's code counts it",
+    )
     args = ap.parse_args()
-    rows = [check(r) for r in args.runs]
+    done = [r for r in args.runs if (r / "result.json").is_file()]
+    for r in sorted(set(args.runs) - set(done)):
+        print(f"skipped (not finished): {r}")
+    rows = [check(r, args.reweight) for r in done]
     head = " | ".join(f"{int(f * 100)} %" for f in FRACTIONS)
     print(f"| run | seconds | {head} |\n|---|---|" + "---|" * len(FRACTIONS))
     for r in rows:

@@ -15,7 +15,16 @@ member or student does not restart the estimate. Two things would still make it 
 
 from __future__ import annotations
 
-__all__ = ["StageClock", "RunClock", "Clocks", "stage_work", "replay", "fmt_s", "COST_S"]
+__all__ = [
+    "StageClock",
+    "RunClock",
+    "Clocks",
+    "stage_work",
+    "student_units",
+    "replay",
+    "fmt_s",
+    "COST_S",
+]
 
 # A jump of several steps counts as skipped work when it came this many times faster than the
 # rate so far, or, before any rate, within SKIP_S: cached members advance a whole member's
@@ -54,18 +63,25 @@ class StageClock:
 # Seconds per unit of work on one CPU thread of this project's 2-core machine, from the quick
 # preset (docs/benchmarks.md). Only their ratios matter: RunClock rescales them by the speed
 # measured in the run itself, so a faster device or a busy machine moves every stage alike.
-# Units are image passes at 28x28x1 (scaled by pixels x channels): recover counts an image
+# Units are image passes at 28x28 (scaled by height x width only: channels change a network's
+# first layer, not its cost; measured: squeeze, recover and validate of a 32x32x3 zip ran at
+# 1.1-1.5x their 28x28 forecast with this scaling, 0.3-0.5x with channels counted), and a
+# committee member's epoch (squeeze) from that zip run: recover counts an image
 # once per voting member per step, relabel once per committee member (the BN analysis runs
 # every member over every image, before and after recover), train once per student epoch,
 # eval once per test image per evaluation.
 COST_S = {
-    "squeeze": 2.0e-4,  # per image per epoch per member, training
+    "squeeze": 3.0e-3,  # per image per epoch per member, training (mean of the narrow five)
     "init": 1.0e-3,  # per candidate crop scored by the observer
     "recover": 5.3e-3,  # per image per voting member per step (forward + input backward)
     "relabel": 9.0e-3,  # per image per committee member, labels and BN analysis
     "train": 7.3e-3,  # per image per student epoch (student step + teacher labels)
     "eval": 7.3e-4,  # per test image per evaluation
 }
+# A student's training and evaluation against the ResNet-18 one's, per architecture (others
+# count as 1): measured from students.json `seconds` of eight sweep runs, ConvNet-3 took 0.3-0.45
+# of ResNet-18's time on the same images.
+STUDENT_COST = {"convnet3": 0.35}
 STAGE_FIXED_S = 0.5  # loading models, writing files: per stage, whatever its size
 
 
@@ -74,13 +90,19 @@ def _evals(epochs: int, every: int) -> int:
     return len({e for e in range(every, epochs + 1, max(every, 1))} | {epochs}) if epochs else 0
 
 
+def student_units(archs: list[str]) -> float:
+    """validate's students counted in ResNet-18 students (`STUDENT_COST`)."""
+    return sum(STUDENT_COST.get(a, 1.0) for a in archs)
+
+
 def stage_work(
-    cfg, *, classes: int, train_size: int, test_size: int, pixels: int, students: int
+    cfg, *, classes: int, train_size: int, test_size: int, pixels: int, students: float
 ) -> dict[str, float]:
     """The forecast seconds of every stage at COST_S's speed, from its size in the config:
-    `cfg` a RunConfig, `pixels` = height x width x channels of one image, `students` the
-    validate stage's student count. Cached work (a shipped or cached committee, shipped
-    priors) is forecast as none: a cache miss shows up in the measured speed instead."""
+    `cfg` a RunConfig, `pixels` = height x width of one image, `students` the validate
+    stage's students in ResNet-18 units (`student_units`). Cached work (a shipped or cached
+    committee, shipped priors) is forecast as none: a cache miss shows up in the measured speed
+    instead."""
     px = pixels / 784.0
     n_img, sq, pr, v = classes * cfg.ipc, cfg.squeeze, cfg.prior, cfg.validate
     members = len(sq.members)

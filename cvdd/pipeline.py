@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import dist, layout, queue
 from .config import RunConfig, config_hash
-from .eta import stage_work
+from .eta import stage_work, student_units
 from .layout import STAGES, read_events
 from .rundir import RunDir
 from .utils import CvddError, StopRequested, environment, resolve_device, set_threads
@@ -167,8 +167,8 @@ def _forecast(ctx, done: set[str]) -> dict[str, float]:
         classes=d.num_classes,
         train_size=len(d.train),
         test_size=len(d.test),
-        pixels=d.image_size**2 * d.in_channels,
-        students=len(student_plan(ctx)),
+        pixels=d.image_size**2,
+        students=student_units([p[3] for p in student_plan(ctx)]),
     )
     share = {s: 1 / dist.world() if s in SPLIT_STAGES else 1.0 for s in STAGES}
     return {s: w * share[s] for s, w in work.items() if s not in done}

@@ -103,7 +103,7 @@ def test_run_eta_on_a_recorded_quick_run():
         classes=d["num_classes"],
         train_size=d["train_size"],
         test_size=d["test_size"],
-        pixels=d["image_size"] ** 2 * d["in_channels"],
+        pixels=d["image_size"] ** 2,
         students=3,
     )
     t0 = next(e["t"] for e in evs if e["kind"] == "run_start")

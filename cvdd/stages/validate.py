@@ -14,6 +14,7 @@ import torch
 
 from .. import dist, layout
 from ..context import Context
+from ..eta import STUDENT_COST
 from ..export import write_export
 from ..memory import is_out_of_memory, out_of_memory_message, plan_eval_batch
 from ..teacher import Teacher, make_teacher
@@ -24,11 +25,19 @@ STAGE = "validate"
 
 
 class _Slot(NamedTuple):
-    """A student's place in the stage: its position in `student_plan` and the plan's length
-    (the progress bar counts all students as one)."""
+    """A student's share of the stage's one progress count (all students as one bar): the
+    weights of the students before it, its own, and all of them, each student's steps counted
+    at its architecture's relative cost (cvdd/eta.py STUDENT_COST), so the stage's rate and
+    time left hold when a ConvNet-3 follows a ResNet-18."""
 
-    index: int
-    of: int
+    before: int
+    weight: int
+    total: int
+
+    @staticmethod
+    def of_plan(plan: list, j: int) -> _Slot:
+        w = [round(100 * STUDENT_COST.get(p[3], 1.0)) for p in plan]
+        return _Slot(sum(w[:j]), w[j], sum(w))
 
 
 def student_plan(ctx: Context) -> list[tuple[str, str, str, str]]:
@@ -158,10 +167,10 @@ def _train(ctx: Context, cfg_hash: str, doc: dict, student: tuple, *, slot: _Slo
             std=ctx.std,
             gen=ctx.gen(STAGE, data),  # per data set: BSSL and eval students see the same batches
             should_stop=ctx.should_stop,
-            # one stage-wide count over every student (equal sizes: ipc images per class each),
-            # so the bar and the ETA do not start over with each student
+            # one stage-wide count over every student, weighted by its cost (_Slot), so the
+            # bar and the ETA do not start over with each student
             progress=lambda s, t, m: ctx.rd.progress(
-                STAGE, slot.index * t + s, slot.of * t, m, label=key
+                STAGE, slot.before * t + slot.weight * s, slot.total * t, m, label=key
             ),
             checkpoint=lambda st: ctx.rd.save_checkpoint(ck_name, st, cfg_hash),
             state=ctx.rd.load_checkpoint(ck_name, cfg_hash),
@@ -204,7 +213,7 @@ def run_validate(ctx: Context, cfg_hash: str) -> dict:
         for j, student in enumerate(plan):
             key, data = student[:2]
             if key in mine:  # else finished before a stop/crash, or another rank's
-                slot = _Slot(j, len(plan))
+                slot = _Slot.of_plan(plan, j)
                 _train(ctx, cfg_hash, doc, student, slot=slot, images=sets[data])
                 ctx.rd.write_json(layout.STUDENTS, doc)
                 ctx.rd.log(f"{key}: student top-1 {doc['students'][key]['top1']:.2f}%", stage=STAGE)
