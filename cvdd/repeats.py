@@ -84,7 +84,8 @@ def group_key(config: Mapping) -> str:
     if isinstance(rec, dict):
         for k in EXECUTION_KEYS:
             rec.pop(k, None)
-        rec.pop("groups_per_wave", None)  # the same wave-size setting under its newer name
+        for k in ("groups_per_wave", "groups_per_step"):  # the wave size, newer and older name
+            rec.pop(k, None)
     blob = json.dumps(d, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

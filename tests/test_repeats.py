@@ -52,6 +52,10 @@ def test_group_key_ignores_only_the_seed_and_execution_settings():
         extra = ["recover.num_experts=1"] if s.startswith("squeeze") else []
         assert repeats.group_key(_cfg(s, *extra)) != base, s
     assert repeats.group_key(_cfg("seed=3", "threads=2")) == base
+    # a run made before recover.groups_per_step was renamed repeats one made after
+    old = _cfg("seed=1")
+    old["recover"]["groups_per_step"] = old["recover"].pop("groups_per_wave")
+    assert repeats.group_key(old) == base
 
 
 def test_parse_seeds_reads_ranges_and_lists_and_refuses_the_rest():
