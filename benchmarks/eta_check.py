@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cvdd.config import RunConfig  # noqa: E402
-from cvdd.eta import STUDENT_COST, replay, stage_work, student_units  # noqa: E402
+from cvdd.eta import STUDENT_COST, recorded_work, replay, student_units  # noqa: E402
 from cvdd.layout import read_events  # noqa: E402
 
 FRACTIONS = (0.1, 0.3, 0.45, 0.6, 0.8)
@@ -61,14 +61,7 @@ def check(run: Path, reweight: bool = False) -> dict:
     events = reweight_validate(run, events[start:]) if reweight else events[start:]
     end = next(e["t"] for e in events if e["kind"] == "run_end")
     t0 = events[0]["t"]
-    work = stage_work(
-        cfg,
-        classes=d["num_classes"],
-        train_size=d["train_size"],
-        test_size=d["test_size"],
-        pixels=d["image_size"] ** 2,
-        students=_students(run),
-    )
+    work = recorded_work(cfg, d, _students(run))
     todo = {s: w for s, w in work.items() if s not in done}
     points = [(t, eta) for t, eta in replay(events, todo) if eta is not None]
     errors = {}

@@ -21,6 +21,7 @@ __all__ = [
     "Clocks",
     "stage_work",
     "student_units",
+    "recorded_work",
     "replay",
     "fmt_s",
     "COST_S",
@@ -129,6 +130,18 @@ def stage_work(
     per_student = COST_S["train"] * v.epochs * n_img + COST_S["eval"] * evals
     work["validate"] = px * (students * per_student + COST_S["eval"] * test_size)
     return {s: w + STAGE_FIXED_S for s, w in work.items()}
+
+
+def recorded_work(cfg, dataset: dict, students: float) -> dict[str, float]:
+    """`stage_work` of a recorded run: `dataset` its config.json meta.dataset (for replays)."""
+    return stage_work(
+        cfg,
+        classes=dataset["num_classes"],
+        train_size=dataset["train_size"],
+        test_size=dataset["test_size"],
+        pixels=dataset["image_size"] ** 2,
+        students=students,
+    )
 
 
 class RunClock:

@@ -43,12 +43,24 @@ class StopRequested(Exception):
     """Raised inside a stage after it saved a checkpoint because a stop was requested."""
 
 
+def _file_mode() -> int:
+    """The mode a plain open() would give a new file (0666 less the umask): mkstemp's 0600
+    would leave exports and reports unreadable to anyone else the user shares them with."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see either the old or the whole new file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

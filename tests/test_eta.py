@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cvdd.config import RunConfig, from_preset
-from cvdd.eta import Clocks, replay, stage_work
+from cvdd.eta import Clocks, recorded_work, replay, stage_work
 from cvdd.layout import STAGES, read_events
 
 DATA = Path(__file__).parent / "data"
@@ -98,14 +98,7 @@ def test_run_eta_on_a_recorded_quick_run():
     35 % (or a minute) of the time really left, at 30 % within 45 %, always closer than the
     stage-only ETA was, and it never jumps up by more than half after the first tenth."""
     evs, cfg, d = _recorded("quick_run_loaded.json.gz")
-    work = stage_work(
-        cfg,
-        classes=d["num_classes"],
-        train_size=d["train_size"],
-        test_size=d["test_size"],
-        pixels=d["image_size"] ** 2,
-        students=3,
-    )
+    work = recorded_work(cfg, d, students=3)
     t0 = next(e["t"] for e in evs if e["kind"] == "run_start")
     t1 = next(e["t"] for e in evs if e["kind"] == "run_end")
     prog = [e for e in evs if e["kind"] == "progress"]

@@ -6,6 +6,7 @@ browser, the file opens offline without a request or a console error and prints 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -76,6 +77,10 @@ def test_cli_writes_into_the_run_and_prints_the_path_last(cli, tiny_run_dir, tmp
     other = tmp_path / "handout.html"
     out = cli("report", str(run), "--out", str(other))
     assert Path(out.stdout.strip().splitlines()[-1]) == other.resolve() and other.is_file()
+    # a handout: readable as a plain open() would make it, not mkstemp's owner-only 0600
+    mask = os.umask(0)
+    os.umask(mask)
+    assert other.stat().st_mode & 0o777 == 0o666 & ~mask
     assert "report" in cli("report", "-h").stdout
 
 

@@ -9,9 +9,10 @@ lines differ in marker and dash).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from html import escape
+from typing import NamedTuple
 
 __all__ = ["Series", "bar_chart", "line_chart", "nice_ticks"]
 
@@ -157,6 +158,37 @@ def _range(vals: list[float], y_min: float | None, y_max: float | None) -> tuple
     return lo, hi
 
 
+class _Plot(NamedTuple):
+    """A chart's plotting area: the x span, the y span in pixels, value -> y, and the SVG so far
+    (frame, legend, axis)."""
+
+    x0: float
+    x1: float
+    top: float
+    bottom: float
+    lo: float
+    y_of: Callable[[float], float]
+    out: list[str]
+
+
+def _plot(uid: str, series: Sequence[Series], lo: float, hi: float, **kw) -> _Plot:
+    """Frame, legend (its rows grow the height) and y axis for `series` over [lo, hi], widened
+    to whole ticks; kw: width, height, title, y_label, kind (bar | line)."""
+    ticks = nice_ticks(lo, hi)
+    lo, hi = min(lo, ticks[0]), max(hi, ticks[-1])
+    width = kw["width"]
+    legend, n_rows = _legend(uid, [s.name for s in series], width, kind=kw["kind"])
+    height = kw["height"] + 15 * (n_rows - 1)
+    x0, x1, top, bottom = 48.0, width - 8.0, 29.0 + 15 * n_rows, height - 34.0
+
+    def y_of(v: float) -> float:
+        return bottom - (v - lo) / (hi - lo) * (bottom - top)
+
+    out = _frame(uid, width, height, kw["title"]) + legend
+    out += _axis(ticks, x0=x0, x1=x1, y_of=y_of, y_label=kw["y_label"], top=top, bottom=bottom)
+    return _Plot(x0, x1, top, bottom, lo, y_of, out)
+
+
 def bar_chart(
     uid: str,
     groups: Sequence[str],
@@ -174,16 +206,10 @@ def bar_chart(
     dots where `dots` are, each bar's value written above it."""
     vals = _all_values(series)
     lo, hi = _range(vals, y_min, y_max if y_max is not None else max(vals, default=1) * 1.08)
-    ticks = nice_ticks(lo, hi)
-    lo, hi = min(lo, ticks[0]), max(hi, ticks[-1])
-    legend, n_rows = _legend(uid, [s.name for s in series], width, kind="bar")
-    height += 15 * (n_rows - 1)
-    x0, x1, top, bottom = 48.0, width - 8.0, 29.0 + 15 * n_rows, height - 34.0
-    y_of = lambda v: bottom - (v - lo) / (hi - lo) * (bottom - top)  # noqa: E731
+    kw = dict(width=width, height=height, title=title, y_label=y_label, kind="bar")
+    x0, x1, _, bottom, lo, y_of, out = _plot(uid, series, lo, hi, **kw)
     gw = (x1 - x0) / max(len(groups), 1)
     bw = gw * 0.78 / max(len(series), 1)
-    out = _frame(uid, width, height, title) + legend
-    out += _axis(ticks, x0=x0, x1=x1, y_of=y_of, y_label=y_label, top=top, bottom=bottom)
     for gi in range(len(groups)):
         for si, s in enumerate(series):
             x = x0 + gi * gw + gw * 0.11 + si * bw
@@ -270,18 +296,11 @@ def line_chart(
     height: int = 240,
 ) -> str:
     """A value per category and series, drawn as markers (joined by a line when `connect`)."""
-    vals = _all_values(series)
-    lo, hi = _range(vals, y_min, y_max)
-    ticks = nice_ticks(lo, hi)
-    lo, hi = min(lo, ticks[0]), max(hi, ticks[-1])
-    legend, n_rows = _legend(uid, [s.name for s in series], width, kind="line")
-    height += 15 * (n_rows - 1)
-    x0, x1, top, bottom = 48.0, width - 8.0, 29.0 + 15 * n_rows, height - 34.0
-    y_of = lambda v: bottom - (v - lo) / (hi - lo) * (bottom - top)  # noqa: E731
+    lo, hi = _range(_all_values(series), y_min, y_max)
+    kw = dict(width=width, height=height, title=title, y_label=y_label, kind="line")
+    x0, x1, _, bottom, _, y_of, out = _plot(uid, series, lo, hi, **kw)
     step = (x1 - x0) / max(len(labels), 1)
     xs = [x0 + (i + 0.5) * step for i in range(len(labels))]
-    out = _frame(uid, width, height, title) + legend
-    out += _axis(ticks, x0=x0, x1=x1, y_of=y_of, y_label=y_label, top=top, bottom=bottom)
     for si, s in enumerate(series):
         pts = [
             (xs[i], y_of(v))
