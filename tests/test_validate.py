@@ -38,6 +38,7 @@ def test_hard_label_students_and_teacher_top1(tmp_path, monkeypatch):
             "validate.hard_labels=true",
             "validate.epochs=1",
             "validate.students=test_tiny_cnn,convnet3",
+            "validate.width=0.25",  # the quick preset's; full width spent minutes evaluating
         ],
     )
     rd = RunDir.create(tmp_path, cfg.to_dict())
