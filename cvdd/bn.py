@@ -54,6 +54,35 @@ class _CpuGroupStats(torch.autograd.Function):
         return grad.reshape(x.shape), None
 
 
+class _LowPrecisionGroupStats(torch.autograd.Function):
+    """`_CpuGroupStats` for a bf16 (or fp16) batch on any device: fp32 statistics, while
+    backward keeps the input as it came (2 bytes a value), not an fp32 copy of it: the copy
+    that `x.float()` under autograd saved made bf16 recover keep as much per image as fp32.
+    The fp32 copy lives only inside forward (one layer at a time) and backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n, c = x.shape[:2]
+        with torch.autocast(x.device.type, enabled=False):  # the statistics stay fp32
+            xg = x.reshape(groups, n // groups, c, -1).float()  # (G, B, C, H*W), transient
+            var, mean = torch.var_mean(xg, dim=(1, 3), unbiased=False)
+        ctx.save_for_backward(x, mean)
+        ctx.groups = groups
+        return mean, var
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_mean: torch.Tensor, g_var: torch.Tensor) -> tuple:
+        x, mean = ctx.saved_tensors
+        n, c = x.shape[:2]
+        xg = x.reshape(ctx.groups, n // ctx.groups, c, -1).float()
+        per = xg.shape[1] * xg.shape[3]
+        shape = (ctx.groups, 1, c, 1)
+        grad = (xg - mean.view(shape)).mul_((2.0 / per) * g_var.view(shape))
+        grad.add_(g_mean.view(shape) / per)
+        return grad.reshape(x.shape).to(x.dtype), None
+
+
 class BNStatsCollector:
     """Records per-group batch mean / biased variance at every BN input during forward passes.
 
@@ -76,10 +105,10 @@ class BNStatsCollector:
 
     def _hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         x = inputs[0]
-        if x.dtype != torch.float32:  # only bf16 input is copied, for fp32 statistics
-            x = x.float()
-        if x.device.type == "cpu":
-            mean, var = _CpuGroupStats.apply(x, self.groups)
+        if x.dtype in (torch.bfloat16, torch.float16):  # fp32 statistics, no fp32 copy saved
+            mean, var = _LowPrecisionGroupStats.apply(x, self.groups)
+        elif x.device.type == "cpu":
+            mean, var = _CpuGroupStats.apply(x.float(), self.groups)
         else:
             # (G, B, C, H*W): a view of the input, NCHW or channels_last alike, so the
             # statistics cost one fused reduction and no copy

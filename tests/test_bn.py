@@ -51,6 +51,33 @@ def test_collector_gradient_matches_autograd_through_var_mean(fmt):
     torch.testing.assert_close(grad, expect, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_bf16_statistics_are_fp32_and_keep_no_fp32_copy_for_backward(fmt):
+    """bf16 recover (the GPU fast path; bf16 runs on a CPU too): the statistics and their
+    gradient match an fp32 computation on the same bf16 values, and what backward keeps of the
+    BN input is the bf16 input itself (2 bytes a value), not an fp32 copy (4)."""
+    torch.manual_seed(0)
+    h = torch.randn(8, 16, 12, 12).to(torch.bfloat16).to(memory_format=fmt).requires_grad_(True)
+    bn = nn.BatchNorm2d(16).eval()
+    col = BNStatsCollector(bn)
+    saved = []  # bytes of every tensor autograd keeps for backward
+    pack = lambda t: saved.append(t.numel() * t.element_size()) or t  # noqa: E731
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        col.reset(groups=2)
+        bn(h)  # the collector's hook sees the bf16 input
+    assert col.means[0].dtype == col.vars[0].dtype == torch.float32
+    assert max(saved) == h.numel() * 2, saved  # the input as it came; no 4-byte copy
+    a, b = torch.randn(2, 16), torch.randn(2, 16)
+    (grad,) = torch.autograd.grad((a * col.means[0] + b * col.vars[0]).sum(), h)
+    ref = h.detach().float().requires_grad_(True)
+    var, mean = torch.var_mean(ref.reshape(2, 4, 16, -1), dim=(1, 3), unbiased=False)
+    torch.testing.assert_close(col.means[0], mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(col.vars[0], var, rtol=1e-5, atol=1e-6)
+    (expect,) = torch.autograd.grad((a * mean + b * var).sum(), ref)
+    assert grad.dtype == torch.bfloat16
+    torch.testing.assert_close(grad.float(), expect, rtol=1e-2, atol=1e-4)
+
+
 def test_loss_matches_hand_computation():
     net = _net()
     col = BNStatsCollector(net)
