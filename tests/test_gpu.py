@@ -166,30 +166,62 @@ def test_plan_estimate_against_measured_peak():
     assert two.measured_peak_bytes <= two.held_bytes + two.budget_bytes
 
 
-def _uninterrupted_and_resumed(models, cfg) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """An uninterrupted run's images, and those of a run stopped at step 17 and resumed with 2
-    and with 1 group per wave (deterministic cuDNN throughout)."""
+def _uninterrupted_and_resumed(models, cfg) -> tuple[torch.Tensor, dict, dict[int, torch.Tensor]]:
+    """An uninterrupted run's images (2 groups per wave); the yardsticks measured here: the same
+    run again, and an uninterrupted run with 1 group per wave; and a run stopped at step 17 and
+    resumed with 2 and with 1 group per wave. Deterministic cuDNN throughout."""
     torch.backends.cudnn.deterministic, saved = True, torch.backends.cudnn.deterministic
     try:
         full = _recover(models, cfg)
+        again = _recover(models, cfg)
+        one = _recover(models, dataclasses.replace(cfg, groups_per_wave=1))
         hooks = _Hooks(stop_at=17)
         with pytest.raises(StopRequested):
             _recover(models, cfg, hooks)
-        outs = [
-            _recover(models, dataclasses.replace(cfg, groups_per_wave=n), state=hooks.states[-1])
+        outs = {
+            n: _recover(models, dataclasses.replace(cfg, groups_per_wave=n), state=hooks.states[-1])
             for n in (2, 1)
-        ]
+        }
     finally:
         torch.backends.cudnn.deterministic = saved
-    return full, outs
+    return full, {"again": _spread(again, full), "one": _spread(one, full)}, outs
+
+
+def _spread(a: torch.Tensor, b: torch.Tensor) -> tuple[float, int]:
+    """(share of pixel values that differ, the largest difference in levels) of two uint8 sets."""
+    d = (a.int() - b.int()).abs()
+    return float((d > 0).float().mean()), int(d.max())
+
+
+def _within(out: torch.Tensor, ref: torch.Tensor, *yardsticks: tuple, what: str) -> None:
+    """`out` is no farther from `ref` than twice the widest yardstick (two runs the engine
+    cannot make bit-equal, measured in the same test on the same GPU), plus 0.1 % of the
+    values and 1 level: the tolerance comes from the device, not from a CPU."""
+    share, top = _spread(out, ref)
+    y_share, y_top = max(y[0] for y in yardsticks), max(y[1] for y in yardsticks)
+    ok = share <= 2 * y_share + 0.001 and top <= max(y_top, 1) + 1
+    assert ok, f"{what}: {share:.4%} of values differ, up to {top} levels; yardsticks {yardsticks}"
+
+
+def _check_resumes(full, spread: dict, outs: dict, augment: bool) -> None:
+    """Resume at the same wave size: the same kernels on the same shapes, so pixel for pixel
+    without augmentation (two uninterrupted runs are equal too: checked); with it, resizing's
+    backward adds in a nondeterministic order on CUDA, so as close as two uninterrupted runs.
+    At another wave size the batches have another shape, cuDNN picks other kernels, and their
+    rounding grows over the steps: as close as an uninterrupted run at that wave size is (not
+    pixel for pixel on CUDA; docs/method.md §5.2)."""
+    if not augment:
+        assert spread["again"] == (0.0, 0), spread
+        assert torch.equal(outs[2], full)
+    else:
+        _within(outs[2], full, spread["again"], what="resumed, same wave size")
+    _within(outs[1], full, spread["one"], spread["again"], what="resumed, 1 group per wave")
 
 
 @pytest.mark.parametrize("augment", [False, True])
 def test_resume_on_cuda_equals_uninterrupted(augment):
-    """Stop mid-wave, resume from the checkpoint (also with one group per wave). Without
-    augmentation, with deterministic cuDNN, pixel for pixel; with it, bilinear resizing's
-    backward adds in a nondeterministic order on CUDA, so two uninterrupted runs differ by as
-    much: at most 1 level in 1 % of the pixels."""
+    """Stop mid-wave, resume from the checkpoint (also with one group per wave): see
+    _check_resumes for what holds exactly and what within a yardstick measured here."""
     models = _members()
     cfg = dataclasses.replace(
         RecoverConfig(),
@@ -199,13 +231,7 @@ def test_resume_on_cuda_equals_uninterrupted(augment):
         snapshot_every=0,
         groups_per_wave=2,
     )
-    full, outs = _uninterrupted_and_resumed(models, cfg)
-    for out in outs:
-        if not augment:
-            assert torch.equal(out, full)
-        else:
-            diff = (out.int() - full.int()).abs()
-            assert diff.max() <= 1 and (diff > 0).float().mean() <= 0.01
+    _check_resumes(*_uninterrupted_and_resumed(models, cfg), augment)
 
 
 def test_recover_images_file_is_uint8_on_cuda(tmp_path):
@@ -265,29 +291,34 @@ def test_graph_step_matches_the_eager_step(augment):
 
     One step equals the eager one to float rounding: without augmentation only the learning
     rate's rounding differs (a float32 tensor in the graph, a double in the eager step), pixels
-    within 1e-5 after 3 steps (equal on a CPU); with it, the resize's rounding (<= 3.6e-7,
-    tests/test_graph_step.py) moves >= 99.9 % of pixels by less than 1e-3 in the first step
-    (a gradient near 0 may change sign, and Adam's step with it). Over 20 steps Adam grows
-    these differences as it grows any rounding: the losses stay within 1e-5 and 1e-4 (relative;
-    1e-7 and 5e-7 on a CPU), the images as _close_images says."""
+    within 1e-5 after 3 steps (equal on a CPU); with it, the first step moves no more pixels by
+    over 1e-3 than a second eager run does (twice that, plus 0.1 %): the resize's backward is
+    nondeterministic on CUDA, and a gradient near 0 may change sign, Adam's step with it.
+    Over 20 steps Adam grows these differences as it grows any rounding: the losses stay
+    within 1e-5 and 1e-4 (relative; 1e-7 and 5e-7 on a CPU), the images as _close_images says.
+    """
     models = _members()
     first = 3 if not augment else 1
     torch.backends.cudnn.deterministic, saved = True, torch.backends.cudnn.deterministic
     try:
         runs = {}
-        for flag in (False, True):
+        for name, flag in (("eager", False), ("eager again", False), ("graph", True)):
             hooks = _Traced(keep={first})
             cfg = _graph_cfg(augment=augment, cuda_graph=flag, checkpoint_every=1)
-            runs[flag] = _recover(models, cfg, hooks), hooks
+            runs[name] = _recover(models, cfg, hooks), hooks
     finally:
         torch.backends.cudnn.deterministic = saved
-    (out_e, eager), (out_g, graph) = runs[False], runs[True]
+    (out_e, eager), (out_g, graph) = runs["eager"], runs["graph"]
     assert graph.rows[0] == {"graph": "captured"} and len(_losses(graph)) == 20
     early = (graph.x[first] - eager.x[first]).abs()
     if not augment:
         assert early.max() <= 1e-5
     else:
-        assert (early > 1e-3).float().mean() <= 0.001
+        # the yardstick: two eager runs, whose resize backward adds in a nondeterministic
+        # order on CUDA (on an H200, 1.15 % of the graph's pixels moved > 1e-3 in step 1)
+        noise = (runs["eager again"][1].x[first] - eager.x[first]).abs()
+        share, y_share = (early > 1e-3).float().mean(), (noise > 1e-3).float().mean()
+        assert share <= 2 * y_share + 0.001, (float(share), float(y_share))
     assert _losses(graph) == pytest.approx(_losses(eager), rel=1e-5 if not augment else 1e-4)
     _close_images(out_g, out_e)
 
@@ -295,19 +326,14 @@ def test_graph_step_matches_the_eager_step(augment):
 @pytest.mark.parametrize("augment", [False, True])
 def test_graph_resume_equals_uninterrupted(augment):
     """Under the flag: stop mid-wave, resume (with two and with one group per wave, each wave
-    captured anew) against one uninterrupted flagged run. Without augmentation pixel for pixel;
-    with it, the gathers' backward adds in a nondeterministic order on CUDA (as interpolate's
-    does in the eager step), which the steps grow as _close_images says."""
+    captured anew) against uninterrupted flagged runs, as _check_resumes says (the gathers'
+    backward adds in a nondeterministic order on CUDA, as interpolate's does in the eager
+    step)."""
     models = _members()
     cfg = _graph_cfg(
         iterations=12, augment=augment, checkpoint_every=5, groups_per_wave=2, cuda_graph=True
     )
-    full, outs = _uninterrupted_and_resumed(models, cfg)
-    for out in outs:
-        if not augment:
-            assert torch.equal(out, full)
-        else:
-            _close_images(out, full)
+    _check_resumes(*_uninterrupted_and_resumed(models, cfg), augment)
 
 
 def test_graph_step_in_bf16_is_finite_and_near_the_eager_one():
