@@ -45,6 +45,7 @@ def reference(doc: dict) -> dict:
         "from benchmarks/out/sweep.json",
         "commit": doc["commit"],
         "preset": "quick",
+        "presets": ["quick", "lecture"],  # lecture: quick's settings, 360 recover steps
         "dataset": "builtin",
         "n_seeds": len({r["seed"] for r in rows}),
         "budgets": budgets,

@@ -104,7 +104,7 @@ def reference_block(
             "the shipped reference spread is for the built-in Fashion-MNIST subset, not this "
             "data set; repeat this run over seeds to see its spread"
         )
-    if ref.get("preset") != preset:
+    if preset not in (ref.get("presets") or [ref.get("preset")]):
         return None, (
             f"the shipped reference spread is for the {ref.get('preset')!s} preset, not "
             f"{preset!s}; repeat this run over seeds to see its spread"

@@ -76,8 +76,10 @@ def test_quick_preset_resolves_to_the_shipped_committee():
     )
     extra = from_preset("quick", ["validate.hard_labels=true", "validate.students=convnet3"])
     assert prior_key(extra, rel, 10) == prior_key(cfg, rel, 10)
-    others = [p for p in PRESETS if p != "quick"]
-    # only quick loads the shipped committee; imagenet1k_* load torchvision's (method.md §2)
+    others = [p for p in PRESETS if p not in ("quick", "lecture")]
+    # only quick and lecture (quick with more recover steps) load the shipped committee;
+    # imagenet1k_* load torchvision's (method.md §2)
+    assert from_preset("lecture").squeeze.source == "shipped"
     assert all(from_preset(p).squeeze.source != "shipped" for p in others)
 
 
