@@ -44,17 +44,21 @@ class _CpuGroupStats(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, g_mean: torch.Tensor, g_var: torch.Tensor) -> tuple:
-        x, mean = ctx.saved_tensors
-        n, c = x.shape[:2]
-        xg = x.reshape(ctx.groups, n // ctx.groups, c, -1)  # a view, as in the forward
-        per = xg.shape[1] * xg.shape[3]  # values behind each group's channel statistic
-        shape = (ctx.groups, 1, c, 1)
-        grad = (xg - mean.view(shape)).mul_((2.0 / per) * g_var.view(shape))
-        grad.add_(g_mean.view(shape) / per)
-        return grad.reshape(x.shape), None
+        return _stats_grad(*ctx.saved_tensors, ctx.groups, g_mean, g_var), None
 
 
-class _LowPrecisionGroupStats(torch.autograd.Function):
+def _stats_grad(x, mean, groups: int, g_mean: torch.Tensor, g_var: torch.Tensor) -> torch.Tensor:
+    """The gradient of per-group (mean, biased var) at `x`, in fp32, returned in x's dtype."""
+    n, c = x.shape[:2]
+    xg = x.reshape(groups, n // groups, c, -1).float()  # a view (fp32 x), as in the forward
+    per = xg.shape[1] * xg.shape[3]  # values behind each group's channel statistic
+    shape = (groups, 1, c, 1)
+    grad = (xg - mean.view(shape)).mul_((2.0 / per) * g_var.view(shape))
+    grad.add_(g_mean.view(shape) / per)
+    return grad.reshape(x.shape).to(x.dtype)
+
+
+class _LowPrecisionGroupStats(_CpuGroupStats):
     """`_CpuGroupStats` for a bf16 (or fp16) batch on any device: fp32 statistics, while
     backward keeps the input as it came (2 bytes a value), not an fp32 copy of it: the copy
     that `x.float()` under autograd saved made bf16 recover keep as much per image as fp32.
@@ -66,21 +70,9 @@ class _LowPrecisionGroupStats(torch.autograd.Function):
         with torch.autocast(x.device.type, enabled=False):  # the statistics stay fp32
             xg = x.reshape(groups, n // groups, c, -1).float()  # (G, B, C, H*W), transient
             var, mean = torch.var_mean(xg, dim=(1, 3), unbiased=False)
-        ctx.save_for_backward(x, mean)
+        ctx.save_for_backward(x, mean)  # backward (the same closed form) returns x's dtype
         ctx.groups = groups
         return mean, var
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g_mean: torch.Tensor, g_var: torch.Tensor) -> tuple:
-        x, mean = ctx.saved_tensors
-        n, c = x.shape[:2]
-        xg = x.reshape(ctx.groups, n // ctx.groups, c, -1).float()
-        per = xg.shape[1] * xg.shape[3]
-        shape = (ctx.groups, 1, c, 1)
-        grad = (xg - mean.view(shape)).mul_((2.0 / per) * g_var.view(shape))
-        grad.add_(g_mean.view(shape) / per)
-        return grad.reshape(x.shape).to(x.dtype), None
 
 
 class BNStatsCollector:
