@@ -86,7 +86,7 @@ NARROW = {
 
 
 def _benchmark() -> None:
-    """The benchmark's findings (benchmarks/compare.py over seeds), not any run's."""
+    """The benchmark's findings (benchmarks/sweep.py over seeds), not any run's."""
     md = ROOT / "benchmarks" / "out" / "sweep.md"
     with st.expander("What the benchmarks show (benchmarks/, not these runs)"):
         ref = run_spread.reference()
