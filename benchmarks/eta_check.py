@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cvdd.config import RunConfig  # noqa: E402
-from cvdd.eta import STUDENT_COST, recorded_work, replay, student_units  # noqa: E402
+from cvdd.eta import recorded_work, replay, student_units, student_weights  # noqa: E402
 from cvdd.layout import read_events  # noqa: E402
 
 FRACTIONS = (0.1, 0.3, 0.45, 0.6, 0.8)
@@ -39,7 +39,7 @@ def reweight_validate(run: Path, events: list[dict]) -> list[dict]:
     (each student then counted alike: step = j * t + s of total n * t), rewritten as today's
     count (cvdd/stages/validate.py `_Slot`), so today's clock can replay them."""
     doc = json.loads((run / "validate" / "students.json").read_text())
-    w = [round(100 * STUDENT_COST.get(s["student"], 1.0)) for s in doc["students"].values()]
+    w = student_weights([s["student"] for s in doc["students"].values()])
     out = []
     for e in events:
         if e["kind"] == "progress" and e["stage"] == "validate" and e["total"] % len(w) == 0:

@@ -43,7 +43,7 @@ def cached_stages(cfg: RunConfig, ds, runs_dir: str | Path) -> list[str]:
     s, p = cfg.squeeze, cfg.prior
     if s.source != "train" or s.weights:
         return []
-    cache, ctx = Path(cfg.cache_dir or Path(runs_dir) / "_cache"), SimpleNamespace(cfg=cfg, data=ds)
+    cache, ctx = layout.committee_cache(cfg.cache_dir, runs_dir), SimpleNamespace(cfg=cfg, data=ds)
     files = {m: layout.member_weights_path(ds.name, m, member_key(ctx, m)) for m in s.members}
     if not all((cache / f).is_file() for f in files.values()):
         return []

@@ -21,6 +21,7 @@ __all__ = [
     "Clocks",
     "stage_work",
     "student_units",
+    "student_weights",
     "recorded_work",
     "replay",
     "fmt_s",
@@ -94,6 +95,11 @@ def _evals(epochs: int, every: int) -> int:
 def student_units(archs: list[str]) -> float:
     """validate's students counted in ResNet-18 students (`STUDENT_COST`)."""
     return sum(STUDENT_COST.get(a, 1.0) for a in archs)
+
+
+def student_weights(archs: list[str]) -> list[int]:
+    """Each student's steps in validate's one progress count: its cost in hundredths."""
+    return [round(100 * STUDENT_COST.get(a, 1.0)) for a in archs]
 
 
 def stage_work(

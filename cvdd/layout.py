@@ -106,6 +106,11 @@ def recover_group_path(group: int) -> str:
     return f"checkpoints/recover_groups/{group:05d}.npy"
 
 
+def committee_cache(cache_dir: str, runs_root: str | Path) -> Path:
+    """The committee cache folder a run uses: `cache_dir` when set, else the runs folder's."""
+    return Path(cache_dir or Path(runs_root) / "_cache")
+
+
 def member_weights_path(dataset: str, member: str, key: str) -> str:
     """A trained committee member, relative to the committee cache folder (shared by runs)."""
     return f"squeeze/{dataset}-{member}-{key}.pt"

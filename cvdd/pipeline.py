@@ -152,7 +152,7 @@ def _open_context(cfg: RunConfig, rd: RunDir, device: str):
         from .patches import check_ipc
 
         check_ipc(cfg, dataset.train, dataset.class_names)
-    cache_dir = Path(cfg.cache_dir or (rd.path.parent / "_cache"))
+    cache_dir = layout.committee_cache(cfg.cache_dir, rd.path.parent)
     return Context(cfg, rd, torch.device(device), dataset, cache_dir)
 
 

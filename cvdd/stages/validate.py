@@ -14,7 +14,7 @@ import torch
 
 from .. import dist, layout
 from ..context import Context
-from ..eta import STUDENT_COST
+from ..eta import student_weights
 from ..export import write_export
 from ..memory import is_out_of_memory, out_of_memory_message, plan_eval_batch
 from ..teacher import Teacher, make_teacher
@@ -27,7 +27,7 @@ STAGE = "validate"
 class _Slot(NamedTuple):
     """A student's share of the stage's one progress count (all students as one bar): the
     weights of the students before it, its own, and all of them, each student's steps counted
-    at its architecture's relative cost (cvdd/eta.py STUDENT_COST), so the stage's rate and
+    at its architecture's relative cost (cvdd/eta.py student_weights), so the stage's rate and
     time left hold when a ConvNet-3 follows a ResNet-18."""
 
     before: int
@@ -36,7 +36,7 @@ class _Slot(NamedTuple):
 
     @staticmethod
     def of_plan(plan: list, j: int) -> _Slot:
-        w = [round(100 * STUDENT_COST.get(p[3], 1.0)) for p in plan]
+        w = student_weights([p[3] for p in plan])
         return _Slot(sum(w[:j]), w[j], sum(w))
 
 
