@@ -39,13 +39,9 @@ from cvdd.context import Context  # noqa: E402
 from cvdd.data import load_dataset  # noqa: E402
 from cvdd.models import create_model  # noqa: E402
 from cvdd.rundir import RunDir  # noqa: E402
+from cvdd.shipped import MANIFEST, SHIPPED_DIR, load_manifest  # noqa: E402
 from cvdd.stages.prior import run_prior  # noqa: E402
-from cvdd.stages.squeeze import (  # noqa: E402
-    SHIPPED_DIR,
-    SHIPPED_MANIFEST,
-    load_shipped_manifest,
-    run_squeeze,
-)
+from cvdd.stages.squeeze import run_squeeze  # noqa: E402
 from cvdd.train import evaluate  # noqa: E402
 from cvdd.utils import atomic_write_bytes, atomic_write_json, read_json, set_threads  # noqa: E402
 
@@ -205,12 +201,12 @@ def write_priors(manifest: dict, work: Path, out: Path) -> None:
     """Compute the priors with the members as shipped and store them in manifest.json."""
     manifest.pop("priors", None)
     # first without priors: the prior stage loads the members through this manifest
-    atomic_write_json(out / SHIPPED_MANIFEST, manifest)
+    atomic_write_json(out / MANIFEST, manifest)
     priors = compute_priors(work)
     priors["command"] = shlex.join(["python", "assets/make_committee.py", *sys.argv[1:]])
     priors["torch_version"] = torch.__version__
     manifest["priors"] = priors
-    atomic_write_json(out / SHIPPED_MANIFEST, manifest)
+    atomic_write_json(out / MANIFEST, manifest)
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
     print(f"priors {priors['values']}\nwrote {out} ({size:,} bytes)", flush=True)
     if size > MAX_BYTES:
@@ -222,7 +218,7 @@ def main() -> None:
     threads = set_threads(args.threads)
     work, out = Path(args.work).expanduser(), SHIPPED_DIR
     if args.priors_only:  # the weights stay; only settings that change alpha have changed
-        write_priors(load_shipped_manifest(out), work, out)
+        write_priors(load_manifest(out), work, out)
         return
     names = [m.strip() for m in args.members.split(",") if m.strip()]
     t0 = time.time()

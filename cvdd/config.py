@@ -73,6 +73,10 @@ class SqueezeConfig:
     # training crops: auto (RandomResizedCrop above 64 px, else pad_crop) | pad_crop | rrc
     augment: str = "auto"
 
+    def width_of(self, name: str) -> float:
+        """A member's channel multiplier: its `widths` entry, else `width`."""
+        return float(self.widths.get(name, self.width))
+
 
 @dataclass(frozen=True)
 class PriorConfig:

@@ -23,10 +23,6 @@ FORWARD_SHARE = 1 / 3  # a forward pass's share of a forward + backward pass
 OVERHEAD = 1.3  # augmentation, data movement, evaluation bookkeeping, checkpoints (measured)
 
 
-def _width(cfg: RunConfig, name: str) -> float:
-    return float(cfg.squeeze.widths.get(name, cfg.squeeze.width))
-
-
 def _seconds_per_image(name: str, width: float, shape: tuple, num_classes: int, device) -> float:
     """One training pass (forward + backward) of `name` per image on `device`, measured."""
     from .models import create_model
@@ -47,7 +43,7 @@ def _seconds_per_image(name: str, width: float, shape: tuple, num_classes: int, 
 
 
 def _costs(cfg: RunConfig, shape: tuple, num_classes: int, device) -> dict[str, float]:
-    names = {m: _width(cfg, m) for m in cfg.squeeze.members}
+    names = {m: cfg.squeeze.width_of(m) for m in cfg.squeeze.members}
     students = dict.fromkeys([cfg.validate.student, *cfg.validate.students], cfg.validate.width)
     out = {}
     for name, width in {**names, **{f"student:{k}": v for k, v in students.items()}}.items():

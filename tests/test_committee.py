@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cvdd import layout
+from cvdd import layout, shipped
 from cvdd.config import COMMITTEE, PRESETS, from_preset
 from cvdd.context import Context
 from cvdd.data import load_dataset
@@ -21,8 +21,8 @@ from cvdd.stages import squeeze
 from cvdd.stages.prior import prior_key, run_prior
 from cvdd.utils import CvddError
 
-SHIPPED = squeeze.SHIPPED_DIR
-MANIFEST = json.loads((SHIPPED / squeeze.SHIPPED_MANIFEST).read_text())
+SHIPPED = shipped.SHIPPED_DIR
+MANIFEST = json.loads((SHIPPED / shipped.MANIFEST).read_text())
 
 
 def _context(tmp_path: Path, overrides: list[str] | None = None) -> Context:
@@ -60,7 +60,7 @@ def test_quick_preset_resolves_to_the_shipped_committee():
     assert cfg.squeeze.source == "shipped" and set(cfg.squeeze.members) == set(MANIFEST["members"])
     for name in cfg.squeeze.members:
         entry = MANIFEST["members"][name]
-        assert squeeze.member_width(cfg.squeeze, name) == entry["width"]
+        assert cfg.squeeze.width_of(name) == entry["width"]
         # the shipped prior is used only while the preset's prior settings give the same key
         rel = layout.member_weights_path(
             "fashion_mnist_subset", name, f"shipped-{entry['sha256'][:12]}"
@@ -103,7 +103,7 @@ def test_squeeze_loads_shipped_members_and_prior_reuses_their_alpha(tmp_path):
 def _damaged_copy(tmp_path: Path, monkeypatch) -> Path:
     folder = tmp_path / "committee"
     shutil.copytree(SHIPPED, folder)
-    monkeypatch.setattr(squeeze, "SHIPPED_DIR", folder)
+    monkeypatch.setattr(shipped, "SHIPPED_DIR", folder)
     return folder
 
 
@@ -124,7 +124,7 @@ def test_missing_shipped_file_or_manifest_names_the_fix(tmp_path, monkeypatch):
     (folder / MANIFEST["members"]["resnet50"]["file"]).unlink()
     with pytest.raises(CvddError, match="missing.*squeeze.source=train"):
         squeeze.run_squeeze(_context(tmp_path), "h")
-    (folder / squeeze.SHIPPED_MANIFEST).unlink()
+    (folder / shipped.MANIFEST).unlink()
     with pytest.raises(CvddError, match="manifest.json is missing.*make_committee"):
         squeeze.run_squeeze(_context(tmp_path), "h")
 

@@ -6,23 +6,22 @@ schedule and seed, so later runs (and the app) reuse them. A member given as a l
 file (`squeeze.weights`, or with `squeeze.source=torchvision` torchvision's published ImageNet
 file found in `squeeze.weights_dir`) is evaluated, not trained. With `squeeze.source=shipped`
 (the quick preset) the members come from assets/committee/, trained once on all of Fashion-MNIST
-by assets/make_committee.py and checked against the sha256 sums of its manifest.json.
+by assets/make_committee.py and checked against the sha256 sums of its manifest.json
+(cvdd/shipped.py).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import json
 import math
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .. import dist, layout
+from .. import dist, layout, shipped
 from ..augment import resolve_train_augment, train_crop_flip
 from ..context import Context
 from ..member_split import member_records
@@ -30,14 +29,6 @@ from ..train import evaluate
 from ..utils import CvddError, StopRequested, atomic_save
 
 STAGE = "squeeze"
-# The shipped committee: weights + manifest.json, beside the embedded data set in assets/
-SHIPPED_DIR = Path(__file__).resolve().parents[2] / "assets" / "committee"
-SHIPPED_MANIFEST = "manifest.json"
-_SHIPPED_FIX = (
-    "re-clone the repository (or `git checkout assets/committee`), rebuild the files with "
-    "`python assets/make_committee.py`, or train the committee in the run instead with "
-    "--set squeeze.source=train"
-)
 # Bump when the training loop changes what a schedule means, so stale cache entries retrain
 _LOOP_VERSION = "cos-per-step"
 
@@ -58,7 +49,7 @@ def member_key(ctx: Context, name: str) -> str:
         [
             data_fingerprint(ctx),
             name,
-            member_width(s, name),
+            s.width_of(name),
             s.epochs,
             s.batch_size,
             s.optimizer,
@@ -72,10 +63,6 @@ def member_key(ctx: Context, name: str) -> str:
         + ([aug] if aug != "pad_crop" else [])  # pad_crop keys stay those of earlier caches
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def member_width(s, name: str) -> float:
-    return float(s.widths.get(name, s.width))
 
 
 def _train_indices(ctx: Context) -> torch.Tensor:
@@ -99,7 +86,7 @@ def _new_member(ctx: Context, name: str):
     s = ctx.cfg.squeeze
     torch.manual_seed(ctx.seed_for(STAGE, name, "init", seed=s.seed))
     model = create_model(
-        name, ctx.data.num_classes, ctx.data.in_channels, width=member_width(s, name)
+        name, ctx.data.num_classes, ctx.data.in_channels, width=s.width_of(name)
     ).to(ctx.device)
     if s.optimizer == "adam":
         opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
@@ -183,93 +170,15 @@ def _train_member(
     return model, 100 * correct / max(seen, 1)
 
 
-def load_shipped_manifest(folder: Path | None = None) -> dict:
-    """The shipped committee's manifest.json; CvddError naming the fix when it is unusable."""
-    path = (folder or SHIPPED_DIR) / SHIPPED_MANIFEST
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(doc.get("members"), dict) or not isinstance(doc.get("data"), dict):
-            raise ValueError("no 'members' or 'data' section")
-    except (OSError, ValueError, AttributeError) as e:  # AttributeError: not a JSON object
-        raise CvddError(
-            f"the shipped committee's {path} is missing or unreadable ({e}); {_SHIPPED_FIX}"
-        ) from e
-    return doc
-
-
-def load_shipped_member(name: str, manifest: dict, folder: Path | None = None):
-    """A shipped member as the registry's model (fp32, CPU), after checking its sha256.
-
-    Returns (model, sha256). The bytes that were hashed are the bytes loaded, and they are
-    loaded with weights_only=True, so a swapped file can neither run code nor go unnoticed.
-    """
-    from ..models import create_model
-
-    entry = manifest["members"].get(name)
-    if entry is None:
-        raise CvddError(
-            f"{name!r} is not in the shipped committee {sorted(manifest['members'])}; choose "
-            "squeeze.members among them, or train it with --set squeeze.source=train",
-            field="squeeze.members",
-        )
-    path = (folder or SHIPPED_DIR) / entry["file"]
-    try:
-        blob = path.read_bytes()
-    except OSError as e:
-        raise CvddError(f"shipped weights {path} are missing ({e.strerror}); {_SHIPPED_FIX}") from e
-    sha = hashlib.sha256(blob).hexdigest()
-    if sha != entry["sha256"]:
-        raise CvddError(
-            f"shipped weights {path} are corrupt (sha256 {sha[:16]}..., manifest.json says "
-            f"{entry['sha256'][:16]}...); {_SHIPPED_FIX}"
-        )
-    d = manifest["data"]
-    model = create_model(name, d["num_classes"], d["in_channels"], width=entry["width"])
-    try:
-        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-        # stored as fp16 to keep the repository small; every stage computes in fp32
-        model.load_state_dict(
-            {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-        )
-    except Exception as e:  # the hash matched, so the model code changed since the file was made
-        raise CvddError(
-            f"shipped weights {path} no longer fit the registry's {name} ({str(e)[:200]}); "
-            "rebuild them with `python assets/make_committee.py`, or --set squeeze.source=train"
-        ) from e
-    return model, sha
-
-
-def _check_shipped_fits(ctx: Context, manifest: dict) -> None:
-    """The run's data set and widths must be those the shipped members were trained for."""
-    d, data, s = manifest["data"], ctx.data, ctx.cfg.squeeze
-    ours = [list(data.class_names), data.image_size, data.in_channels]
-    if ours != [d["class_names"], d["image_size"], d["in_channels"]]:
-        raise CvddError(
-            f"the shipped committee was trained on {d['name']} ({d['num_classes']} classes, "
-            f"{d['image_size']} px, {d['in_channels']} channel); data set {data.name} "
-            f"({data.num_classes} classes, {data.image_size} px, {data.in_channels} channels) "
-            "differs: train the committee with --set squeeze.source=train",
-            field="squeeze.source",
-        )
-    for name in s.members:
-        entry = manifest["members"].get(name)
-        if entry is not None and member_width(s, name) != entry["width"]:
-            raise CvddError(
-                f"the shipped {name} has width {entry['width']}, squeeze.width(s) asks for "
-                f"{member_width(s, name)}: drop that override, or --set squeeze.source=train",
-                field="squeeze.widths",
-            )
-
-
 def _shipped_committee(ctx: Context) -> list[dict]:
     """members.json records of the shipped members. Each is checked, then copied as fp32 into
     the committee cache, where `ctx.load_member` finds every member whatever its source."""
-    manifest = load_shipped_manifest()
-    _check_shipped_fits(ctx, manifest)
+    manifest = shipped.load_manifest()
+    shipped.check_fits(manifest, ctx.data, ctx.cfg.squeeze)
     names, priors, out = ctx.cfg.squeeze.members, manifest.get("priors") or {}, []
     for k, name in enumerate(names):
         t0 = time.time()
-        model, sha = load_shipped_member(name, manifest)
+        model, sha = shipped.load_member(name, manifest)
         entry = manifest["members"][name]
         rel = layout.member_weights_path(ctx.data.name, name, f"shipped-{sha[:12]}")
         rec = {
@@ -324,7 +233,7 @@ def _user_member(ctx: Context, name: str, path: str):
             name,
             ctx.data.num_classes,
             ctx.data.in_channels,
-            width=member_width(s, name),
+            width=s.width_of(name),
             weights=path,
         ).to(ctx.device)
     except ValueError as e:  # missing / corrupt / mismatched file: the message names it
@@ -375,7 +284,7 @@ def _trained_committee(ctx: Context, cfg_hash: str) -> list[dict]:
         top1, _ = evaluate(model, ctx.data.test, ctx.mean, ctx.std, ctx.device)
         params = sum(p.numel() for p in model.parameters())
         rec = dict(name=name, test_top1=top1, train_top1=train_top1, params=params, epochs=s.epochs)
-        member = {**rec, "width": member_width(s, name), "state_dict": model.state_dict()}
+        member = {**rec, "width": s.width_of(name), "state_dict": model.state_dict()}
         atomic_save(member, ctx.cache_dir / rel)
         src = "user" if name in s.weights else ("torchvision" if name in weights else "train")
         secs = round(time.time() - t0, 2)
