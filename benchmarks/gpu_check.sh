@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Every GPU check in one go (under 8 minutes on one H100 / H200), ending with one summary table,
+# Every GPU check in one go (under 9 minutes on one H100 / H200), ending with one summary table,
 # also written to benchmarks/out/gpu_check.md (and to $OUT/ when $OUT is set; a CPU smoke run
 # writes gpu_check_cpu_smoke.md instead):
 #   1. the gpu-marked tests (tests/test_gpu.py)
-#   2. the recover speed benchmark on the CIFAR-100 shape (benchmarks/recover_speed.py)
+#   2. the recover speed benchmark on the CIFAR-100 shape (benchmarks/recover_speed.py), and
+#      where a step's time goes at batch 1000 (benchmarks/recover_profile.py: torch.profiler,
+#      time by kind of work and the top kernels, written to benchmarks/out/recover_profile.md)
 #   3. the quick preset end to end on CUDA
 #   4. a CIFAR-100-shaped recover at IPC 10 (--steps, 200) and at IPC 50 (a quarter of them:
 #      its 3 waves of 1,800 images took about 0.4 s a step on an H200), on a CIFAR-100
@@ -66,6 +68,10 @@ figure() {
   local log="$TMP/$1.log"
   case "$1" in
     gpu-tests) grep -E "passed|failed|skipped|error" "$log" | tail -n 1 ;;
+    profile) # graph (or eager) ms/img/it and the largest kind of work
+      { grep -E "^- (CUDA graph|eager) step" "$log" | tail -n 1 | sed 's/^- //; s/ per image per iteration//'
+        grep -E "^\| [a-zA-Z]" "$log" | sed -n 2p | awk -F'|' '{gsub(/^ +| +$/, "", $2); gsub(/^ +| +$/, "", $3); printf "; largest: %s, %s", $2, $3}'
+      } | tr -d '\n' ;;
     speed) # the first CIFAR-100 row: batch, precision, the two steps' ms/img/it, their ratio
       grep -E "^cifar100 " "$log" | head -n 1 |
         awk '{printf "CIFAR-100 b%s %s: %s vs engine %s ms/img/it, %s", $3, $4, $5, $6, $7;
@@ -123,11 +129,13 @@ CIFAR_SETS=(--set squeeze.epochs=1 --set init.candidates=20 --set validate.epoch
   --set validate.random_real=false --set validate.compare_eval_labels=false)
 
 if [ "$SMOKE" = 0 ]; then
-  # limits add up to 8 minutes (measured on an H200: the speed benchmark's CIFAR-100 set 74-88 s,
+  # limits add up to 9 minutes (measured on an H200: the speed benchmark's CIFAR-100 set 74-88 s,
   # quick 37 s recover + 17 s validate); a step over its limit shows TIMEOUT in the summary
   run gpu-tests 100 $PY -m pytest -m gpu tests/test_gpu.py -p no:cacheprovider
   run speed 130 $PY benchmarks/recover_speed.py --device cuda --iters 5 --warmup 2 \
     --sets cifar100
+  run profile 60 $PY benchmarks/recover_profile.py --device cuda --batch 1000 --steps 5 \
+    --out benchmarks/out/recover_profile.md
   run quick 100 $PY -m cvdd run --preset quick --device cuda --runs-dir "$TMP/runs"
   run ipc10 60 $PY -m cvdd run --preset cifar100_ipc10 --data "$CIFAR" --device cuda \
     --runs-dir "$TMP/runs" "${CIFAR_SETS[@]}" --set recover.iterations="$STEPS"
@@ -141,6 +149,8 @@ else
   run gpu-tests 60 $PY -m pytest -m gpu tests/test_gpu.py -p no:cacheprovider
   run speed 240 $PY benchmarks/recover_speed.py --device cpu --iters 1 --warmup 0 \
     --sets cifar100 --batches 100 --cpu-cap 10
+  run profile 120 $PY benchmarks/recover_profile.py --device cpu --batch 10 --steps 1 \
+    --warmup 1 --out "$TMP/recover_profile_cpu_smoke.md"
   run quick 120 $PY -m cvdd run --preset tiny --device cpu --runs-dir "$TMP/runs"
   run ipc10 300 $PY -m cvdd run --preset cifar100_ipc10 --data "$CIFAR" --device cpu \
     --runs-dir "$TMP/runs" "${CIFAR_SETS[@]}" "${NARROW[@]}"
@@ -169,5 +179,8 @@ echo
 NAME=gpu_check$([ "$SMOKE" = 1 ] && echo _cpu_smoke).md
 mkdir -p benchmarks/out
 summary | tee "benchmarks/out/$NAME"
-[ -n "${OUT:-}" ] && [ -d "$OUT" ] && cp "benchmarks/out/$NAME" "$OUT/$NAME"
+if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then
+  cp "benchmarks/out/$NAME" "$OUT/$NAME"
+  [ "$SMOKE" = 0 ] && [ -f benchmarks/out/recover_profile.md ] && cp benchmarks/out/recover_profile.md "$OUT/"
+fi
 exit 0
