@@ -37,6 +37,7 @@ import recover_speed as rs  # noqa: E402  (the committee, groups and steps it ti
 from cvdd.config import RecoverConfig  # noqa: E402
 from cvdd.recover.committee import make_groups  # noqa: E402
 from cvdd.recover.step import fast_path, member_format  # noqa: E402
+from cvdd.utils import use_cuda_device  # noqa: E402
 
 # kind of work <- a kernel's or operator's name (first match wins; names are lower-cased)
 KINDS = (
@@ -126,7 +127,7 @@ def main(argv=None) -> str:
         sys.exit("--device cuda but CUDA is not available; use --device cpu")
     cuda = device.type == "cuda"
     if cuda:
-        torch.cuda.set_device(device)
+        use_cuda_device(args.device)
     threads = int(os.environ.get("CVDD_THREADS", 0)) or torch.get_num_threads()
     torch.set_num_threads(threads)
     precision = args.precision or ("bf16" if cuda else "fp32")

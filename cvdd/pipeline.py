@@ -17,7 +17,14 @@ from .config import RunConfig, config_hash
 from .eta import stage_work, student_units
 from .layout import STAGES, read_events
 from .rundir import RunDir
-from .utils import CvddError, StopRequested, environment, resolve_device, set_threads
+from .utils import (
+    CvddError,
+    StopRequested,
+    environment,
+    resolve_device,
+    set_threads,
+    use_cuda_device,
+)
 
 __all__ = ["run_pipeline", "STAGES"]
 
@@ -220,9 +227,7 @@ def run_pipeline(run_dir: str | Path, echo: bool = False) -> dict:
         if dist.is_distributed() and device.startswith("cuda"):
             device = f"cuda:{dist.local_rank()}"  # one GPU per rank on this node
         if device.startswith("cuda"):  # the current device: streams, graphs and pools go there
-            import torch
-
-            torch.cuda.set_device(torch.device(device))
+            use_cuda_device(device)
         threads = set_threads(queue.worker_threads(cfg.device, cfg.threads))
         world = {"world": dist.world()} if dist.is_distributed() else {}  # torchrun processes
         rd.append_event("run_start", attempt=attempt, device=device, threads=threads, **world)

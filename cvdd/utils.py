@@ -143,6 +143,20 @@ def resolve_device(name: str = "auto") -> str:
     raise CvddError(f"unknown device {name!r}; choose from auto, cpu, cuda, cuda:N")
 
 
+def use_cuda_device(device: str) -> int:
+    """Make `device` ('cuda' or 'cuda:N') the current CUDA device, so the graph's capture stream,
+    its memory pool and every stream a stage opens are on the run's GPU; returns its index.
+    'cuda' alone means the device that is current now (torch.cuda.set_device refuses a
+    torch.device without an index, so the index is always given)."""
+    import torch
+
+    index = torch.device(device).index
+    if index is None:
+        index = torch.cuda.current_device()
+    torch.cuda.set_device(index)
+    return index
+
+
 def set_threads(n: int) -> int:
     """Set torch intra-op threads to `n` (>= 1) before any tensor work; returns n.
 

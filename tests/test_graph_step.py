@@ -30,7 +30,7 @@ from cvdd.recover.graph import (
 )
 from cvdd.recover.step import augment_wave, wave_loss
 from cvdd.recover.waves import open_wave, pixel_bounds
-from cvdd.utils import CvddError, StopRequested
+from cvdd.utils import CvddError, StopRequested, use_cuda_device
 
 torch.set_num_threads(1)
 # static_augment against shared_crop_flip_roll on values in [-2, 2] (normalised pixels): at
@@ -312,3 +312,20 @@ def test_resume_in_the_other_mode(uncaptured, first):
     cur = hooks.states[-1]["current"]
     assert cur["exp_avg"].device.type == "cpu" and cur["exp_avg"].shape == cur["x"].shape
     assert torch.equal(_run(setup, state=hooks.states[-1], cuda_graph=not first), full)
+
+
+@pytest.mark.parametrize(
+    "name, current, index", [("cuda", 2, 2), ("cuda:1", 0, 1), ("cuda:0", 3, 0)]
+)
+def test_a_cuda_worker_makes_its_device_current_by_index(monkeypatch, name, current, index):
+    """torch.cuda.set_device refuses torch.device('cuda') (no index), which is what
+    `--device cuda` resolves to: the worker passes an index, the current one for plain 'cuda'.
+    The stand-in set_device applies torch's own index check, so a device without one fails."""
+    from torch.cuda._utils import _get_device_index
+
+    seen = []
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: seen.append(_get_device_index(d)))
+    assert use_cuda_device(name) == index and seen == [index]
+    with pytest.raises(ValueError, match="specified index"):
+        torch.cuda.set_device(torch.device("cuda"))  # what the worker did before
