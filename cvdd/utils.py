@@ -139,6 +139,16 @@ def resolve_device(name: str = "auto") -> str:
                 f"device {name!r} asked for, but no CUDA GPU is visible; "
                 "use --set device=cpu (or device=auto)"
             )
+        try:
+            index = torch.device(name).index
+        except RuntimeError:
+            index = -1  # 'cudaX', 'cuda:x': not a device name
+        count = torch.cuda.device_count()
+        if index is not None and not 0 <= index < count:
+            raise CvddError(
+                f"device {name!r}: this machine's GPUs are cuda:0 to cuda:{count - 1}; "
+                "choose one of them, or device=cuda (the current one)"
+            )
         return name
     raise CvddError(f"unknown device {name!r}; choose from auto, cpu, cuda, cuda:N")
 

@@ -167,3 +167,23 @@ def test_nan_loss_stops_with_advice(tmp_path, monkeypatch):
         pipeline.run_pipeline(rd.path)
     assert (rd.path / "squeeze/members.json").is_file()  # earlier stages' results are kept
     assert run_status(rd.path)["status"] == "failed"
+
+
+def test_a_device_this_machine_lacks_names_the_ones_it_has(monkeypatch):
+    """A GPU index past the last one (or a misspelt device) fails before the run starts, with
+    the devices there are, not CUDA's "invalid device ordinal" mid-stage."""
+    import torch
+
+    from cvdd.utils import resolve_device
+
+    with pytest.raises(CvddError, match="unknown device 'gpu'.*cuda:N"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(CvddError, match="no CUDA GPU is visible.*device=cpu"):
+            resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda") == "cuda" and resolve_device("cuda:1") == "cuda:1"
+    for bad in ("cuda:2", "cuda:x"):
+        with pytest.raises(CvddError, match="cuda:0 to cuda:1.*device=cuda"):
+            resolve_device(bad)
