@@ -2,7 +2,8 @@
 of test-split evaluation, and the one out-of-memory check and message.
 
 The budget is the device's free memory (or `recover.memory_gb`, or CVDD_MEMORY_GB, which wins so
-a resumed run can be given less) minus headroom. Recover sizes its waves from it
+a resumed run can be given less) minus headroom; where CVDD_MAX_WORKERS lets several workers share
+the device, each plans from its share of the free memory. Recover sizes its waves from it
 (cvdd/recover/plan.py), validate its evaluation batches (`plan_eval_batch`).
 """
 
@@ -14,6 +15,8 @@ from collections.abc import Callable
 
 import torch
 import torch.nn as nn
+
+from .queue import device_key, max_workers
 
 __all__ = [
     "GIB",
@@ -69,6 +72,11 @@ def memory_budget(device: torch.device, memory_gb: float) -> tuple[int, int, str
         free = _available_ram()
         limit = free if memory_gb <= 0 else min(free, int(memory_gb * GIB))
         source = source or "available RAM"
+    shared = max_workers(device_key(str(device)))
+    if shared > 1:  # the other workers allowed on this device plan from the same free memory
+        free //= shared
+        limit = min(limit, free)
+        source += f" (free memory shared by the {shared} workers CVDD_MAX_WORKERS allows here)"
     if memory_gb > 0 and limit == free:
         source += " (capped by free memory)"
     return int(max(limit, 0) * HEADROOM), held, source

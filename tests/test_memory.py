@@ -46,6 +46,29 @@ def test_environment_budget_wins_over_the_config(monkeypatch):
     assert memory.memory_budget(cpu, 0)[2] == "available RAM"
 
 
+def test_workers_sharing_a_device_each_plan_from_their_share(monkeypatch):
+    """Two workers allowed on one GPU (CVDD_MAX_WORKERS=2) must not each plan to fill its free
+    memory; on the CPU likewise with the available RAM."""
+    gib = memory.GIB
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda d=None: 1 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda d=None: 2 * gib)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d=None: (9 * gib, 80 * gib))
+    monkeypatch.setattr(memory, "_available_ram", lambda: 20 * gib)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert memory.memory_budget(cuda, 0) == (
+        int(10 * gib * memory.HEADROOM),
+        gib,
+        "free device memory",
+    )
+    monkeypatch.setenv("CVDD_MAX_WORKERS", "2,cpu=4")
+    budget, held, source = memory.memory_budget(cuda, 0)
+    assert budget == int(5 * gib * memory.HEADROOM) and held == gib and "2 workers" in source
+    assert memory.memory_budget(cuda, 3)[0] == int(2 * gib * memory.HEADROOM)  # 3 GiB - held
+    assert memory.memory_budget(cpu, 0)[0] == int(5 * gib * memory.HEADROOM)
+    monkeypatch.setenv("CVDD_MAX_WORKERS", "0")  # no limit: no share to plan from
+    assert memory.memory_budget(cpu, 0)[0] == int(20 * gib * memory.HEADROOM)
+
+
 def _setup(**over):
     torch.manual_seed(0)
     models = {}
