@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
-from cvdd.config import RunConfig
+from app import shaping
+from cvdd.config import PRESETS, RunConfig, from_preset
 from cvdd.data_layouts import LAYOUTS, layout_problem
 from cvdd.utils import CvddError
 
@@ -242,3 +244,85 @@ def _descend(p: Path) -> Path:
     if len(kids) == 1 and kids[0].is_dir() and not (p / "train").exists():
         return kids[0]
     return p
+
+
+# the form's fields that become overrides (session keys nr_<name>), besides the data set
+FORM_FIELDS = (
+    "ipc",
+    "seed",
+    "device",
+    "num_experts",
+    "temperature",
+    "voter",
+    "schedule",
+    "iterations",
+    "teacher",
+    "members",
+    "bssl",
+)
+
+
+@dataclass
+class FormCheck:
+    """What the New run form adds up to: the config (None when it cannot be built), every
+    message by form field (the form's own first where it and cvdd.config both speak), the
+    overrides on top of the preset or clone (the CLI command the page shows), and a note for
+    under the IPC field when IPC is fine."""
+
+    cfg: RunConfig | None
+    errors: dict[str, str]
+    overrides: list[str]
+    ipc_note: str
+
+
+def _form_dataset(form: Mapping) -> tuple[str, str | None]:
+    """(the data set the form names, the message when it is not usable)."""
+    kind, path = form["nr_kind"], str(form.get("nr_path") or "").strip()
+    if kind == "builtin":
+        return "builtin", None
+    if kind == "zip":
+        dataset = form.get("nr_zip_path") or ""
+        return (
+            dataset,
+            None if dataset else "Drop a zipped image folder above; its check must pass first.",
+        )
+    if not path:
+        return "", "Enter the path of the data set folder on the server."
+    if not Path(path).expanduser().exists():
+        return path, f"`{code(path)}` does not exist on the server's file system."
+    return path, dataset_problem(path)  # before it queues, not when it reaches the front
+
+
+def check_form(form: Mapping) -> FormCheck:
+    """Check the New run form's values (`form`: the session state, keys nr_*), as
+    app/views/new_run.py shows them: on top of the preset `nr_preset`, or of the cloned config
+    `nr_base` when there is one."""
+    errors: dict[str, str] = {}
+    dataset, bad = _form_dataset(form)
+    if bad:
+        errors["dataset"] = bad
+    vals = {k: form.get(f"nr_{k}") for k in FORM_FIELDS}
+    vals["dataset"] = dataset or None
+    errors.update(check_numbers(vals))
+    vals.update(dict.fromkeys(set(errors) & set(NUMBERS)))  # a bad number is not applied
+    extra = [ln.strip() for ln in str(form.get("nr_extra") or "").splitlines() if ln.strip()]
+    overrides = shaping.form_overrides(vals) + extra
+    preset = form["nr_preset"]
+    if form["nr_kind"] == "zip" and PRESETS[preset].get("squeeze", {}).get("source") == "shipped":
+        overrides.insert(0, "squeeze.source=train")  # the shipped committee fits the built-in data
+
+    def build(ovs: list[str]) -> RunConfig:
+        if form.get("nr_base"):
+            return RunConfig.from_dict(form["nr_base"]).replace(ovs)
+        return from_preset(preset, ovs)
+
+    cfg, cfg_errors = check_config(build, overrides)
+    errors = {**cfg_errors, **errors}  # the form's own message first where both speak
+    if cfg is not None and not cfg.data.dataset and "dataset" not in errors:
+        errors["dataset"] = "This preset needs a data set path."
+    ipc_note = ""
+    if cfg is not None and cfg.data.dataset and not {"ipc", "dataset"} & set(errors):
+        bad, ipc_note = check_ipc(cfg, cfg.data.dataset)
+        if bad:
+            errors["ipc"] = bad
+    return FormCheck(cfg, errors, overrides, ipc_note)

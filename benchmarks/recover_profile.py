@@ -19,8 +19,6 @@ It prints figures and asserts nothing.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import itertools
 import os
 import re
 import sys
@@ -34,8 +32,6 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]  # cvdd, and recover_speed beside t
 
 import recover_speed as rs  # noqa: E402  (the committee, groups and steps it times)
 
-from cvdd.config import RecoverConfig  # noqa: E402
-from cvdd.recover.committee import make_groups  # noqa: E402
 from cvdd.recover.step import fast_path, member_format  # noqa: E402
 from cvdd.utils import use_cuda_device  # noqa: E402
 
@@ -98,7 +94,8 @@ def report(
     total = sum(t for _, _, t in rows) or 1.0
     kinds: dict[str, float] = {}
     for name, _, t in rows:
-        kinds[kind_of(name)] = kinds.get(kind_of(name), 0.0) + t
+        kind = kind_of(name)
+        kinds[kind] = kinds.get(kind, 0.0) + t
     lines = [head, ""]
     lines.append(f"- eager step: {eager_ms:.3f} ms per image per iteration ({n} images)")
     if graph_ms is not None:
@@ -131,17 +128,7 @@ def main(argv=None) -> str:
     threads = int(os.environ.get("CVDD_THREADS", 0)) or torch.get_num_threads()
     torch.set_num_threads(threads)
     precision = args.precision or ("bf16" if cuda else "fp32")
-    names, classes, px, jitter = rs.SETS["cifar100"]
-    per_group = min(args.batch, 100)
-    n_groups = max(args.batch // per_group, 1)
-    cfg = dataclasses.replace(
-        RecoverConfig(), jitter=jitter, classes_per_group=per_group, precision=precision
-    )
-    models = rs._committee(names, classes, device)
-    pairs = [list(p) for p in itertools.combinations(names, 2)]
-    groups = make_groups(per_group, n_groups, per_group)
-    voters = [pairs[g.ipc_idx % len(pairs)] for g in groups]
-    images = torch.randint(0, 256, (per_group * n_groups, 3, px, px), dtype=torch.uint8)
+    cfg, models, groups, voters, images = rs.build_case("cifar100", args.batch, precision, device)
     _, cl = fast_path(cfg, device)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with member_format(models, cl):

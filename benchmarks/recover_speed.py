@@ -202,21 +202,30 @@ def _effective_batch(name: str, batch: int, args, device: torch.device) -> int:
     return min(batch, max(args.cpu_cap * 32 * 32 // (px * px), 2))
 
 
-def _case(name, batch, precision, args, device) -> str:
+def build_case(name: str, batch: int, precision: str, device: torch.device):
+    """One case of set `name`: its recover settings, committee (random weights), groups of up to
+    100 classes (one per "IPC index"), each group's expert pair, and random uint8 images
+    (class-major, `batch` rounded down to whole groups)."""
     names, classes, px, jitter = SETS[name]
-    asked, batch = batch, _effective_batch(name, batch, args, device)
     per_group = min(batch, 100)
-    n_groups = batch // per_group
+    n_groups = max(batch // per_group, 1)
     cfg = dataclasses.replace(
         RecoverConfig(), jitter=jitter, classes_per_group=per_group, precision=precision
     )
     models = _committee(names, classes, device)
     pairs = [list(p) for p in itertools.combinations(names, 2)]
-    groups = make_groups(per_group, n_groups, per_group)  # one group per "IPC index"
+    groups = make_groups(per_group, n_groups, per_group)
     voters = [pairs[g.ipc_idx % len(pairs)] for g in groups]
-    images = torch.randint(0, 256, (batch, 3, px, px), dtype=torch.uint8)
+    images = torch.randint(0, 256, (per_group * n_groups, 3, px, px), dtype=torch.uint8)
     images = images.view(per_group, n_groups, 3, px, px).flatten(0, 1)  # class-major
-    n = per_group * n_groups
+    return cfg, models, groups, voters, images
+
+
+def _case(name, batch, precision, args, device) -> str:
+    px = SETS[name][2]
+    asked, batch = batch, _effective_batch(name, batch, args, device)
+    cfg, models, groups, voters, images = build_case(name, batch, precision, device)
+    per_group, n = cfg.classes_per_group, len(images)
     ref_ms = float("nan")
     if precision == "fp32":  # the straightforward step is fp32 only
         step, close = _reference(models, groups, voters, images, cfg, device)

@@ -65,3 +65,40 @@ def test_page_terms_turn_cli_advice_into_field_labels():
         "class 'x' has only 500 training images; lower IPC to 500 or use more data"
     )
     assert checks.page_terms("use --set recover.iterations=300") == "use Recover iterations = 300"
+
+
+def _form(**over) -> dict:
+    """The New run form's session values as the quick preset fills them (new_run._fill)."""
+    cfg = from_preset("quick").to_dict()
+    form = dict(
+        nr_preset="quick",
+        nr_kind="builtin",
+        nr_path="",
+        nr_ipc=str(cfg["ipc"]),
+        nr_members=list(cfg["squeeze"]["members"]),
+        nr_num_experts=str(cfg["recover"]["num_experts"]),
+        nr_temperature=float(cfg["recover"]["temperature"]),
+        nr_voter=cfg["recover"]["voter"],
+        nr_schedule=cfg["recover"]["schedule"],
+        nr_bssl=True,
+        nr_iterations=str(cfg["recover"]["iterations"]),
+        nr_device="cpu",
+        nr_seed="0",
+        nr_teacher=cfg["relabel"]["teacher"],
+        nr_extra="",
+        nr_base=None,
+    )
+    return {**form, **over}
+
+
+def test_the_form_as_a_whole_gives_a_config_or_its_messages(tmp_path):
+    ok = checks.check_form(_form())
+    assert ok.errors == {} and ok.cfg.ipc == from_preset("quick").ipc
+    assert ok.ipc_note == "the built-in set: 500 images per class, so IPC ≤ 500."
+    bad = checks.check_form(_form(nr_ipc="1e3", nr_extra="recover.lr=-1"))
+    assert set(bad.errors) >= {"ipc"} and "recover.lr=-1" in bad.overrides
+    zip_ = checks.check_form(_form(nr_kind="zip"))
+    assert "Drop a zipped image folder" in zip_.errors["dataset"]
+    assert zip_.overrides[0] == "squeeze.source=train"  # the shipped committee fits builtin only
+    gone = checks.check_form(_form(nr_kind="folder", nr_path=str(tmp_path / "nowhere")))
+    assert "does not exist" in gone.errors["dataset"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
@@ -86,8 +85,7 @@ def test_cached_stage_does_not_count_as_speed():
 
 
 def _recorded(name: str) -> tuple[list[dict], RunConfig, dict]:
-    with gzip.open(DATA / name, "rt") as f:
-        doc = json.load(f)
+    doc = json.loads((DATA / name).read_text(encoding="utf-8"))
     return doc["events"], RunConfig.from_dict(doc["config"]), doc["dataset"]
 
 
@@ -97,7 +95,7 @@ def test_run_eta_on_a_recorded_quick_run():
     validate at 8.7x): no clock could foresee that at 30 %; from 40 % on, the ETA is within
     35 % (or a minute) of the time really left, at 30 % within 45 %, always closer than the
     stage-only ETA was, and it never jumps up by more than half after the first tenth."""
-    evs, cfg, d = _recorded("quick_run_loaded.json.gz")
+    evs, cfg, d = _recorded("quick_run_loaded.json")
     work = recorded_work(cfg, d, students=3)
     t0 = next(e["t"] for e in evs if e["kind"] == "run_start")
     t1 = next(e["t"] for e in evs if e["kind"] == "run_end")

@@ -8,11 +8,10 @@ the form from an earlier run's config.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import streamlit as st
 
-from app import checks, shaping, state, upload
+from app import checks, state, upload
 from app import components as C
 from cvdd import jobs
 from cvdd.config import COMMITTEE, PRESET_NOTES, PRESETS, RunConfig, from_preset
@@ -245,67 +244,13 @@ with form:
             placeholder="recover.snapshot_every=20\nvalidate.epochs=40",
         )
 
-# -- build and check the config --------------------------------------------------------------
-errors: dict[str, str] = {}
-kind, path = ss["nr_kind"], str(ss.get("nr_path") or "").strip()
-if kind == "builtin":
-    dataset = "builtin"
-elif kind == "zip":
-    dataset = ss.get("nr_zip_path") or ""
-    if not dataset:
-        errors["dataset"] = "Drop a zipped image folder above; its check must pass first."
-elif not path:
-    dataset, errors["dataset"] = "", "Enter the path of the data set folder on the server."
-else:
-    dataset = path
-    if not Path(path).expanduser().exists():
-        errors["dataset"] = f"`{checks.code(path)}` does not exist on the server's file system."
-    elif bad := checks.dataset_problem(path):  # before it queues, not when it reaches the front
-        errors["dataset"] = bad
-vals = {
-    k: ss.get(f"nr_{k}")
-    for k in (
-        "ipc",
-        "seed",
-        "device",
-        "num_experts",
-        "temperature",
-        "voter",
-        "schedule",
-        "iterations",
-        "teacher",
-        "members",
-        "bssl",
-    )
-}
-vals["dataset"] = dataset or None
-errors.update(checks.check_numbers(vals))
-vals.update(dict.fromkeys(set(errors) & set(checks.NUMBERS)))  # a bad number is not applied
-extra = [ln.strip() for ln in str(ss.get("nr_extra") or "").splitlines() if ln.strip()]
-overrides = shaping.form_overrides(vals) + extra
-if kind == "zip" and PRESETS[ss["nr_preset"]].get("squeeze", {}).get("source") == "shipped":
-    overrides.insert(0, "squeeze.source=train")  # the shipped committee fits the built-in data
-
-
-def _build(ovs: list[str]) -> RunConfig:
-    if ss.get("nr_base"):
-        return RunConfig.from_dict(ss["nr_base"]).replace(ovs)
-    return from_preset(ss["nr_preset"], ovs)
-
-
-cfg, cfg_errors = checks.check_config(_build, overrides)
-errors = {**cfg_errors, **errors}  # the form's own message first where both speak
-if cfg is not None and not cfg.data.dataset and "dataset" not in errors:
-    errors["dataset"] = "This preset needs a data set path."
-ipc_note = ""
-if cfg is not None and cfg.data.dataset and not {"ipc", "dataset"} & set(errors):
-    bad, ipc_note = checks.check_ipc(cfg, cfg.data.dataset)
-    if bad:
-        errors["ipc"] = bad
+# -- build and check the config (app/checks.py) ----------------------------------------------
+check = checks.check_form(ss)
+cfg, errors, overrides = check.cfg, check.errors, check.overrides
 for field, msg in errors.items():
     (slots.get(field) or form).error(msg)
-if ipc_note and "ipc" not in errors:
-    slots["ipc"].caption(ipc_note)
+if check.ipc_note and "ipc" not in errors:
+    slots["ipc"].caption(check.ipc_note)
 
 with form:
     gpus, nproc = state.gpu_count(), 1

@@ -159,12 +159,11 @@ def _range(vals: list[float], y_min: float | None, y_max: float | None) -> tuple
 
 
 class _Plot(NamedTuple):
-    """A chart's plotting area: the x span, the y span in pixels, value -> y, and the SVG so far
-    (frame, legend, axis)."""
+    """A chart's plotting area: the x span, the baseline's y in pixels, the axis's lowest value,
+    value -> y, and the SVG so far (frame, legend, axis)."""
 
     x0: float
     x1: float
-    top: float
     bottom: float
     lo: float
     y_of: Callable[[float], float]
@@ -186,7 +185,7 @@ def _plot(uid: str, series: Sequence[Series], lo: float, hi: float, **kw) -> _Pl
 
     out = _frame(uid, width, height, kw["title"]) + legend
     out += _axis(ticks, x0=x0, x1=x1, y_of=y_of, y_label=kw["y_label"], top=top, bottom=bottom)
-    return _Plot(x0, x1, top, bottom, lo, y_of, out)
+    return _Plot(x0, x1, bottom, lo, y_of, out)
 
 
 def bar_chart(
@@ -207,7 +206,7 @@ def bar_chart(
     vals = _all_values(series)
     lo, hi = _range(vals, y_min, y_max if y_max is not None else max(vals, default=1) * 1.08)
     kw = dict(width=width, height=height, title=title, y_label=y_label, kind="bar")
-    x0, x1, _, bottom, lo, y_of, out = _plot(uid, series, lo, hi, **kw)
+    x0, x1, bottom, lo, y_of, out = _plot(uid, series, lo, hi, **kw)
     gw = (x1 - x0) / max(len(groups), 1)
     bw = gw * 0.78 / max(len(series), 1)
     for gi in range(len(groups)):
@@ -298,7 +297,7 @@ def line_chart(
     """A value per category and series, drawn as markers (joined by a line when `connect`)."""
     lo, hi = _range(_all_values(series), y_min, y_max)
     kw = dict(width=width, height=height, title=title, y_label=y_label, kind="line")
-    x0, x1, _, bottom, _, y_of, out = _plot(uid, series, lo, hi, **kw)
+    x0, x1, bottom, _, y_of, out = _plot(uid, series, lo, hi, **kw)
     step = (x1 - x0) / max(len(labels), 1)
     xs = [x0 + (i + 0.5) * step for i in range(len(labels))]
     for si, s in enumerate(series):
